@@ -1,0 +1,401 @@
+//! MQTT broker connection settings: from a URL (`mqtt://` / `mqtts://user@host:port`) or from parts
+//! (Butler's `mqttForward.broker` block), turned into rumqttc options for MQTT 3.1.1 or 5.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MqttVersion {
+    #[default]
+    V311,
+    V5,
+}
+
+impl std::str::FromStr for MqttVersion {
+    type Err = BrokerError;
+
+    fn from_str(s: &str) -> Result<Self, BrokerError> {
+        match s.trim() {
+            "3" | "3.1.1" | "311" | "4" => Ok(Self::V311),
+            "5" | "5.0" => Ok(Self::V5),
+            other => Err(BrokerError::Version(other.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker URL is not a URL: {0}")]
+    Url(String),
+    #[error("broker URL scheme `{0}` is not supported: use mqtt:// (plain TCP) or mqtts:// (TLS)")]
+    Scheme(String),
+    #[error("broker URL has no host")]
+    NoHost,
+    #[error(
+        "broker URL contains a password: put it in the password setting instead, so it never shows in logs"
+    )]
+    PasswordInUrl,
+    #[error("broker URL has unknown query parameter `{0}` (known: version, client_id, keep_alive)")]
+    UnknownParameter(String),
+    #[error("MQTT version `{0}` is not supported: use 3.1.1 or 5")]
+    Version(String),
+    #[error("keep_alive `{0}` is not a number of seconds between 5 and 3600")]
+    KeepAlive(String),
+    #[error("cannot read {what} file {path}: {reason}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{what} file {path} holds no usable PEM {expected}")]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        expected: &'static str,
+    },
+    #[error("a client certificate needs its key, and a key needs its certificate")]
+    ClientAuthIncomplete,
+    #[error("TLS configuration refused: {0}")]
+    Tls(String),
+}
+
+/// Where a TLS connection gets its trust anchors and (optionally) its client identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM file with the CA certificate(s) to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for brokers that authenticate clients by certificate
+    /// (AWS IoT Core, Azure Event Grid).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+pub struct BrokerSettings {
+    pub host: String,
+    pub port: u16,
+    /// `None`: plain TCP.
+    pub tls: Option<TlsSettings>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub version: MqttVersion,
+    pub client_id: String,
+    pub keep_alive: Duration,
+}
+
+impl std::fmt::Debug for BrokerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSettings")
+            .field("url", &self.display_url())
+            .field("tls", &self.tls)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("version", &self.version)
+            .field("client_id", &self.client_id)
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
+}
+
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+impl BrokerSettings {
+    /// A plain-TCP broker with no credentials.
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            tls: None,
+            username: None,
+            password: None,
+            version: MqttVersion::V311,
+            client_id: client_id.into(),
+            keep_alive: DEFAULT_KEEP_ALIVE,
+        }
+    }
+
+    /// Parses `mqtt://[user@]host[:port][?version=5&client_id=x&keep_alive=30]` or `mqtts://…`.
+    /// Default ports are 1883 and 8883. `client_id` defaults to `default_client_id`.
+    pub fn from_url(url: &str, default_client_id: &str) -> Result<Self, BrokerError> {
+        let parsed = url::Url::parse(url.trim()).map_err(|e| BrokerError::Url(e.to_string()))?;
+        let tls = match parsed.scheme() {
+            "mqtt" | "tcp" => None,
+            "mqtts" | "ssl" => Some(TlsSettings::default()),
+            other => return Err(BrokerError::Scheme(other.to_owned())),
+        };
+        if parsed.password().is_some() {
+            return Err(BrokerError::PasswordInUrl);
+        }
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or(BrokerError::NoHost)?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = parsed
+            .port()
+            .unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+        let username = Some(parsed.username())
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                url::form_urlencoded::parse(format!("u={u}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_else(|| u.to_owned())
+            });
+        let mut settings = Self {
+            tls,
+            username,
+            ..Self::new(host, port, default_client_id)
+        };
+        for (key, value) in parsed.query_pairs() {
+            match key.as_ref() {
+                "version" => settings.version = value.parse()?,
+                "client_id" => settings.client_id = value.into_owned(),
+                "keep_alive" => {
+                    let secs: u64 = value
+                        .parse()
+                        .ok()
+                        .filter(|s| (5..=3600).contains(s))
+                        .ok_or_else(|| BrokerError::KeepAlive(value.to_string()))?;
+                    settings.keep_alive = Duration::from_secs(secs);
+                }
+                other => return Err(BrokerError::UnknownParameter(other.to_owned())),
+            }
+        }
+        Ok(settings)
+    }
+
+    /// The broker as a URL without secrets, for logs.
+    pub fn display_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        let user = self
+            .username
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("{scheme}://{user}{host}:{}", self.port)
+    }
+
+    /// Loads certificates and keys now, so a bad file fails at start-up rather than at the
+    /// first connection.
+    pub fn rustls_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, BrokerError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            return Err(BrokerError::ClientAuthIncomplete);
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        match &tls.ca_file {
+            Some(path) => {
+                for cert in read_certs(path, "CA")? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| BrokerError::Tls(format!("CA file {}: {e}", path.display())))?;
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(native.certs);
+                if roots.is_empty() {
+                    return Err(BrokerError::Tls(
+                        "no system CA certificates found: set a CA file".to_owned(),
+                    ));
+                }
+            }
+        }
+        // Name the provider: the workspace links more than one, and rustls will not guess.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| BrokerError::Tls(e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match (&tls.client_cert, &tls.client_key) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => {
+                let chain = read_certs(cert, "client certificate")?;
+                let key = read_key(key)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| BrokerError::Tls(format!("client certificate/key: {e}")))?
+            }
+            _ => return Err(BrokerError::ClientAuthIncomplete),
+        };
+        Ok(Some(Arc::new(config)))
+    }
+
+    /// rumqttc options for MQTT 3.1.1. `clean_session` false gives a persistent session.
+    pub fn mqtt_options(&self, clean_session: bool) -> Result<rumqttc::MqttOptions, BrokerError> {
+        let mut options = rumqttc::MqttOptions::new(&self.client_id, &self.host, self.port);
+        options.set_keep_alive(self.keep_alive);
+        options.set_clean_session(clean_session);
+        options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        if let Some(user) = &self.username {
+            let password = self
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned())
+                .unwrap_or_default();
+            options.set_credentials(user, password);
+        }
+        if let Some(config) = self.rustls_config()? {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(config),
+            ));
+        }
+        Ok(options)
+    }
+
+    /// rumqttc options for MQTT 5. A `session_expiry` keeps the session (and queued QoS 1
+    /// messages) on the broker that long after a disconnect; `None` ends it with the connection.
+    pub fn mqtt_options_v5(
+        &self,
+        session_expiry: Option<Duration>,
+    ) -> Result<rumqttc::v5::MqttOptions, BrokerError> {
+        let mut options = rumqttc::v5::MqttOptions::new(&self.client_id, &self.host, self.port);
+        options.set_keep_alive(self.keep_alive);
+        options.set_clean_start(session_expiry.is_none());
+        options.set_session_expiry_interval(
+            session_expiry.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+        );
+        options.set_max_packet_size(Some(1024 * 1024));
+        if let Some(user) = &self.username {
+            let password = self
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned())
+                .unwrap_or_default();
+            options.set_credentials(user, password);
+        }
+        if let Some(config) = self.rustls_config()? {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(config),
+            ));
+        }
+        Ok(options)
+    }
+}
+
+fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, BrokerError> {
+    std::fs::read(path).map_err(|e| BrokerError::File {
+        what,
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn read_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, BrokerError> {
+    let pem = read_file(path, what)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(BrokerError::Pem {
+            what,
+            path: path.to_owned(),
+            expected: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<rustls_pki_types::PrivateKeyDer<'static>, BrokerError> {
+    let pem = read_file(path, "client key")?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| BrokerError::Pem {
+            what: "client key",
+            path: path.to_owned(),
+            expected: "private key",
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_tls_urls_parse_with_default_ports() {
+        let s = BrokerSettings::from_url("mqtt://localhost", "relay-1").unwrap();
+        assert_eq!((s.host.as_str(), s.port, s.tls.is_none()), ("localhost", 1883, true));
+        assert_eq!(s.client_id, "relay-1");
+        assert_eq!(s.version, MqttVersion::V311);
+
+        let s = BrokerSettings::from_url("mqtts://relay@broker.example.com", "c").unwrap();
+        assert_eq!(s.port, 8883);
+        assert!(s.tls.is_some());
+        assert_eq!(s.username.as_deref(), Some("relay"));
+        assert_eq!(s.display_url(), "mqtts://relay@broker.example.com:8883");
+    }
+
+    #[test]
+    fn query_parameters_set_version_client_id_and_keep_alive() {
+        let s = BrokerSettings::from_url(
+            "mqtt://h:1884?version=5&client_id=abc&keep_alive=60",
+            "c",
+        )
+        .unwrap();
+        assert_eq!(s.port, 1884);
+        assert_eq!(s.version, MqttVersion::V5);
+        assert_eq!(s.client_id, "abc");
+        assert_eq!(s.keep_alive, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_reason() {
+        let err = |u: &str| BrokerSettings::from_url(u, "c").unwrap_err().to_string();
+        assert!(err("http://h").contains("scheme `http`"));
+        assert!(err("mqtt://u:hunter2hunter2@h").contains("contains a password"));
+        assert!(!err("mqtt://u:hunter2hunter2@h").contains("hunter2"));
+        assert!(err("mqtt://h?qos=2").contains("unknown query parameter `qos`"));
+        assert!(err("mqtt://h?version=4.5").contains("version `4.5`"));
+        assert!(err("mqtt://h?keep_alive=1").contains("keep_alive"));
+        assert!(err("not a url").contains("not a URL"));
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let mut s = BrokerSettings::from_url("mqtt://u@h", "c").unwrap();
+        s.password = Some(SecretString::from("hunter2hunter2".to_owned()));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("***"));
+    }
+
+    #[test]
+    fn missing_ca_file_is_named() {
+        let mut s = BrokerSettings::from_url("mqtts://h", "c").unwrap();
+        s.tls = Some(TlsSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        });
+        let err = s.mqtt_options(true).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn half_a_client_identity_is_refused() {
+        let mut s = BrokerSettings::from_url("mqtts://h", "c").unwrap();
+        s.tls = Some(TlsSettings {
+            client_cert: Some("cert.pem".into()),
+            ..Default::default()
+        });
+        assert!(matches!(
+            s.rustls_config(),
+            Err(BrokerError::ClientAuthIncomplete)
+        ));
+    }
+}

@@ -1,0 +1,19 @@
+//! What the Qlik Cloud relay and its consumer share: the webhook envelope in all its forms,
+//! `Qlik-Signature` verification, MQTT topic routing, and broker connection settings.
+//!
+//! Nothing here performs I/O except reading certificate files named in [`broker::TlsSettings`].
+
+pub mod broker;
+pub mod envelope;
+pub mod signature;
+pub mod topic;
+
+pub use broker::{BrokerError, BrokerSettings, MqttVersion, TlsSettings};
+pub use envelope::{
+    APP_RELOAD_FINISHED, Envelope, EnvelopeError, EnvelopeFormat, RELOAD_FINISHED, ReloadEvent,
+    ReloadEventKind, with_legacy_fields,
+};
+pub use signature::{
+    SIGNATURE_HEADER, SecretsError, SignatureError, VerifiedBody, WebhookSecrets, sign,
+};
+pub use topic::{TopicError, TopicRouting, TopicTemplate};
