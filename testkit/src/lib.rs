@@ -24,8 +24,11 @@ pub struct TestBroker {
     pub port: u16,
     /// MQTT 5 port (the same as `port` on Mosquitto).
     pub v5_port: u16,
-    /// Whether the broker keeps sessions of clients that connect with clean session off
-    /// (Mosquitto does; rumqttd only partly).
+    /// Whether the broker keeps sessions of clients that connect with clean session off: their
+    /// subscriptions, the QoS 1 messages published while they were away, and the ones they
+    /// received but never acknowledged. Both Mosquitto and rumqttd 0.20 do (rumqttd keeps a
+    /// per-session cursor into its commit log and rewinds it to the first unacknowledged
+    /// message); `consumer/tests/broker_sessions.rs` checks it on every broker.
     pub persistent_sessions: bool,
 }
 
@@ -50,7 +53,7 @@ pub fn embedded() -> TestBroker {
         host: broker.v4.ip().to_string(),
         port: broker.v4.port(),
         v5_port: broker.v5.port(),
-        persistent_sessions: false,
+        persistent_sessions: true,
     }
 }
 
