@@ -1,26 +1,139 @@
 //! Configuration: Butler's own YAML file, unchanged, plus an optional extension file that only
 //! this consumer reads (Butler validates its file strictly, so keys it does not know must live
 //! elsewhere). The extension file has the same shape as Butler's (`Butler: …`) and is merged over
-//! it; extension keys are also accepted in the main file.
+//! it: mappings merge key by key, anything else (scalars, lists) replaces. Extension keys are also
+//! accepted in the main file.
 //!
 //! Everything is validated at load time and every problem is reported with its dotted key path.
+//! See `consumer/CONFIG.md` for the reference.
 
 mod error;
+mod node;
+mod parse;
+mod report;
 mod types;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value;
 
 pub use error::{ConfigErrors, Problem};
+pub use parse::{
+    CONSUMER, FORWARD, MQTT_PASSWORD_ENV, QSC, SCRIPT_LOG, TENANT, TENANT_JWT_ENV, TENANTS,
+    tenant_jwt_env_var,
+};
+pub use report::{EXIT_CONFIG_INVALID, EXIT_OK, check_config, check_config_with_env, summary};
 pub use types::*;
 
-/// Loads and validates the configuration. Secrets may come from the environment
-/// (`QLIK_TENANT_JWT_<TENANTID>`, `QLIK_TENANT_JWT`, `MQTT_PASSWORD`).
+/// Loads and validates the configuration, taking secrets from the process environment
+/// (`QLIK_TENANT_JWT_<TENANTID>`, `QLIK_TENANT_JWT`, `MQTT_PASSWORD`) where set.
 pub fn load(path: &Path, extensions: Option<&Path>) -> Result<ConsumerConfig, ConfigErrors> {
-    let _ = (path, extensions);
-    Err(ConfigErrors {
-        problems: vec![Problem {
-            path: path.display().to_string(),
-            message: "loading is not implemented yet".to_owned(),
-        }],
-    })
+    load_with_env(path, extensions, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with the environment supplied by the caller, so tests need not mutate the process
+/// environment (which is unsafe with threads running).
+pub fn load_with_env(
+    path: &Path,
+    extensions: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ConsumerConfig, ConfigErrors> {
+    let mut problems = Vec::new();
+    let main = read_yaml(path, &mut problems);
+    let ext = extensions.map(|p| read_yaml(p, &mut problems));
+    let (Some(mut doc), None | Some(Some(_))) = (main, ext.as_ref()) else {
+        return Err(ConfigErrors { problems });
+    };
+    let mut sources = vec![path.to_owned()];
+    if let (Some(Some(ext)), Some(ext_path)) = (ext, extensions) {
+        if ext.as_mapping().and_then(|m| m.get("Butler")).is_none() {
+            return Err(ConfigErrors {
+                problems: vec![Problem {
+                    path: ext_path.display().to_string(),
+                    message: "extension file must have the same shape as Butler's: a top-level `Butler:` key"
+                        .to_owned(),
+                }],
+            });
+        }
+        merge(&mut doc, ext);
+        sources.push(ext_path.to_owned());
+    }
+    parse::parse(&doc, sources, env).map_err(|problems| ConfigErrors { problems })
+}
+
+fn read_yaml(path: &Path, problems: &mut Vec<Problem>) -> Option<Value> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            problems.push(Problem {
+                path: path.display().to_string(),
+                message: format!("cannot read: {e}"),
+            });
+            return None;
+        }
+    };
+    match serde_yaml_ng::from_str::<Value>(&text) {
+        // Butler's YAML uses merge keys (`<<:`) in some installations; resolve them like node-config.
+        Ok(mut value) => match value.apply_merge() {
+            Ok(()) => Some(value),
+            Err(e) => {
+                problems.push(Problem {
+                    path: path.display().to_string(),
+                    message: format!("invalid YAML merge key: {e}"),
+                });
+                None
+            }
+        },
+        Err(e) => {
+            // serde_yaml_ng reports syntax errors with a location, not with the offending text.
+            problems.push(Problem {
+                path: path.display().to_string(),
+                message: format!("not valid YAML: {e}"),
+            });
+            None
+        }
+    }
+}
+
+/// Mappings merge key by key; any other value in `overlay` replaces the one in `base`.
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Mapping(base), Value::Mapping(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) if !value.is_null() => merge(existing, value),
+                    Some(_) => {}
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// Default location of the extension file next to the main file: `consumer.yaml` in the same
+/// directory. Callers may use it when `--extensions` is not given and the file exists.
+pub fn default_extensions_path(main: &Path) -> PathBuf {
+    main.parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("consumer.yaml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_overlays_mappings_and_replaces_the_rest() {
+        let mut base: Value =
+            serde_yaml_ng::from_str("a: {b: 1, c: [1, 2], d: x}\ne: 5").expect("yaml");
+        let overlay: Value =
+            serde_yaml_ng::from_str("a: {b: 2, c: [3], f: y, d: null}\ng: 6").expect("yaml");
+        merge(&mut base, overlay);
+        let want: Value =
+            serde_yaml_ng::from_str("a: {b: 2, c: [3], d: x, f: y}\ne: 5\ng: 6").expect("yaml");
+        assert_eq!(base, want);
+    }
 }

@@ -1,0 +1,268 @@
+//! `check-config`: a masked, human-readable summary, or the list of problems.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+
+use qlik_events::MqttVersion;
+
+use super::types::*;
+
+/// `check-config` found nothing wrong.
+pub const EXIT_OK: i32 = 0;
+/// The configuration cannot be used (sysexits `EX_CONFIG`), so scripts can tell it apart from
+/// usage errors (2) and runtime failures (1).
+pub const EXIT_CONFIG_INVALID: i32 = 78;
+
+/// Validates the files and writes either a masked summary or every problem to `out`. Returns
+/// the process exit code: [`EXIT_OK`] or [`EXIT_CONFIG_INVALID`].
+pub fn check_config(path: &Path, extensions: Option<&Path>, out: &mut dyn Write) -> i32 {
+    check_config_with_env(path, extensions, &|name| std::env::var(name).ok(), out)
+}
+
+/// [`check_config`] with the environment supplied by the caller.
+pub fn check_config_with_env(
+    path: &Path,
+    extensions: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut dyn Write,
+) -> i32 {
+    let text = match super::load_with_env(path, extensions, env) {
+        Ok(config) => {
+            let mut text = summary(&config);
+            text.push_str("Configuration OK\n");
+            text
+        }
+        Err(errors) => {
+            let mut text = String::new();
+            let n = errors.problems.len();
+            let _ = writeln!(
+                text,
+                "Configuration has {n} problem{}:",
+                if n == 1 { "" } else { "s" }
+            );
+            for problem in &errors.problems {
+                let _ = writeln!(text, "  {problem}");
+            }
+            let _ = writeln!(text, "Configuration NOT OK");
+            text
+        }
+    };
+    let ok = text.ends_with("Configuration OK\n");
+    // A failed write to stdout (closed pipe) should not turn a valid config into a failure.
+    let _ = out.write_all(text.as_bytes());
+    if ok { EXIT_OK } else { EXIT_CONFIG_INVALID }
+}
+
+fn secs(d: std::time::Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+fn chat(kind: &str, c: &ChatAlertCommon) -> String {
+    let mut s = format!("{kind} → {}", c.webhook_url.masked());
+    match c.message_type {
+        MessageType::Basic => s.push_str(", basic message"),
+        MessageType::Formatted => {
+            let file = c
+                .template_file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default();
+            let _ = write!(s, ", formatted with {file}");
+        }
+    }
+    let _ = write!(
+        s,
+        ", script log head/tail {}/{} lines, rate limit {} per app",
+        c.head_script_log_lines,
+        c.tail_script_log_lines,
+        secs(c.rate_limit)
+    );
+    if c.alert_enable_by_tag.enable {
+        let _ = write!(s, ", only apps tagged \"{}\"", c.alert_enable_by_tag.tag);
+    }
+    if c.basic_content_only {
+        s.push_str(", event content only (no tenant API calls)");
+    }
+    s
+}
+
+/// A summary of what the consumer will do, with every secret masked: JWTs and passwords show
+/// only where they came from, webhook URLs only scheme and host.
+pub fn summary(config: &ConsumerConfig) -> String {
+    let mut s = String::new();
+    let files: Vec<String> = config
+        .sources
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let _ = writeln!(s, "Files: {}", files.join(" + "));
+    let _ = writeln!(s, "Tenants ({}):", config.tenants.len());
+    for t in &config.tenants {
+        let _ = writeln!(s, "  - {} at {}", t.id, t.tenant_url_str());
+        let _ = writeln!(s, "      key: {}", t.key_path);
+        if let Some(comment) = &t.comment {
+            let _ = writeln!(s, "      comment: {comment}");
+        }
+        let _ = writeln!(s, "      JWT: *** {}", t.jwt_source);
+        if let Some(qmc) = &t.qmc_url {
+            let _ = writeln!(s, "      QMC link: {qmc}");
+        }
+        if let Some(hub) = &t.hub_url {
+            let _ = writeln!(s, "      hub link: {hub}");
+        }
+        let mut alerts = Vec::new();
+        if let Some(teams) = &t.alert.teams {
+            alerts.push(chat("Teams", &teams.common));
+        }
+        if let Some(slack) = &t.alert.slack {
+            let mut line = chat("Slack", &slack.common);
+            if let Some(channel) = &slack.channel {
+                let _ = write!(line, ", channel {channel}");
+            }
+            alerts.push(line);
+        }
+        if let Some(email) = &t.alert.email {
+            alerts.push(format!(
+                "email to {} recipient(s){} (parsed; email delivery is not available yet)",
+                email.recipients.len(),
+                if email.app_owner_alert.enable {
+                    " and the app owner"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if alerts.is_empty() {
+            let _ = writeln!(s, "      alerts: none enabled");
+        }
+        for alert in alerts {
+            let _ = writeln!(s, "      alert: {alert}");
+        }
+    }
+
+    let b = &config.broker;
+    let _ = writeln!(s, "Broker: {}", b.broker_settings().display_url());
+    let version = match b.version {
+        MqttVersion::V311 => "MQTT 3.1.1".to_owned(),
+        MqttVersion::V5 => "MQTT 5".to_owned(),
+    };
+    let session = if b.clean_session {
+        "clean session (events published while stopped are lost)".to_owned()
+    } else if b.version == MqttVersion::V5 {
+        format!("persistent session, expiry {}", secs(b.session_expiry))
+    } else {
+        "persistent session (clean session off)".to_owned()
+    };
+    let _ = writeln!(
+        s,
+        "  {version}, client id {}, {session}, keep-alive {}",
+        b.client_id,
+        secs(b.keep_alive)
+    );
+    let tls = if b.tls {
+        match &b.ca_file {
+            Some(ca) => format!("TLS, CA file {}", ca.display()),
+            None => "TLS, system CA roots".to_owned(),
+        }
+    } else {
+        "plain TCP (no TLS)".to_owned()
+    };
+    let _ = writeln!(s, "  {tls}");
+    if let Some(cert) = &b.client_cert_file {
+        let _ = writeln!(s, "  client certificate {}", cert.display());
+    }
+    match &b.password {
+        Some(_) => {
+            let _ = writeln!(s, "  password: *** {}", b.password_source);
+        }
+        None => {
+            let _ = writeln!(s, "  password: not set");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Topics: subscribe to {} (app reload topic {})",
+        config.topics.subscription_filter(),
+        config.topics.app_reload
+    );
+
+    let _ = writeln!(s, "Destinations for failed reloads:");
+    if config.destinations.log {
+        let _ = writeln!(s, "  - log");
+    }
+    if let Some(dir) = &config.script_log.log_directory {
+        let _ = writeln!(s, "  - script log to disk under {}", dir.display());
+    }
+    for t in &config.tenants {
+        if let Some(teams) = &t.alert.teams {
+            let _ = writeln!(
+                s,
+                "  - Teams ({}) → {}",
+                t.id,
+                teams.common.webhook_url.masked()
+            );
+        }
+        if let Some(slack) = &t.alert.slack {
+            let _ = writeln!(
+                s,
+                "  - Slack ({}) → {}",
+                t.id,
+                slack.common.webhook_url.masked()
+            );
+        }
+    }
+    for w in &config.destinations.webhooks {
+        let headers: Vec<String> = w
+            .headers
+            .iter()
+            .map(|(name, _)| format!("{name}: ***"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  - webhook \"{}\" → {}{}",
+            w.name,
+            w.url.masked(),
+            if headers.is_empty() {
+                String::new()
+            } else {
+                format!(" (headers {})", headers.join(", "))
+            }
+        );
+    }
+    if let Some(m) = &config.destinations.mqtt {
+        let _ = writeln!(
+            s,
+            "  - MQTT re-publish to {}{}",
+            m.topic,
+            if m.retain { " (retained)" } else { "" }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "State: {} (event ids kept {}h); dead letters: {}",
+        config.state_dir.display(),
+        config.dedupe.retention.as_secs() / 3600,
+        config.dead_letter_dir.display()
+    );
+    let _ = writeln!(
+        s,
+        "Delivery: {} attempts, backoff {}ms up to {}ms, then parked",
+        config.retry.max_attempts,
+        config.retry.initial_backoff.as_millis(),
+        config.retry.max_backoff.as_millis()
+    );
+    let e = &config.enrichment;
+    if e.enable {
+        let _ = writeln!(
+            s,
+            "Tenant API: timeout {}, {} retries on 429/5xx, Retry-After capped at {}",
+            secs(e.request_timeout),
+            e.max_retries,
+            secs(e.max_retry_after)
+        );
+    } else {
+        let _ = writeln!(s, "Tenant API: off (alerts carry event content only)");
+    }
+    s
+}
