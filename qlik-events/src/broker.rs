@@ -138,14 +138,12 @@ impl BrokerSettings {
         let port = parsed
             .port()
             .unwrap_or(if tls.is_some() { 8883 } else { 1883 });
-        let username = Some(parsed.username())
-            .filter(|u| !u.is_empty())
-            .map(|u| {
-                url::form_urlencoded::parse(format!("u={u}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_else(|| u.to_owned())
-            });
+        let username = Some(parsed.username()).filter(|u| !u.is_empty()).map(|u| {
+            url::form_urlencoded::parse(format!("u={u}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| u.to_owned())
+        });
         let mut settings = Self {
             tls,
             username,
@@ -198,9 +196,9 @@ impl BrokerSettings {
         match &tls.ca_file {
             Some(path) => {
                 for cert in read_certs(path, "CA")? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| BrokerError::Tls(format!("CA file {}: {e}", path.display())))?;
+                    roots.add(cert).map_err(|e| {
+                        BrokerError::Tls(format!("CA file {}: {e}", path.display()))
+                    })?;
                 }
             }
             None => {
@@ -330,7 +328,10 @@ mod tests {
     #[test]
     fn plain_and_tls_urls_parse_with_default_ports() {
         let s = BrokerSettings::from_url("mqtt://localhost", "relay-1").unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.tls.is_none()), ("localhost", 1883, true));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls.is_none()),
+            ("localhost", 1883, true)
+        );
         assert_eq!(s.client_id, "relay-1");
         assert_eq!(s.version, MqttVersion::V311);
 
@@ -343,11 +344,9 @@ mod tests {
 
     #[test]
     fn query_parameters_set_version_client_id_and_keep_alive() {
-        let s = BrokerSettings::from_url(
-            "mqtt://h:1884?version=5&client_id=abc&keep_alive=60",
-            "c",
-        )
-        .unwrap();
+        let s =
+            BrokerSettings::from_url("mqtt://h:1884?version=5&client_id=abc&keep_alive=60", "c")
+                .unwrap();
         assert_eq!(s.port, 1884);
         assert_eq!(s.version, MqttVersion::V5);
         assert_eq!(s.client_id, "abc");

@@ -36,7 +36,9 @@ pub enum EnvelopeError {
     NotJson(String),
     #[error("body is JSON but not an object")]
     NotObject,
-    #[error("body has neither CloudEvents (specversion) nor legacy (cloudEventsVersion/eventType) fields")]
+    #[error(
+        "body has neither CloudEvents (specversion) nor legacy (cloudEventsVersion/eventType) fields"
+    )]
     Unrecognized,
     #[error("{format} envelope lacks a non-empty string `{field}`")]
     MissingField {
@@ -319,7 +321,10 @@ mod tests {
         assert_eq!(env.time.as_deref(), Some("2026-09-14T11:31:39Z"));
         let reload = env.reload().unwrap();
         assert!(reload.failed);
-        assert_eq!(reload.reload_id.as_deref(), Some("66e5727b9f3c8a0013a4b5c6"));
+        assert_eq!(
+            reload.reload_id.as_deref(),
+            Some("66e5727b9f3c8a0013a4b5c6")
+        );
         assert_eq!(reload.error_code.as_deref(), Some("ScriptError"));
         assert_eq!(
             reload.error_message.as_deref(),
@@ -363,7 +368,10 @@ mod tests {
         let env = Envelope::parse(RELOAD.as_bytes()).unwrap();
         let reload = env.reload().unwrap();
         assert_eq!(reload.kind, ReloadEventKind::ReloadFinished);
-        assert_eq!(reload.reload_id.as_deref(), Some("674ab6e2c1d0f80012e3f4a5"));
+        assert_eq!(
+            reload.reload_id.as_deref(),
+            Some("674ab6e2c1d0f80012e3f4a5")
+        );
         assert_eq!(reload.app_id.as_deref(), Some(APP));
         assert!(reload.failed);
         assert_eq!(reload.error_code.as_deref(), Some("RELOADS-007"));
@@ -383,7 +391,13 @@ mod tests {
             assert_eq!(reload.failed, failed, "{status}");
         }
         let ok = CLOUDEVENTS.replace("\"status\":\"error\"", "\"status\":\"ok\"");
-        assert!(!Envelope::parse(ok.as_bytes()).unwrap().reload().unwrap().failed);
+        assert!(
+            !Envelope::parse(ok.as_bytes())
+                .unwrap()
+                .reload()
+                .unwrap()
+                .failed
+        );
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub enum SignatureError {
 pub enum SecretsError {
     #[error("no webhook secret is configured")]
     Empty,
-    #[error("webhook secret #{position} has {len} characters; Qlik secrets have at least {MIN_SECRET_LEN}")]
+    #[error(
+        "webhook secret #{position} has {len} characters; Qlik secrets have at least {MIN_SECRET_LEN}"
+    )]
     TooShort { position: usize, len: usize },
 }
 
@@ -242,7 +244,13 @@ mod tests {
     #[test]
     fn short_or_missing_secrets_are_refused_without_echoing_them() {
         let err = WebhookSecrets::from_list(&format!("{SECRET},short")).unwrap_err();
-        assert_eq!(err, SecretsError::TooShort { position: 2, len: 5 });
+        assert_eq!(
+            err,
+            SecretsError::TooShort {
+                position: 2,
+                len: 5
+            }
+        );
         assert!(!err.to_string().contains("short"));
         assert_eq!(
             WebhookSecrets::from_list(" , ").unwrap_err(),

@@ -206,10 +206,7 @@ mod tests {
             "qscloud/event/a____/.._x_y"
         );
         let template: TopicTemplate = "q/{tenantId}/{type}".parse().unwrap();
-        assert_eq!(
-            template.render(&envelope("t+", "x/y#")),
-            "q/x_y_/t_"
-        );
+        assert_eq!(template.render(&envelope("t+", "x/y#")), "q/x_y_/t_");
     }
 
     #[test]
@@ -244,7 +241,10 @@ mod tests {
             "a/{tenant}".parse::<TopicTemplate>(),
             Err(TopicError::UnknownPlaceholder("tenant".into()))
         );
-        assert_eq!("a/{type".parse::<TopicTemplate>(), Err(TopicError::Unclosed));
+        assert_eq!(
+            "a/{type".parse::<TopicTemplate>(),
+            Err(TopicError::Unclosed)
+        );
         assert!(TopicRouting::with_root("a/#").is_err());
     }
 }

@@ -78,7 +78,9 @@ pub fn brokers() -> Vec<TestBroker> {
     let mut brokers = vec![embedded()];
     match mosquitto() {
         Some(m) => brokers.push(m),
-        None => eprintln!("testkit: Mosquitto not answering on 127.0.0.1:1883; embedded broker only"),
+        None => {
+            eprintln!("testkit: Mosquitto not answering on 127.0.0.1:1883; embedded broker only")
+        }
     }
     brokers
 }
@@ -156,7 +158,10 @@ impl Subscriber {
 
     /// The next message, or `None` if none arrives within `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<(String, Vec<u8>)> {
-        tokio::time::timeout(timeout, self.rx.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -166,7 +171,10 @@ async fn wait_for_suback(eventloop: &mut EventLoop, broker: &TestBroker) {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::SubAck(_))) => return,
                 Ok(_) => {}
-                Err(e) => panic!("test subscriber cannot reach the {} broker: {e}", broker.name),
+                Err(e) => panic!(
+                    "test subscriber cannot reach the {} broker: {e}",
+                    broker.name
+                ),
             }
         }
     };

@@ -1,0 +1,411 @@
+//! Settings from environment variables. Parsing is pure (a lookup function in, settings or the
+//! name of the variable at fault out); fetching secrets from AWS is in [`crate::secrets`].
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qlik_events::{BrokerSettings, TlsSettings, TopicRouting, WebhookSecrets};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::decision::{DEFAULT_MAX_BODY_BYTES, Policy, RequiredHeader};
+
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_CLIENT_ID_PREFIX: &str = "qlik-relay";
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A setting that is missing or wrong, named by its variable. Never contains a secret value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            variable,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Secret values, wherever they came from (environment or Secrets Manager).
+#[derive(Debug, Default, Clone)]
+pub struct Secrets {
+    /// Comma-separated webhook secret(s), and the variable they came from (for error messages).
+    pub webhook_secret: Option<(SecretString, &'static str)>,
+    pub mqtt_password: Option<SecretString>,
+    pub required_header_value: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub policy: Policy,
+    /// `None`: no `MQTT_URL`; only allowed when the embedded broker is compiled in.
+    pub broker: Option<BrokerSettings>,
+    pub publish_timeout: Duration,
+    pub listen_addr: SocketAddr,
+}
+
+/// Reads one variable; empty values count as unset (SAM passes "" for blank parameters).
+pub fn var(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn parse_bool(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<bool, ConfigError> {
+    match var(env, name)
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false" | "0" | "no" | "off") => Ok(false),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some(other) => Err(ConfigError::new(
+            name,
+            format!("`{other}` is not true or false"),
+        )),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<Option<T>, ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = var(env, name) else {
+        return Ok(None);
+    };
+    let value: T = raw
+        .parse()
+        .map_err(|_| ConfigError::new(name, format!("`{raw}` is not a whole number")))?;
+    if !range.contains(&value) {
+        return Err(ConfigError::new(
+            name,
+            format!("{value} is outside {}..={}", range.start(), range.end()),
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// A client id unique to this process, so concurrent Lambda environments never take over each
+/// other's session (a broker disconnects the older client when an id is reused).
+pub fn unique_client_id(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let tag = (u64::from(std::process::id()) << 32 | u64::from(nanos)) & 0xffff_ffff_ffff;
+    format!("{prefix}-{tag:012x}")
+}
+
+impl RelayConfig {
+    pub fn from_env(
+        env: &dyn Fn(&str) -> Option<String>,
+        secrets: Secrets,
+    ) -> Result<Self, ConfigError> {
+        let (webhook_secret, secret_var) = secrets.webhook_secret.ok_or_else(|| {
+            ConfigError::new(
+                "WEBHOOK_SECRET",
+                "not set: set WEBHOOK_SECRET, or WEBHOOK_SECRET_ARN to a Secrets Manager secret",
+            )
+        })?;
+        let webhook_secrets = WebhookSecrets::from_list(webhook_secret.expose_secret())
+            .map_err(|e| ConfigError::new(secret_var, e.to_string()))?;
+
+        let max_body_bytes = parse_number(env, "MAX_BODY_BYTES", 1024..=6 * 1024 * 1024)?
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        let allowed_tenants = var(env, "ALLOWED_TENANTS").map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect::<HashSet<_>>()
+        });
+        if allowed_tenants.as_ref().is_some_and(HashSet::is_empty) {
+            return Err(ConfigError::new("ALLOWED_TENANTS", "lists no tenant id"));
+        }
+        let max_event_age =
+            parse_number(env, "MAX_EVENT_AGE_SECS", 1..=31_536_000u64)?.map(Duration::from_secs);
+        let required_header = match (
+            var(env, "REQUIRED_HEADER_NAME"),
+            secrets.required_header_value,
+        ) {
+            (None, None) => None,
+            (Some(name), Some(value)) => Some(RequiredHeader {
+                name: http::HeaderName::try_from(name.as_str()).map_err(|_| {
+                    ConfigError::new(
+                        "REQUIRED_HEADER_NAME",
+                        format!("`{name}` is not a header name"),
+                    )
+                })?,
+                value,
+            }),
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "REQUIRED_HEADER_VALUE",
+                    "not set, but REQUIRED_HEADER_NAME is",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "REQUIRED_HEADER_NAME",
+                    "not set, but a required header value is",
+                ));
+            }
+        };
+        let routing = match (var(env, "MQTT_TOPIC_TEMPLATE"), var(env, "MQTT_TOPIC_ROOT")) {
+            (Some(template), _) => {
+                TopicRouting::Template(template.parse().map_err(|e: qlik_events::TopicError| {
+                    ConfigError::new("MQTT_TOPIC_TEMPLATE", e.to_string())
+                })?)
+            }
+            (None, Some(root)) => TopicRouting::with_root(&root)
+                .map_err(|e| ConfigError::new("MQTT_TOPIC_ROOT", e.to_string()))?,
+            (None, None) => TopicRouting::default(),
+        };
+        let policy = Policy {
+            secrets: webhook_secrets,
+            max_body_bytes,
+            allowed_tenants,
+            max_event_age,
+            required_header,
+            routing,
+            butler_compat: parse_bool(env, "BUTLER_COMPAT")?,
+        };
+
+        let client_id = unique_client_id(
+            &var(env, "MQTT_CLIENT_ID").unwrap_or_else(|| DEFAULT_CLIENT_ID_PREFIX.to_owned()),
+        );
+        let broker = match var(env, "MQTT_URL") {
+            None => None,
+            Some(url) => {
+                let mut broker = BrokerSettings::from_url(&url, &client_id)
+                    .map_err(|e| ConfigError::new("MQTT_URL", e.to_string()))?;
+                broker.password = secrets.mqtt_password;
+                if let Some(tls) = broker.tls.as_mut() {
+                    *tls = TlsSettings {
+                        ca_file: var(env, "MQTT_CA_FILE").map(PathBuf::from),
+                        client_cert: var(env, "MQTT_CLIENT_CERT_FILE").map(PathBuf::from),
+                        client_key: var(env, "MQTT_CLIENT_KEY_FILE").map(PathBuf::from),
+                    };
+                    // Read the files now: a wrong path fails the cold start, not every request.
+                    broker.rustls_config().map_err(|e| {
+                        ConfigError::new(
+                            match e {
+                                qlik_events::BrokerError::ClientAuthIncomplete => {
+                                    "MQTT_CLIENT_CERT_FILE"
+                                }
+                                qlik_events::BrokerError::File { what: "CA", .. }
+                                | qlik_events::BrokerError::Pem { what: "CA", .. } => {
+                                    "MQTT_CA_FILE"
+                                }
+                                qlik_events::BrokerError::File {
+                                    what: "client key", ..
+                                }
+                                | qlik_events::BrokerError::Pem {
+                                    what: "client key", ..
+                                } => "MQTT_CLIENT_KEY_FILE",
+                                qlik_events::BrokerError::File { .. }
+                                | qlik_events::BrokerError::Pem { .. } => "MQTT_CLIENT_CERT_FILE",
+                                _ => "MQTT_URL",
+                            },
+                            e.to_string(),
+                        )
+                    })?;
+                } else {
+                    for name in [
+                        "MQTT_CA_FILE",
+                        "MQTT_CLIENT_CERT_FILE",
+                        "MQTT_CLIENT_KEY_FILE",
+                    ] {
+                        if var(env, name).is_some() {
+                            return Err(ConfigError::new(
+                                name,
+                                "set, but MQTT_URL is mqtt:// (plain TCP); use mqtts://",
+                            ));
+                        }
+                    }
+                }
+                Some(broker)
+            }
+        };
+        let publish_timeout = parse_number(env, "PUBLISH_TIMEOUT_MS", 100..=60_000u64)?
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
+        let listen = var(env, "LISTEN_ADDR").unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
+        let listen_addr = listen.parse().map_err(|_| {
+            ConfigError::new(
+                "LISTEN_ADDR",
+                format!("`{listen}` is not host:port, e.g. 127.0.0.1:8080"),
+            )
+        })?;
+        Ok(Self {
+            policy,
+            broker,
+            publish_timeout,
+            listen_addr,
+        })
+    }
+}
+
+/// Secrets from plain environment variables (local, on-prem). Secrets Manager ARNs are handled
+/// by [`crate::secrets::resolve`], which falls back to this.
+pub fn secrets_from_env(env: &dyn Fn(&str) -> Option<String>) -> Secrets {
+    let secret = |name| var(env, name).map(SecretString::from);
+    Secrets {
+        webhook_secret: secret("WEBHOOK_SECRET").map(|s| (s, "WEBHOOK_SECRET")),
+        mqtt_password: secret("MQTT_PASSWORD"),
+        required_header_value: secret("REQUIRED_HEADER_VALUE"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const SECRET: &str = "config-test-secret-0123456789abcdefghij";
+
+    fn load(vars: &[(&str, &str)]) -> Result<RelayConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env = move |name: &str| map.get(name).cloned();
+        RelayConfig::from_env(&env, secrets_from_env(&env))
+    }
+
+    fn err(vars: &[(&str, &str)]) -> ConfigError {
+        load(vars).unwrap_err()
+    }
+
+    #[test]
+    fn minimal_settings_give_the_documented_defaults() {
+        let config = load(&[("WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://localhost")]).unwrap();
+        assert_eq!(config.policy.max_body_bytes, 256 * 1024);
+        assert_eq!(config.policy.routing, TopicRouting::default());
+        assert!(!config.policy.butler_compat);
+        assert!(config.policy.allowed_tenants.is_none());
+        assert!(config.policy.max_event_age.is_none());
+        assert_eq!(config.publish_timeout, Duration::from_secs(5));
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8080");
+        let broker = config.broker.unwrap();
+        assert!(broker.client_id.starts_with("qlik-relay-"));
+        assert!(
+            broker.client_id.len() <= 23,
+            "MQTT 3.1.1 brokers must accept it"
+        );
+    }
+
+    #[test]
+    fn each_bad_setting_names_its_variable() {
+        let base = [("WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://localhost")];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut v = base.to_vec();
+            v.push(extra);
+            err(&v).variable
+        };
+        assert_eq!(err(&[("MQTT_URL", "mqtt://h")]).variable, "WEBHOOK_SECRET");
+        assert_eq!(
+            err(&[("WEBHOOK_SECRET", "too-short")]).variable,
+            "WEBHOOK_SECRET"
+        );
+        assert_eq!(with(("MQTT_URL", "http://h")), "MQTT_URL");
+        assert_eq!(with(("MAX_BODY_BYTES", "lots")), "MAX_BODY_BYTES");
+        assert_eq!(with(("MAX_BODY_BYTES", "10")), "MAX_BODY_BYTES");
+        assert_eq!(with(("BUTLER_COMPAT", "maybe")), "BUTLER_COMPAT");
+        assert_eq!(
+            with(("MQTT_TOPIC_TEMPLATE", "a/{nope}")),
+            "MQTT_TOPIC_TEMPLATE"
+        );
+        assert_eq!(with(("MQTT_TOPIC_ROOT", "a/#")), "MQTT_TOPIC_ROOT");
+        assert_eq!(with(("LISTEN_ADDR", "localhost")), "LISTEN_ADDR");
+        assert_eq!(with(("PUBLISH_TIMEOUT_MS", "0")), "PUBLISH_TIMEOUT_MS");
+        assert_eq!(with(("MAX_EVENT_AGE_SECS", "-1")), "MAX_EVENT_AGE_SECS");
+        assert_eq!(with(("ALLOWED_TENANTS", " , ")), "ALLOWED_TENANTS");
+        assert_eq!(
+            with(("REQUIRED_HEADER_NAME", "x-token")),
+            "REQUIRED_HEADER_VALUE"
+        );
+        assert_eq!(with(("MQTT_CA_FILE", "/tmp/ca.pem")), "MQTT_CA_FILE");
+    }
+
+    #[test]
+    fn tls_files_are_checked_at_start_up() {
+        let e = err(&[
+            ("WEBHOOK_SECRET", SECRET),
+            ("MQTT_URL", "mqtts://relay@broker.example.com"),
+            ("MQTT_CA_FILE", "/nonexistent/ca.pem"),
+        ]);
+        assert_eq!(e.variable, "MQTT_CA_FILE");
+        assert!(e.problem.contains("/nonexistent/ca.pem"));
+    }
+
+    #[test]
+    fn errors_never_contain_a_secret() {
+        let short = "short-secret-value";
+        let e = err(&[("WEBHOOK_SECRET", short), ("MQTT_URL", "mqtt://h")]);
+        assert!(!e.to_string().contains(short), "{e}");
+        let e = err(&[
+            ("WEBHOOK_SECRET", SECRET),
+            ("MQTT_URL", "mqtt://u:pa55word@h"),
+        ]);
+        assert!(!e.to_string().contains("pa55word"), "{e}");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let config = load(&[
+            ("WEBHOOK_SECRET", SECRET),
+            ("MQTT_URL", "mqtt://h"),
+            ("ALLOWED_TENANTS", ""),
+            ("MAX_EVENT_AGE_SECS", " "),
+            ("MQTT_TOPIC_TEMPLATE", ""),
+        ])
+        .unwrap();
+        assert!(config.policy.allowed_tenants.is_none());
+        assert!(config.policy.max_event_age.is_none());
+    }
+
+    #[test]
+    fn optional_checks_are_configured() {
+        let config = load(&[
+            ("WEBHOOK_SECRET", &format!("{SECRET},{SECRET}-rotated")),
+            ("MQTT_URL", "mqtts://relay@h:8884?version=5"),
+            ("MQTT_PASSWORD", "broker-password"),
+            ("ALLOWED_TENANTS", "t1, t2"),
+            ("MAX_EVENT_AGE_SECS", "3600"),
+            ("REQUIRED_HEADER_NAME", "X-Relay-Token"),
+            ("REQUIRED_HEADER_VALUE", "token-value"),
+            ("BUTLER_COMPAT", "true"),
+            ("MQTT_CLIENT_ID", "acme"),
+        ])
+        .unwrap();
+        assert_eq!(config.policy.secrets.len(), 2);
+        assert_eq!(config.policy.allowed_tenants.unwrap().len(), 2);
+        assert_eq!(config.policy.max_event_age, Some(Duration::from_secs(3600)));
+        assert!(config.policy.butler_compat);
+        assert_eq!(config.policy.required_header.unwrap().name, "x-relay-token");
+        let broker = config.broker.unwrap();
+        assert_eq!(broker.port, 8884);
+        assert!(broker.password.is_some());
+        assert!(broker.client_id.starts_with("acme-"));
+    }
+}
