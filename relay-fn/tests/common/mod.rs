@@ -196,7 +196,6 @@ struct Output {
 /// (no stray `AWS_*`, `MQTT_*`), no AWS config files, readable logs.
 pub fn base_env() -> Vec<(String, String)> {
     let mut env = vec![
-        ("LOG_FORMAT".to_owned(), "text".to_owned()),
         (
             "AWS_CONFIG_FILE".to_owned(),
             "/nonexistent/aws/config".to_owned(),
