@@ -1,4 +1,13 @@
 //! The consumer as a library, so integration tests can drive its parts.
+//!
+//! Pipeline, in the style of Vector: [`source`] (MQTT) → [`transforms`] (parse, tenant filter,
+//! react, dedupe, enrich) → [`delivery`] (rate limit, retry, park) around each of the [`sinks`].
 
+pub mod alert;
 pub mod config;
+pub mod delivery;
 pub mod enrich;
+pub mod pipeline;
+pub mod sinks;
+pub mod source;
+pub mod transforms;

@@ -1,1 +1,257 @@
-fn main() {}
+//! `consumer`: Qlik Cloud reload-failure alerts from MQTT, configured by Butler's YAML.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use consumer::config::{self, ConsumerConfig};
+use consumer::delivery::{self, DeadLetter, RetryPolicy};
+use consumer::pipeline::{self, RunOptions};
+
+/// Exit codes scripts can rely on.
+mod exit {
+    /// Success (for `replay`: nothing is left parked).
+    pub const OK: u8 = 0;
+    /// A runtime failure: broker refused the subscription, state directory not writable, an
+    /// alert could neither be delivered nor parked.
+    pub const FAILURE: u8 = 1;
+    /// Command-line usage error (clap's own code).
+    #[allow(dead_code)]
+    pub const USAGE: u8 = 2;
+    /// `replay`: some parked alerts could not be delivered and are still parked (sysexits
+    /// `EX_TEMPFAIL`: try again later).
+    pub const STILL_PARKED: u8 = 75;
+    /// The configuration is invalid (sysexits `EX_CONFIG`); the problems are printed.
+    pub const CONFIG_INVALID: u8 = 78;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0   success (replay: nothing left parked)
+  1   runtime failure (subscription refused, state directory not writable, alert neither
+      delivered nor parked)
+  2   command-line usage error
+  75  replay: some alerts could not be delivered and are still parked
+  78  configuration invalid (every problem is printed with its key path)
+
+Environment:
+  QLIK_TENANT_JWT_<TENANTID>, QLIK_TENANT_JWT   tenant API token instead of auth.jwt.token
+  MQTT_PASSWORD                                 broker password instead of broker.password
+  RUST_LOG                                      log filter, e.g. info or consumer=debug";
+
+#[derive(Parser)]
+#[command(
+    name = "consumer",
+    version,
+    about = "Qlik Cloud reload-failure alerts from MQTT, configured by Butler's own YAML file",
+    long_about = "Subscribes to the Qlik Cloud events a relay puts on MQTT (legacy, hybrid and \
+CloudEvents envelopes), keeps those of the configured tenants, and turns failed reloads into \
+alerts: log, script log on disk, Slack, Teams, generic webhooks, MQTT. Nothing is lost: messages \
+are acknowledged only after the alert was delivered or parked in the dead-letter directory, \
+which `consumer replay` re-sends.",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "CONSUMER_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// Butler's YAML configuration file, used unchanged.
+    #[arg(long, short, value_name = "FILE", env = "CONSUMER_CONFIG")]
+    config: PathBuf,
+    /// Extension file with the keys Butler does not know (several tenants, TLS, client id,
+    /// state directory, destinations). Default: consumer.yaml beside --config, when it exists.
+    #[arg(long, short, value_name = "FILE", env = "CONSUMER_EXTENSIONS")]
+    extensions: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn extensions(&self) -> Option<PathBuf> {
+        self.extensions.clone().or_else(|| {
+            let beside = config::default_extensions_path(&self.config);
+            beside.is_file().then_some(beside)
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Subscribe and alert on failed reloads until stopped (SIGINT / SIGTERM).
+    #[command(after_help = AFTER_HELP)]
+    Run(ConfigArgs),
+    /// Validate the configuration: print a summary with secrets masked, or every problem with
+    /// its exact key path (exit 78).
+    #[command(name = "check-config", after_help = AFTER_HELP)]
+    CheckConfig(ConfigArgs),
+    /// Re-send the alerts parked in the dead-letter directory through their sinks; each file is
+    /// deleted only after its alert was delivered. Exit 75 when some are still parked.
+    #[command(after_help = AFTER_HELP)]
+    Replay {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Only alerts parked by this sink (e.g. `slack:<tenantId>`, `webhook:ops`).
+        #[arg(long, value_name = "NAME")]
+        sink: Option<String>,
+        /// List parked alerts without sending anything.
+        #[arg(long)]
+        list: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Loads the configuration or prints every problem; `Err` carries the exit code.
+fn load(args: &ConfigArgs) -> Result<ConsumerConfig, u8> {
+    let extensions = args.extensions();
+    config::load(&args.config, extensions.as_deref()).map_err(|errors| {
+        eprintln!("{errors}");
+        exit::CONFIG_INVALID
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+async fn run(args: &ConfigArgs) -> anyhow::Result<u8> {
+    let config = match load(args) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    pipeline::run(config, shutdown_signal(), RunOptions::default())
+        .await
+        .context("consumer stopped")?;
+    Ok(exit::OK)
+}
+
+fn list_parked(dir: &Path, only_sink: Option<&str>) -> anyhow::Result<u8> {
+    let dead_letter = DeadLetter::new(dir);
+    let files = dead_letter.list().context("listing parked alerts")?;
+    let mut shown = 0;
+    for path in &files {
+        match DeadLetter::read(path) {
+            Ok(parked) if only_sink.is_none_or(|s| s == parked.sink) => {
+                shown += 1;
+                println!(
+                    "{}\t{}\t{}\tattempts={}\t{}",
+                    parked.parked_at,
+                    parked.sink,
+                    parked.alert.describe(),
+                    parked.attempts,
+                    parked.error
+                );
+            }
+            Ok(_) => {}
+            Err(e) => println!("{e}"),
+        }
+    }
+    eprintln!("{shown} parked alert(s) in {}", dir.display());
+    Ok(exit::OK)
+}
+
+async fn replay(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyhow::Result<u8> {
+    let config = match load(args) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    if list {
+        return list_parked(&config.dead_letter_dir, only_sink);
+    }
+    let delivery = pipeline::delivery_for(&config).context("building sinks")?;
+    let report = delivery::replay(
+        &DeadLetter::new(&config.dead_letter_dir),
+        delivery.sinks(),
+        &RetryPolicy::from(&config.retry),
+        only_sink,
+    )
+    .await
+    .context("replaying parked alerts")?;
+    eprintln!(
+        "replay: {} delivered, {} still failing, {} for unknown sinks, {} unreadable",
+        report.delivered, report.failed, report.unknown_sink, report.unreadable
+    );
+    Ok(if report.remaining() == 0 {
+        exit::OK
+    } else {
+        exit::STILL_PARKED
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::CheckConfig(args) = &cli.command {
+        let extensions = args.extensions();
+        let code =
+            config::check_config(&args.config, extensions.as_deref(), &mut std::io::stdout());
+        return ExitCode::from(u8::try_from(code).unwrap_or(exit::FAILURE));
+    }
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Replay { config, sink, list } => replay(config, sink.as_deref(), *list).await,
+            Command::CheckConfig(_) => Ok(exit::OK),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}

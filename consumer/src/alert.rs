@@ -1,0 +1,170 @@
+//! The alert: what a failed reload turns into, and what every sink receives.
+//!
+//! The template context is kept as a JSON object with Butler's field names (built by
+//! [`crate::enrich`]), not as a Rust struct, for two reasons: a parked alert must read back
+//! unchanged by a later version of the consumer, and Handlebars templates see exactly the keys
+//! that were serialized.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One failed reload, ready for delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    /// The Qlik event id (`id` / `eventId`); dedupe key together with the tenant.
+    pub event_id: String,
+    /// `com.qlik.v1.app.reload.finished` or `com.qlik.v1.reload.finished`.
+    pub event_type: String,
+    pub tenant_id: String,
+    pub app_id: Option<String>,
+    pub reload_id: Option<String>,
+    /// The event time as sent (RFC 3339), used for the script log file name.
+    pub event_time: Option<String>,
+    /// Tags of the app (from the tenant's items API), for Butler's `alertEnableByTag`.
+    #[serde(default)]
+    pub app_tags: Vec<String>,
+    /// The whole script log when it could be fetched. Sinks cut their own head and tail from it,
+    /// because Butler configures the line counts per destination.
+    #[serde(default)]
+    pub script_log: Option<String>,
+    /// The template context with Butler's field names (appName, appUrl, reloadId, …).
+    pub context: Map<String, Value>,
+}
+
+/// Script log head/tail for one destination, with Butler's field names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptLogExcerpt {
+    pub head: String,
+    pub tail: String,
+    pub head_count: usize,
+    pub tail_count: usize,
+    pub size_rows: usize,
+    pub size_characters: usize,
+}
+
+impl ScriptLogExcerpt {
+    /// The first `head` and last `tail` lines of `log`. Butler counts lines, not bytes, and so
+    /// does this; `\r\n` is treated as one line break.
+    pub fn new(log: &str, head: usize, tail: usize) -> Self {
+        let lines: Vec<&str> = log.lines().collect();
+        let head_lines = &lines[..head.min(lines.len())];
+        let tail_lines = &lines[lines.len().saturating_sub(tail)..];
+        Self {
+            head: head_lines.join("\n"),
+            tail: tail_lines.join("\n"),
+            head_count: head,
+            tail_count: tail,
+            size_rows: lines.len(),
+            size_characters: log.chars().count(),
+        }
+    }
+}
+
+impl Alert {
+    /// A short, secret-free description for log lines.
+    pub fn describe(&self) -> String {
+        format!(
+            "event {} tenant {} app {} reload {}",
+            self.event_id,
+            self.tenant_id,
+            self.app_id.as_deref().unwrap_or("?"),
+            self.reload_id.as_deref().unwrap_or("?")
+        )
+    }
+
+    /// A context string field, when present and non-empty.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.context
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The JSON document machine destinations (webhook, MQTT) receive: the context with
+    /// Butler's field names, plus `eventId`, `eventType`, `tenantId`, `appId`, `reloadId` and
+    /// `eventTime` where the context lacks them.
+    pub fn payload(&self) -> Value {
+        let mut body = self.context.clone();
+        let ids = [
+            ("eventId", Some(&self.event_id)),
+            ("eventType", Some(&self.event_type)),
+            ("tenantId", Some(&self.tenant_id)),
+            ("appId", self.app_id.as_ref()),
+            ("reloadId", self.reload_id.as_ref()),
+            ("eventTime", self.event_time.as_ref()),
+        ];
+        for (key, value) in ids {
+            if let Some(value) = value {
+                body.entry(key)
+                    .or_insert_with(|| Value::String(value.clone()));
+            }
+        }
+        Value::Object(body)
+    }
+
+    /// The template context for a destination that shows `head` / `tail` script log lines:
+    /// the shared context with `scriptLogHead`, `scriptLogTail`, their counts and the size
+    /// fields recomputed from the full log. Without a script log the context is left as built
+    /// (it then says what could not be fetched).
+    pub fn context_for(&self, head: usize, tail: usize) -> Map<String, Value> {
+        let mut context = self.context.clone();
+        if let Some(log) = &self.script_log {
+            let excerpt = ScriptLogExcerpt::new(log, head, tail);
+            context.insert("scriptLogHead".into(), Value::String(excerpt.head));
+            context.insert("scriptLogTail".into(), Value::String(excerpt.tail));
+            context.insert("scriptLogHeadCount".into(), excerpt.head_count.into());
+            context.insert("scriptLogTailCount".into(), excerpt.tail_count.into());
+            context.insert("scriptLogSizeRows".into(), excerpt.size_rows.into());
+            context.insert("scriptLogSize".into(), excerpt.size_rows.into());
+            context.insert(
+                "scriptLogSizeCharacters".into(),
+                excerpt.size_characters.into(),
+            );
+        }
+        context
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_counts_lines() {
+        let log = "a\r\nb\nc\nd\ne";
+        let e = ScriptLogExcerpt::new(log, 2, 3);
+        assert_eq!(e.head, "a\nb");
+        assert_eq!(e.tail, "c\nd\ne");
+        assert_eq!(e.size_rows, 5);
+        let short = ScriptLogExcerpt::new("only", 10, 10);
+        assert_eq!((short.head.as_str(), short.tail.as_str()), ("only", "only"));
+        let empty = ScriptLogExcerpt::new("", 3, 3);
+        assert_eq!((empty.head.as_str(), empty.size_rows), ("", 0));
+    }
+
+    #[test]
+    fn context_for_overrides_script_log_fields_only_when_there_is_a_log() {
+        let mut context = Map::new();
+        context.insert("appName".into(), "Sales".into());
+        context.insert("scriptLogHead".into(), "".into());
+        let mut alert = Alert {
+            event_id: "e".into(),
+            event_type: "t".into(),
+            tenant_id: "x".into(),
+            app_id: None,
+            reload_id: None,
+            event_time: None,
+            app_tags: vec![],
+            script_log: None,
+            context,
+        };
+        assert_eq!(alert.context_for(1, 1)["scriptLogHead"], "");
+        alert.script_log = Some("l1\nl2\nl3".into());
+        let c = alert.context_for(1, 2);
+        assert_eq!(c["scriptLogHead"], "l1");
+        assert_eq!(c["scriptLogTail"], "l2\nl3");
+        assert_eq!(c["scriptLogTailCount"], 2);
+        assert_eq!(c["appName"], "Sales");
+    }
+}

@@ -1,0 +1,245 @@
+//! Delivery: the service layers every sink is wrapped in, once — per-app rate limit, retry with
+//! backoff, and parking in the dead-letter directory after the last try — plus `replay`.
+//!
+//! An alert is *handled* when every sink that accepts it has either delivered it, dropped it
+//! under its rate limit, or had it parked. Only then may the MQTT message be acknowledged; if
+//! even parking fails (disk full), delivery reports an error and the message stays
+//! unacknowledged, so the broker sends it again.
+
+pub mod dead_letter;
+pub mod rate_limit;
+pub mod retry;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use crate::alert::Alert;
+use crate::sinks::SharedSink;
+pub use dead_letter::{DeadLetter, DeadLetterError, ParkedAlert};
+pub use rate_limit::RateLimits;
+pub use retry::RetryPolicy;
+
+/// What became of an alert at one sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        attempts: u32,
+    },
+    /// Dropped: an alert for this app went to this sink less than `rateLimit` ago.
+    RateLimited,
+    Parked {
+        path: PathBuf,
+        error: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("sink {sink}: delivery failed ({error}) and the alert could not be parked: {park}")]
+pub struct DeliveryError {
+    pub sink: String,
+    pub error: String,
+    pub park: DeadLetterError,
+}
+
+pub struct Delivery {
+    sinks: Vec<SharedSink>,
+    retry: RetryPolicy,
+    rate_limits: RateLimits,
+    dead_letter: DeadLetter,
+}
+
+impl Delivery {
+    pub fn new(
+        sinks: Vec<SharedSink>,
+        retry: RetryPolicy,
+        rate_limits: RateLimits,
+        dead_letter: DeadLetter,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            sinks,
+            retry,
+            rate_limits,
+            dead_letter,
+        })
+    }
+
+    pub fn sinks(&self) -> &[SharedSink] {
+        &self.sinks
+    }
+
+    /// Delivers to every accepting sink at once (a slow Teams does not hold up Slack) and
+    /// returns each sink's outcome.
+    pub async fn deliver(
+        self: &Arc<Self>,
+        alert: &Alert,
+    ) -> Result<Vec<(String, Outcome)>, DeliveryError> {
+        let alert = Arc::new(alert.clone());
+        let mut tasks = JoinSet::new();
+        for (index, sink) in self.sinks.iter().enumerate() {
+            if !sink.accepts(&alert) {
+                continue;
+            }
+            let this = Arc::clone(self);
+            let alert = Arc::clone(&alert);
+            let sink = Arc::clone(sink);
+            tasks.spawn(async move { (index, this.deliver_to(&sink, &alert).await) });
+        }
+        let mut outcomes = Vec::new();
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((index, Ok(outcome))) => outcomes.push((index, outcome)),
+                Ok((_, Err(e))) => failure = Some(e),
+                Err(e) => {
+                    failure = Some(DeliveryError {
+                        sink: "?".into(),
+                        error: format!("delivery task ended abnormally: {e}"),
+                        park: DeadLetterError::Write {
+                            path: self.dead_letter.dir().to_owned(),
+                            reason: "not attempted".into(),
+                        },
+                    })
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        outcomes.sort_by_key(|(index, _)| *index);
+        Ok(outcomes
+            .into_iter()
+            .map(|(index, outcome)| (self.sinks[index].name().to_owned(), outcome))
+            .collect())
+    }
+
+    async fn deliver_to(&self, sink: &SharedSink, alert: &Alert) -> Result<Outcome, DeliveryError> {
+        let name = sink.name();
+        let app = alert.app_id.as_deref().unwrap_or("unknown");
+        if !self.rate_limits.admit(name, app, sink.rate_limit()).await {
+            tracing::info!(
+                sink = name,
+                "{}: not sent, rate limit of {:?} per app",
+                alert.describe(),
+                sink.rate_limit()
+            );
+            return Ok(Outcome::RateLimited);
+        }
+        match retry::send_with_retry(sink.as_ref(), alert, &self.retry).await {
+            Ok(attempts) => {
+                tracing::info!(
+                    sink = name,
+                    attempts,
+                    "{}: alert delivered",
+                    alert.describe()
+                );
+                Ok(Outcome::Delivered { attempts })
+            }
+            Err(failure) => {
+                let error = failure.error.to_string();
+                match self
+                    .dead_letter
+                    .park(name, alert, failure.attempts, &error)
+                    .await
+                {
+                    Ok(path) => {
+                        tracing::error!(
+                            sink = name,
+                            attempts = failure.attempts,
+                            parked = %path.display(),
+                            "{}: alert parked after {} attempt(s); `consumer replay` re-sends it. Last error: {error}",
+                            alert.describe(),
+                            failure.attempts
+                        );
+                        Ok(Outcome::Parked { path, error })
+                    }
+                    Err(park) => Err(DeliveryError {
+                        sink: name.to_owned(),
+                        error,
+                        park,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// What `replay` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub delivered: usize,
+    /// Still parked: the sink failed again.
+    pub failed: usize,
+    /// Still parked: no configured sink has that name (configuration changed since).
+    pub unknown_sink: usize,
+    /// Files that are not parked alerts; left alone.
+    pub unreadable: usize,
+}
+
+impl ReplayReport {
+    pub fn remaining(&self) -> usize {
+        self.failed + self.unknown_sink + self.unreadable
+    }
+}
+
+/// Re-sends every parked alert (optionally only those of one sink) through its sink, with the
+/// same retry policy but no rate limit (the alert was already admitted once). A file is
+/// deleted only after its alert was delivered.
+pub async fn replay(
+    dead_letter: &DeadLetter,
+    sinks: &[SharedSink],
+    retry: &RetryPolicy,
+    only_sink: Option<&str>,
+) -> Result<ReplayReport, DeadLetterError> {
+    let mut report = ReplayReport::default();
+    for path in dead_letter.list()? {
+        let mut parked = match DeadLetter::read(&path) {
+            Ok(parked) => parked,
+            Err(e) => {
+                tracing::warn!("{e}; left in place");
+                report.unreadable += 1;
+                continue;
+            }
+        };
+        if only_sink.is_some_and(|s| s != parked.sink) {
+            continue;
+        }
+        let Some(sink) = sinks.iter().find(|s| s.name() == parked.sink) else {
+            tracing::warn!(
+                parked = %path.display(),
+                "{}: no configured sink named `{}`; left parked",
+                parked.alert.describe(),
+                parked.sink
+            );
+            report.unknown_sink += 1;
+            continue;
+        };
+        match retry::send_with_retry(sink.as_ref(), &parked.alert, retry).await {
+            Ok(attempts) => {
+                DeadLetter::remove(&path)?;
+                tracing::info!(
+                    sink = %parked.sink,
+                    attempts,
+                    "{}: parked alert delivered and removed",
+                    parked.alert.describe()
+                );
+                report.delivered += 1;
+            }
+            Err(failure) => {
+                tracing::error!(
+                    sink = %parked.sink,
+                    parked = %path.display(),
+                    "{}: still failing, left parked: {}",
+                    parked.alert.describe(),
+                    failure.error
+                );
+                parked.attempts = parked.attempts.saturating_add(failure.attempts);
+                parked.error = failure.error.to_string();
+                DeadLetter::update(&path, &parked)?;
+                report.failed += 1;
+            }
+        }
+    }
+    Ok(report)
+}

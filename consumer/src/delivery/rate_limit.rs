@@ -1,0 +1,103 @@
+//! Butler's per-app `rateLimit`: after an alert for an app went to a destination, further alerts
+//! for the same app to the same destination are dropped for that many seconds. State is per
+//! sink and app, kept in the state directory so a restart does not reopen every window.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::sinks::script_log_disk::write_atomically;
+
+const FILE: &str = "rate-limits.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// sink name → app id → Unix seconds of the last admitted alert.
+    last_sent: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+#[derive(Debug)]
+pub struct RateLimits {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+impl RateLimits {
+    /// Loads the state; an unreadable file starts empty (with a warning): a lost window costs
+    /// at most one extra alert.
+    pub fn load(state_dir: &Path) -> Self {
+        let path = state_dir.join(FILE);
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!("{}: unreadable, starting empty: {e}", path.display());
+                State::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => {
+                tracing::warn!("{}: unreadable, starting empty: {e}", path.display());
+                State::default()
+            }
+        };
+        Self {
+            path,
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Whether an alert for `app` may go to `sink` now; if so, the window starts now.
+    pub async fn admit(&self, sink: &str, app: &str, window: Duration) -> bool {
+        if window.is_zero() {
+            return true;
+        }
+        let now = now_unix();
+        let mut state = self.state.lock().await;
+        let per_app = state.last_sent.entry(sink.to_owned()).or_default();
+        if let Some(last) = per_app.get(app)
+            && now.saturating_sub(*last) < window.as_secs()
+        {
+            return false;
+        }
+        per_app.insert(app.to_owned(), now);
+        // Forget windows long closed, so the file stays small.
+        let horizon = now.saturating_sub(window.as_secs().max(86_400));
+        per_app.retain(|_, t| *t >= horizon);
+        match serde_json::to_vec(&*state) {
+            Ok(bytes) => {
+                if let Err(e) = write_atomically(&self.path, &bytes).await {
+                    tracing::warn!("{}: cannot save rate-limit state: {e}", self.path.display());
+                }
+            }
+            Err(e) => tracing::warn!("rate-limit state does not serialize: {e}"),
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn window_is_per_sink_and_app_and_survives_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = RateLimits::load(dir.path());
+        let w = Duration::from_secs(60);
+        assert!(limits.admit("slack:t", "app1", w).await);
+        assert!(!limits.admit("slack:t", "app1", w).await);
+        assert!(limits.admit("slack:t", "app2", w).await);
+        assert!(limits.admit("teams:t", "app1", w).await);
+        assert!(limits.admit("slack:t", "app1", Duration::ZERO).await);
+        let again = RateLimits::load(dir.path());
+        assert!(!again.admit("slack:t", "app1", w).await);
+    }
+}

@@ -1,0 +1,91 @@
+//! Retry with capped exponential backoff, the same for every sink.
+
+use std::time::Duration;
+
+use crate::alert::Alert;
+use crate::config::RetryConfig;
+use crate::sinks::{DynSink, SinkError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included; at least 1.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl From<&RetryConfig> for RetryPolicy {
+    fn from(c: &RetryConfig) -> Self {
+        Self {
+            max_attempts: c.max_attempts.max(1),
+            initial_backoff: c.initial_backoff,
+            max_backoff: c.max_backoff,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause after failed attempt `attempt` (1-based): initial, 2×, 4×, … capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// How the last try of a sink ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub attempts: u32,
+    pub error: SinkError,
+}
+
+/// Sends until the sink accepts, a final error, or the attempts run out.
+pub async fn send_with_retry(
+    sink: &dyn DynSink,
+    alert: &Alert,
+    policy: &RetryPolicy,
+) -> Result<u32, Failure> {
+    let mut attempt = 1;
+    loop {
+        match sink.send_boxed(alert).await {
+            Ok(()) => return Ok(attempt),
+            Err(error) if error.is_transient() && attempt < policy.max_attempts => {
+                let pause = policy.backoff(attempt);
+                tracing::info!(
+                    sink = sink.name(),
+                    attempt,
+                    max_attempts = policy.max_attempts,
+                    "{}: delivery failed, retrying in {pause:?}: {error}",
+                    alert.describe()
+                );
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            Err(error) => {
+                return Err(Failure {
+                    attempts: attempt,
+                    error,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        let got: Vec<u128> = (1..=5).map(|a| p.backoff(a).as_millis()).collect();
+        assert_eq!(got, [100, 200, 400, 500, 500]);
+        assert_eq!(p.backoff(100), Duration::from_millis(500));
+    }
+}

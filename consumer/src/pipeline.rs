@@ -1,0 +1,127 @@
+//! The running consumer: source → transforms → delivery, one message at a time, each message
+//! acknowledged only after it was handled.
+//!
+//! Messages are handled in arrival order and one at a time: a failed reload is rare, ordering
+//! keeps dedupe simple, and the sinks of one alert already run concurrently.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::config::ConsumerConfig;
+use crate::delivery::{DeadLetter, Delivery, DeliveryError, RateLimits, RetryPolicy};
+use crate::sinks::{self, BuildError, SharedSink};
+use crate::source::{Source, SourceConfig, SourceError};
+use crate::transforms::dedupe::Dedupe;
+use crate::transforms::{Handled, Transforms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Sinks(#[from] BuildError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    #[error("state directory {path}: {reason}")]
+    StateDir { path: String, reason: String },
+}
+
+/// Hooks for embedding and tests.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Told about every message after it was acknowledged.
+    pub observer: Option<mpsc::UnboundedSender<Handled>>,
+    /// Overrides the reconnect backoff (tests use short pauses).
+    pub source: Option<SourceConfig>,
+}
+
+/// Everything delivery needs, built from the configuration; `replay` uses the same.
+pub fn delivery_for(config: &ConsumerConfig) -> Result<Arc<Delivery>, RunError> {
+    let sinks: Vec<SharedSink> = sinks::build(config)?;
+    Ok(Delivery::new(
+        sinks,
+        RetryPolicy::from(&config.retry),
+        RateLimits::load(&config.state_dir),
+        DeadLetter::new(&config.dead_letter_dir),
+    ))
+}
+
+fn ensure_dir(path: &std::path::Path) -> Result<(), RunError> {
+    std::fs::create_dir_all(path).map_err(|e| RunError::StateDir {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Runs until `shutdown` completes (then disconnects cleanly) or a fatal error.
+pub async fn run(
+    config: ConsumerConfig,
+    shutdown: impl Future<Output = ()>,
+    options: RunOptions,
+) -> Result<(), RunError> {
+    ensure_dir(&config.state_dir)?;
+    ensure_dir(&config.dead_letter_dir)?;
+    let config = Arc::new(config);
+    let delivery = delivery_for(&config)?;
+    let names: Vec<&str> = delivery.sinks().iter().map(|s| s.name()).collect();
+    let dedupe = Dedupe::load(&config.state_dir, config.dedupe.retention);
+    tracing::info!(
+        sinks = %names.join(", "),
+        state_dir = %config.state_dir.display(),
+        dead_letter_dir = %config.dead_letter_dir.display(),
+        remembered_events = dedupe.len(),
+        "consumer starting"
+    );
+    let source_config = options
+        .source
+        .unwrap_or_else(|| SourceConfig::from_config(&config));
+    tracing::info!(
+        broker = %source_config.broker.display_url(),
+        client_id = %source_config.broker.client_id,
+        filter = %source_config.filter,
+        persistent_session = !config.broker.clean_session,
+        "subscribing"
+    );
+    let mut transforms = Transforms::new(Arc::clone(&config), dedupe, delivery);
+    let mut source = Source::start(source_config)?;
+    tokio::pin!(shutdown);
+    loop {
+        let next = tokio::select! {
+            next = source.next() => next,
+            () = &mut shutdown => {
+                tracing::info!("shutting down");
+                break;
+            }
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                source.stop().await;
+                return Err(e.into());
+            }
+            None => break,
+        };
+        match transforms.handle(&message.topic, &message.payload).await {
+            Ok(handled) => {
+                if let Err(e) = message.ack().await {
+                    // The broker will send it again; dedupe recognizes it.
+                    tracing::warn!("{e}");
+                }
+                if let Some(observer) = &options.observer {
+                    let _ = observer.send(handled);
+                }
+            }
+            Err(e) => {
+                // Not even parking worked. Leave the message unacknowledged and stop loudly:
+                // the broker keeps it for the next start.
+                tracing::error!("{e}; message left unacknowledged, stopping");
+                source.stop().await;
+                return Err(e.into());
+            }
+        }
+    }
+    source.stop().await;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Script log to disk, with Butler's path scheme for Qlik Cloud:
+//! `<logDirectory>/<YYYY-MM-DD>/<YYYY-MM-DD>T<HH-MM-SS>_appId=<appId>_reloadId=<reloadId>.log`,
+//! the time being the event time in UTC (`2024-10-14T11-41-31`: the event time with `:`
+//! replaced by `-`, to the second, as in Butler's documentation).
+//!
+//! The file is written to a temporary name and renamed, so a reader never sees half a log and a
+//! redelivered event overwrites the same file rather than adding a second one.
+
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+
+use super::{Sink, SinkError};
+use crate::alert::Alert;
+
+/// `Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure` (`enable`, `logDirectory`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptLogDiskConfig {
+    pub log_directory: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct ScriptLogDiskSink {
+    config: ScriptLogDiskConfig,
+}
+
+impl ScriptLogDiskSink {
+    pub fn new(config: ScriptLogDiskConfig) -> Self {
+        Self { config }
+    }
+
+    /// Where the script log of this alert goes.
+    pub fn path_for(&self, alert: &Alert) -> PathBuf {
+        path_for(&self.config.log_directory, alert)
+    }
+}
+
+fn event_time(alert: &Alert) -> OffsetDateTime {
+    alert
+        .event_time
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .unwrap_or_else(OffsetDateTime::now_utc)
+        .to_offset(time::UtcOffset::UTC)
+}
+
+/// Keeps ids usable as file name parts whatever a (hostile or broken) event carries.
+fn file_safe(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub fn path_for(dir: &Path, alert: &Alert) -> PathBuf {
+    let time = event_time(alert);
+    let day = time
+        .format(format_description!("[year]-[month]-[day]"))
+        .unwrap_or_else(|_| "unknown-date".into());
+    let stamp = time
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]-[minute]-[second]"
+        ))
+        .unwrap_or_else(|_| "unknown-time".into());
+    let app = file_safe(alert.app_id.as_deref().unwrap_or("unknown"));
+    let reload = file_safe(alert.reload_id.as_deref().unwrap_or("unknown"));
+    dir.join(&day)
+        .join(format!("{stamp}_appId={app}_reloadId={reload}.log"))
+}
+
+/// What goes in the file when the tenant API could not give the script log: the alert still
+/// leaves a trace, and says what is missing.
+fn placeholder(alert: &Alert) -> String {
+    let missing = alert
+        .field("enrichmentErrors")
+        .map(|e| format!(" ({e})"))
+        .unwrap_or_default();
+    format!(
+        "Script log not available: it could not be fetched from the tenant API{missing}.\n\
+         Tenant: {}\nApp: {} ({})\nReload: {}\nError: {}\n",
+        alert.tenant_id,
+        alert.field("appName").unwrap_or("?"),
+        alert.app_id.as_deref().unwrap_or("?"),
+        alert.reload_id.as_deref().unwrap_or("?"),
+        alert.field("errorMessage").unwrap_or("?"),
+    )
+}
+
+impl Sink for ScriptLogDiskSink {
+    fn name(&self) -> &str {
+        "script-log-disk"
+    }
+
+    async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
+        let path = self.path_for(alert);
+        let content = match &alert.script_log {
+            Some(log) => log.clone(),
+            None => {
+                tracing::warn!(
+                    "{}: no script log to store; writing what the event says instead",
+                    alert.describe()
+                );
+                placeholder(alert)
+            }
+        };
+        write_atomically(&path, content.as_bytes())
+            .await
+            .map_err(|e| SinkError::Transient(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it into place.
+pub async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let path = path.to_owned();
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || write_atomically_blocking(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+pub fn write_atomically_blocking(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(time: Option<&str>) -> Alert {
+        Alert {
+            event_id: "e1".into(),
+            event_type: qlik_events::APP_RELOAD_FINISHED.into(),
+            tenant_id: "t".into(),
+            app_id: Some("7c1d2e3f-4a5b".into()),
+            reload_id: Some("674ab6e2".into()),
+            event_time: time.map(str::to_owned),
+            app_tags: vec![],
+            script_log: None,
+            context: Default::default(),
+        }
+    }
+
+    #[test]
+    fn butler_path_scheme() {
+        let p = path_for(Path::new("/logs"), &alert(Some("2026-11-30T07:06:22Z")));
+        assert_eq!(
+            p,
+            Path::new(
+                "/logs/2026-11-30/2026-11-30T07-06-22_appId=7c1d2e3f-4a5b_reloadId=674ab6e2.log"
+            )
+        );
+        // Offsets and fractions normalize to UTC seconds.
+        let p = path_for(
+            Path::new("d"),
+            &alert(Some("2026-11-30T23:30:00.123+01:00")),
+        );
+        assert!(
+            p.ends_with("2026-11-30/2026-11-30T22-30-00_appId=7c1d2e3f-4a5b_reloadId=674ab6e2.log")
+        );
+    }
+
+    #[test]
+    fn hostile_ids_stay_inside_the_directory() {
+        let mut a = alert(Some("2026-11-30T07:06:22Z"));
+        a.app_id = Some("../../etc/passwd".into());
+        let p = path_for(Path::new("/logs"), &a);
+        assert!(p.starts_with("/logs/2026-11-30"));
+        assert!(!p.to_string_lossy().contains(".."));
+    }
+}

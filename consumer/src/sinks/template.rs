@@ -1,0 +1,138 @@
+//! Handlebars rendering for destinations whose message body is JSON (Slack blocks, Teams cards).
+//!
+//! Butler's templates are JSON documents with `{{field}}` inside string literals. Handlebars'
+//! default HTML escaping cannot make arbitrary text safe there (a newline or backslash in a
+//! script log breaks the JSON; Butler works around it by pre-escaping some fields). Here every
+//! inserted value is escaped as JSON string content instead, and triple-stash `{{{field}}}` is
+//! treated like `{{field}}`, so a Butler template renders unchanged and the result always parses.
+
+use handlebars::Handlebars;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template does not compile: {0}")]
+    Compile(String),
+    #[error("template does not render: {0}")]
+    Render(String),
+    #[error("rendered template is not a JSON object: {0}")]
+    NotJson(String),
+}
+
+/// Escapes text for use inside a JSON string literal (no surrounding quotes).
+pub fn json_string_content(text: &str) -> String {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    quoted
+        .get(1..quoted.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn registry(escape_json: bool) -> Handlebars<'static> {
+    let mut registry = Handlebars::new();
+    // Butler's templates refer to fields that are sometimes absent; they render empty there.
+    registry.set_strict_mode(false);
+    if escape_json {
+        registry.register_escape_fn(json_string_content);
+    } else {
+        registry.register_escape_fn(handlebars::no_escape);
+    }
+    registry
+}
+
+/// Triple-stash means "do not HTML-escape" to a Butler template author; with JSON escaping
+/// every value must go through the escape function, so `{{{x}}}` becomes `{{x}}`.
+fn without_triple_stash(template: &str) -> String {
+    template
+        .replace("{{{{", "\u{0}RAW\u{0}")
+        .replace("}}}}", "\u{0}ENDRAW\u{0}")
+        .replace("{{{", "{{")
+        .replace("}}}", "}}")
+        .replace("\u{0}RAW\u{0}", "{{{{")
+        .replace("\u{0}ENDRAW\u{0}", "}}}}")
+}
+
+/// Renders a JSON template (Slack / Teams `templateFile`) and parses the result.
+pub fn render_json(template: &str, context: &Map<String, Value>) -> Result<Value, TemplateError> {
+    let rendered = registry(true)
+        .render_template(&without_triple_stash(template), context)
+        .map_err(|e| classify(&e))?;
+    match serde_json::from_str::<Value>(&rendered) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        Ok(_) => Err(TemplateError::NotJson("not an object".into())),
+        Err(e) => Err(TemplateError::NotJson(e.to_string())),
+    }
+}
+
+/// Renders a plain-text template (Butler's `basicMsgTemplate`).
+pub fn render_text(template: &str, context: &Map<String, Value>) -> Result<String, TemplateError> {
+    registry(false)
+        .render_template(template, context)
+        .map_err(|e| classify(&e))
+}
+
+fn classify(error: &handlebars::RenderError) -> TemplateError {
+    let text = error.to_string();
+    match error.reason() {
+        handlebars::RenderErrorReason::TemplateError(_) => TemplateError::Compile(text),
+        _ => TemplateError::Render(text),
+    }
+}
+
+/// Checks that a template compiles, for start-up and `check-config`.
+pub fn check(template: &str) -> Result<(), TemplateError> {
+    handlebars::Template::compile(&without_triple_stash(template))
+        .map(|_| ())
+        .map_err(|e| TemplateError::Compile(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> Map<String, Value> {
+        serde_json::json!({
+            "appName": "Sales \"EU\" <dash>",
+            "scriptLogTail": "line 1\n\tC:\\data\\x.qvd\nline 3",
+            "executionDuration": {"hours": 0, "minutes": 1, "seconds": 2},
+            "genericUrls": [{"linkText": "Docs", "url": "https://example.com"}]
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn json_templates_escape_every_value_and_parse() {
+        let template = r#"{"a":"{{appName}}","b":"```{{{ scriptLogTail }}}```","c":"{{executionDuration.minutes}} min","d":"{{missing}}",
+            "urls":[{{#each genericUrls}}"{{this.linkText}}"{{/each}}],
+            "eq":"{{#if (eq appName "x")}}yes{{else}}no{{/if}}"}"#;
+        let value = render_json(template, &context()).unwrap();
+        assert_eq!(value["a"], "Sales \"EU\" <dash>");
+        assert_eq!(value["b"], "```line 1\n\tC:\\data\\x.qvd\nline 3```");
+        assert_eq!(value["c"], "1 min");
+        assert_eq!(value["d"], "");
+        assert_eq!(value["urls"][0], "Docs");
+        assert_eq!(value["eq"], "no");
+    }
+
+    #[test]
+    fn broken_templates_are_reported() {
+        assert!(matches!(
+            render_json("{\"a\": {{#if}}", &context()),
+            Err(TemplateError::Compile(_) | TemplateError::Render(_))
+        ));
+        assert!(matches!(
+            render_json("not json {{appName}}", &context()),
+            Err(TemplateError::NotJson(_))
+        ));
+        assert!(check("{{#each x}}").is_err());
+        assert!(check("{{{appName}}}").is_ok());
+    }
+
+    #[test]
+    fn text_templates_are_not_escaped() {
+        let text = render_text("Reload failed: \"{{appName}}\"", &context()).unwrap();
+        assert_eq!(text, "Reload failed: \"Sales \"EU\" <dash>\"");
+    }
+}

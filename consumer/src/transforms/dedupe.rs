@@ -1,0 +1,191 @@
+//! Dedupe: an event is alerted on once, even when it arrives again — QoS 1 redelivery after a
+//! crash between delivery and acknowledgement, or Qlik retrying / an admin resending a webhook.
+//!
+//! Handled event ids are remembered in `<stateDirectory>/seen-events.json`, bounded both by age
+//! (`dedupe.retentionHours`) and by count ([`MAX_ENTRIES`], oldest forgotten first), and
+//! rewritten atomically (temporary file + rename) after each new id, so a crash leaves either
+//! the old or the new list, never a torn one. Only events that produce alerts are remembered;
+//! that keeps the file small.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sinks::script_log_disk::write_atomically;
+
+pub const FILE: &str = "seen-events.json";
+/// Far above the number of failed reloads a tenant produces in a week.
+pub const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot save dedupe state {path}: {reason}")]
+pub struct DedupeError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    version: u32,
+    /// `[key, unix seconds]`, oldest first.
+    seen: Vec<(String, u64)>,
+}
+
+#[derive(Debug)]
+pub struct Dedupe {
+    path: PathBuf,
+    retention: Duration,
+    max_entries: usize,
+    order: VecDeque<(String, u64)>,
+    index: HashMap<String, u64>,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// The dedupe key: event ids are only unique per tenant.
+pub fn key(tenant_id: &str, event_id: &str) -> String {
+    format!("{tenant_id}/{event_id}")
+}
+
+impl Dedupe {
+    /// Loads the remembered ids. An unreadable file is set aside (renamed `.corrupt`) and the
+    /// consumer starts with an empty memory: a possible duplicate alert beats not starting.
+    pub fn load(state_dir: &Path, retention: Duration) -> Self {
+        Self::load_bounded(state_dir, retention, MAX_ENTRIES)
+    }
+
+    pub fn load_bounded(state_dir: &Path, retention: Duration, max_entries: usize) -> Self {
+        let path = state_dir.join(FILE);
+        let stored = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Stored>(&bytes).unwrap_or_else(|e| {
+                let aside = path.with_extension("json.corrupt");
+                tracing::warn!(
+                    "{}: unreadable ({e}); moved to {} and starting with no remembered events",
+                    path.display(),
+                    aside.display()
+                );
+                let _ = std::fs::rename(&path, &aside);
+                Stored::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+            Err(e) => {
+                tracing::warn!("{}: unreadable ({e}); starting empty", path.display());
+                Stored::default()
+            }
+        };
+        let mut dedupe = Self {
+            path,
+            retention,
+            max_entries: max_entries.max(1),
+            order: VecDeque::new(),
+            index: HashMap::new(),
+        };
+        for (key, at) in stored.seen {
+            dedupe.insert(key, at);
+        }
+        dedupe.prune(now_unix());
+        dedupe
+    }
+
+    fn insert(&mut self, key: String, at: u64) {
+        if self.index.insert(key.clone(), at).is_none() {
+            self.order.push_back((key, at));
+        }
+    }
+
+    fn prune(&mut self, now: u64) {
+        let horizon = now.saturating_sub(self.retention.as_secs());
+        while let Some((key, at)) = self.order.front() {
+            if *at < horizon || self.order.len() > self.max_entries {
+                self.index.remove(key);
+                self.order.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Whether this event was already handled (within the retention).
+    pub fn seen(&self, key: &str) -> bool {
+        self.index
+            .get(key)
+            .is_some_and(|at| now_unix().saturating_sub(*at) <= self.retention.as_secs())
+    }
+
+    /// Remembers a handled event and saves the list before returning, so the MQTT
+    /// acknowledgement that follows never gets ahead of the memory.
+    pub async fn remember(&mut self, key: &str) -> Result<(), DedupeError> {
+        let now = now_unix();
+        self.insert(key.to_owned(), now);
+        self.prune(now);
+        let stored = Stored {
+            version: 1,
+            seen: self.order.iter().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(|e| DedupeError {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&self.path, &bytes)
+            .await
+            .map_err(|e| DedupeError {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn remembers_across_restarts_and_forgets_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let week = Duration::from_secs(7 * 86_400);
+        let mut d = Dedupe::load_bounded(dir.path(), week, 3);
+        for id in ["a", "b", "c", "d"] {
+            assert!(!d.seen(&key("t", id)));
+            d.remember(&key("t", id)).await.unwrap();
+        }
+        assert!(d.seen(&key("t", "d")));
+        assert!(!d.seen(&key("t", "a")), "bounded to 3, oldest forgotten");
+        assert!(!d.seen(&key("other", "d")), "per tenant");
+        let again = Dedupe::load_bounded(dir.path(), week, 3);
+        assert_eq!(again.len(), 3);
+        assert!(again.seen(&key("t", "b")) && again.seen(&key("t", "d")));
+    }
+
+    #[tokio::test]
+    async fn expired_ids_are_dropped_and_a_corrupt_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Stored {
+            version: 1,
+            seen: vec![("t/old".into(), 1), ("t/new".into(), now_unix())],
+        };
+        std::fs::write(dir.path().join(FILE), serde_json::to_vec(&old).unwrap()).unwrap();
+        let d = Dedupe::load(dir.path(), Duration::from_secs(3600));
+        assert!(!d.seen("t/old"));
+        assert!(d.seen("t/new"));
+
+        std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        let d = Dedupe::load(dir.path(), Duration::from_secs(3600));
+        assert!(d.is_empty());
+        assert!(dir.path().join("seen-events.json.corrupt").exists());
+    }
+}

@@ -1,0 +1,139 @@
+//! Transforms between source and sinks, in order: parse the envelope, keep configured tenants,
+//! react to failed reloads, drop duplicates, enrich into an alert. [`Transforms::handle`] runs
+//! them for one message and delivers the alert; it returns an error only when the message must
+//! not be acknowledged.
+
+pub mod dedupe;
+pub mod enrich;
+pub mod parse;
+pub mod reload;
+pub mod tenant_filter;
+
+use std::sync::Arc;
+
+use crate::alert::Alert;
+use crate::config::ConsumerConfig;
+use crate::delivery::{Delivery, DeliveryError, Outcome};
+use dedupe::Dedupe;
+use reload::Reaction;
+
+/// What became of one message; every variant means "acknowledge it".
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handled {
+    /// Not a Qlik event (bad JSON, unknown envelope): dropped.
+    Unparseable { topic: String, reason: String },
+    /// From a tenant that is not configured: dropped.
+    UnknownTenant { event_id: String, tenant_id: String },
+    /// Not a failed reload: logged at debug.
+    NoAlert {
+        event_id: String,
+        event_type: String,
+    },
+    /// A failed reload already handled earlier.
+    Duplicate { event_id: String },
+    /// A failed reload, delivered (or parked, or rate-limited) per sink.
+    Alerted {
+        alert: Box<Alert>,
+        outcomes: Vec<(String, Outcome)>,
+    },
+}
+
+pub struct Transforms {
+    config: Arc<ConsumerConfig>,
+    dedupe: Dedupe,
+    delivery: Arc<Delivery>,
+}
+
+impl Transforms {
+    pub fn new(config: Arc<ConsumerConfig>, dedupe: Dedupe, delivery: Arc<Delivery>) -> Self {
+        Self {
+            config,
+            dedupe,
+            delivery,
+        }
+    }
+
+    pub async fn handle(&mut self, topic: &str, payload: &[u8]) -> Result<Handled, DeliveryError> {
+        let envelope = match parse::parse(payload) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::warn!(
+                    topic,
+                    bytes = payload.len(),
+                    "not a Qlik event, dropped: {e}"
+                );
+                return Ok(Handled::Unparseable {
+                    topic: topic.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let Some(tenant) = tenant_filter::tenant_for(&self.config, &envelope) else {
+            tracing::warn!(
+                topic,
+                event_id = %envelope.id,
+                tenant = %envelope.tenant_id,
+                "event from a tenant that is not configured, dropped"
+            );
+            return Ok(Handled::UnknownTenant {
+                event_id: envelope.id,
+                tenant_id: envelope.tenant_id,
+            });
+        };
+        let reload = match reload::react(&envelope) {
+            Reaction::Alert(reload) => reload,
+            Reaction::ReloadOk(reload) => {
+                tracing::debug!(
+                    event_id = %envelope.id,
+                    tenant = %envelope.tenant_id,
+                    app_id = reload.app_id.as_deref().unwrap_or(""),
+                    status = %reload.status,
+                    "reload did not fail, no alert"
+                );
+                return Ok(Handled::NoAlert {
+                    event_id: envelope.id,
+                    event_type: envelope.event_type,
+                });
+            }
+            Reaction::Other => {
+                tracing::debug!(
+                    event_id = %envelope.id,
+                    tenant = %envelope.tenant_id,
+                    event_type = %envelope.event_type,
+                    "not a reload event, no alert"
+                );
+                return Ok(Handled::NoAlert {
+                    event_id: envelope.id,
+                    event_type: envelope.event_type,
+                });
+            }
+        };
+        let key = dedupe::key(&envelope.tenant_id, &envelope.id);
+        if self.dedupe.seen(&key) {
+            tracing::info!(
+                event_id = %envelope.id,
+                tenant = %envelope.tenant_id,
+                "event already handled (redelivery or Qlik retry), dropped"
+            );
+            return Ok(Handled::Duplicate {
+                event_id: envelope.id,
+            });
+        }
+        let tenant = tenant.clone();
+        let alert = enrich::build_alert(&self.config, &tenant, &envelope, &reload).await;
+        tracing::info!(
+            format = envelope.format.as_str(),
+            "{}: reload failed, alerting",
+            alert.describe()
+        );
+        let outcomes = self.delivery.deliver(&alert).await?;
+        if let Err(e) = self.dedupe.remember(&key).await {
+            // The alert went out; failing here would only send it again.
+            tracing::error!("{e}; a redelivery of this event would alert again");
+        }
+        Ok(Handled::Alerted {
+            alert: Box::new(alert),
+            outcomes,
+        })
+    }
+}
