@@ -55,7 +55,9 @@ impl<'v> Node<'v> {
 
     /// Follows a dotted relative path such as `auth.jwt.token`.
     pub fn at(&self, dotted: &str) -> Node<'v> {
-        dotted.split('.').fold(self.clone(), |node, key| node.child(key))
+        dotted
+            .split('.')
+            .fold(self.clone(), |node, key| node.child(key))
     }
 
     /// Records a problem when present but not a mapping; `required` also flags absence.
@@ -259,6 +261,9 @@ pub(crate) fn check_url(text: &str) -> Result<Url, String> {
     if url.host().is_none() {
         return Err("URL has no host".to_owned());
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain a user name or password".to_owned());
+    }
     Ok(url)
 }
 
@@ -289,6 +294,7 @@ mod tests {
         assert!(check_url("http://128.0.0.1").is_err());
         assert!(check_url("ftp://localhost").is_err());
         assert_eq!(check_url("tenant.example").unwrap_err(), "not a URL");
+        assert!(check_url("https://user:pw@tenant.example").is_err());
     }
 
     #[test]

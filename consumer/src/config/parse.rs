@@ -82,7 +82,10 @@ pub(crate) fn parse(
     let tenants = parse_tenants(&qsc, env, &mut p);
     let forward = root.at("mqttConfig.qlikSenseCloud.event.mqttForward");
     let (broker, topics) = parse_forward(&forward, env, &mut p);
-    let script_log = parse_script_log(&root.at("scriptLog.storeOnDisk.qsCloud.appReloadFailure"), &mut p);
+    let script_log = parse_script_log(
+        &root.at("scriptLog.storeOnDisk.qsCloud.appReloadFailure"),
+        &mut p,
+    );
     let generic_urls = parse_generic_urls(&root.child("genericUrls"), &mut p);
     let ext = qsc.child("consumer");
     ext.expect_map(&mut p, false);
@@ -98,7 +101,9 @@ pub(crate) fn parse(
         .unwrap_or_else(|| state_dir.join("dead-letter"));
     let dedupe = DedupeConfig {
         retention: Duration::from_secs(
-            ext.at("dedupe.retentionHours").u64_or(&mut p, 168, 1, 24 * 365) * 3600,
+            ext.at("dedupe.retentionHours")
+                .u64_or(&mut p, 168, 1, 24 * 365)
+                * 3600,
         ),
     };
     let retry = parse_retry(&ext.child("retry"), &mut p);
@@ -154,14 +159,17 @@ fn parse_tenants(qsc: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Vec<TenantCo
         if !block.expect_map(p, true) {
             continue;
         }
+        // Checked on the raw id so a duplicate is named even when the block has other problems.
+        if let Some(id) = block.child("id").opt_string(&mut Problems::default())
+            && !seen.insert(id.clone())
+        {
+            p.add(
+                format!("{}.id", block.path),
+                format!("tenant `{id}` is configured more than once"),
+            );
+            continue;
+        }
         if let Some(tenant) = parse_tenant(&block, env, p) {
-            if !seen.insert(tenant.id.clone()) {
-                p.add(
-                    format!("{}.id", block.path),
-                    format!("tenant `{}` is configured more than once", tenant.id),
-                );
-                continue;
-            }
             tenants.push(tenant);
         }
     }
@@ -310,10 +318,7 @@ fn parse_chat_common(node: &Node<'_>, p: &mut Problems) -> Option<ChatAlertCommo
         None => None,
     };
     let basic_msg_template = node.child("basicMsgTemplate").opt_string(p);
-    let template_file = node
-        .child("templateFile")
-        .opt_string(p)
-        .map(PathBuf::from);
+    let template_file = node.child("templateFile").opt_string(p).map(PathBuf::from);
     match message_type {
         Some(MessageType::Basic) if basic_msg_template.is_none() => {
             p.add(
@@ -334,6 +339,10 @@ fn parse_chat_common(node: &Node<'_>, p: &mut Problems) -> Option<ChatAlertCommo
         },
         _ => {}
     }
+    // Read before any `?` below, so their problems are reported too.
+    let head_script_log_lines = lines(node, "headScriptLogLines", p);
+    let tail_script_log_lines = lines(node, "tailScriptLogLines", p);
+    let rate_limit = rate_limit(node, p);
     Some(ChatAlertCommon {
         alert_enable_by_tag,
         basic_content_only,
@@ -341,9 +350,9 @@ fn parse_chat_common(node: &Node<'_>, p: &mut Problems) -> Option<ChatAlertCommo
         message_type: message_type?,
         basic_msg_template,
         template_file,
-        head_script_log_lines: lines(node, "headScriptLogLines", p),
-        tail_script_log_lines: lines(node, "tailScriptLogLines", p),
-        rate_limit: rate_limit(node, p),
+        head_script_log_lines,
+        tail_script_log_lines,
+        rate_limit,
     })
 }
 
@@ -429,19 +438,24 @@ fn parse_email(node: &Node<'_>, p: &mut Problems) -> Option<EmailAlert> {
             "empty, and appOwnerAlert is off: nobody would get the email",
         );
     }
+    let rate_limit = rate_limit(node, p);
+    let head_script_log_lines = lines(node, "headScriptLogLines", p);
+    let tail_script_log_lines = lines(node, "tailScriptLogLines", p);
+    let body_file_directory = node
+        .child("bodyFileDirectory")
+        .opt_string(p)
+        .map(PathBuf::from);
+    let html_template_file = node.child("htmlTemplateFile").opt_string(p);
     Some(EmailAlert {
         alert_enable_by_tag,
         app_owner_alert,
-        rate_limit: rate_limit(node, p),
-        head_script_log_lines: lines(node, "headScriptLogLines", p),
-        tail_script_log_lines: lines(node, "tailScriptLogLines", p),
+        rate_limit,
+        head_script_log_lines,
+        tail_script_log_lines,
         priority,
         subject: subject?,
-        body_file_directory: node
-            .child("bodyFileDirectory")
-            .opt_string(p)
-            .map(PathBuf::from),
-        html_template_file: node.child("htmlTemplateFile").opt_string(p),
+        body_file_directory,
+        html_template_file,
         from_address: from_address?,
         recipients,
     })
@@ -815,17 +829,15 @@ fn parse_destinations(node: &Node<'_>, p: &mut Problems) -> Destinations {
                     Some((name, SecretString::from(value)))
                 })
                 .collect();
+            let timeout = Duration::from_secs(w.child("timeoutSeconds").u64_or(p, 10, 1, 300));
+            let rate_limit =
+                Duration::from_secs(w.child("rateLimit").u64_or(p, 0, 0, 7 * 24 * 3600));
             Some(WebhookDestination {
                 name,
                 url: SecretUrl::new(url?),
                 headers,
-                timeout: Duration::from_secs(w.child("timeoutSeconds").u64_or(p, 10, 1, 300)),
-                rate_limit: Duration::from_secs(w.child("rateLimit").u64_or(
-                    p,
-                    0,
-                    0,
-                    7 * 24 * 3600,
-                )),
+                timeout,
+                rate_limit,
             })
         })
         .collect();

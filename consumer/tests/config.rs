@@ -1,0 +1,811 @@
+//! Configuration: a Butler production file loads unchanged; every missing or invalid key is
+//! reported with its own path; secrets come from the environment and never show in output.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use consumer::config::{
+    self, ConfigErrors, ConsumerConfig, EXIT_CONFIG_INVALID, EXIT_OK, MessageType, SecretSource,
+};
+use qlik_events::MqttVersion;
+use secrecy::ExposeSecret;
+use serde_yaml_ng::{Mapping, Value};
+
+const TENANT_ID: &str = "Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ";
+const DEV_TENANT_ID: &str = "Dev7Tenant0000000000000000000001";
+const FILE_JWT: &str =
+    "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJGSUxFLVRPS0VOIn0.c2lnbmF0dXJlLWZyb20tZmlsZQ";
+const ENV_JWT: &str = "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJFTlYtVE9LRU4ifQ.ZW52LXNpZ25hdHVyZS1zZWNyZXQ";
+const DEV_JWT: &str = "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJERVYtVE9LRU4ifQ.ZGV2LXNpZ25hdHVyZS1zZWNyZXQ";
+const FILE_PASSWORD: &str = "broker-pass-IN-FILE-42";
+const ENV_PASSWORD: &str = "broker-pass-FROM-ENV-77";
+const T: &str = "Butler.qlikSenseCloud.event.mqtt.tenant";
+const F: &str = "Butler.mqttConfig.qlikSenseCloud.event.mqttForward";
+
+/// Strings that must never appear in any output.
+const SECRETS: &[&str] = &[
+    FILE_JWT,
+    ENV_JWT,
+    DEV_JWT,
+    FILE_PASSWORD,
+    ENV_PASSWORD,
+    "TEAMS-SECRET-PATH",
+    "SLACK-SECRET-PATH",
+    "WEBHOOK-SECRET-TOKEN",
+    "HEADER-SECRET-VALUE",
+];
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("failed-reload-qscloud-workflow.handlebars"),
+            "{\"text\": \"{{appName}}\"}",
+        )
+        .expect("template");
+        std::fs::write(dir.path().join("ca.pem"), "not checked at load time").expect("ca");
+        Self { dir }
+    }
+
+    fn data(&self, name: &str) -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name);
+        let text = std::fs::read_to_string(path)
+            .expect("test data")
+            .replace("TEMPLATE_DIR", &self.dir.path().display().to_string())
+            .replace(
+                "CA_FILE",
+                &self.dir.path().join("ca.pem").display().to_string(),
+            );
+        serde_yaml_ng::from_str(&text).expect("test data is YAML")
+    }
+
+    fn butler(&self) -> Value {
+        self.data("butler-production.yaml")
+    }
+
+    fn extensions(&self) -> Value {
+        self.data("consumer-extensions.yaml")
+    }
+
+    fn write(&self, name: &str, value: &Value) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, serde_yaml_ng::to_string(value).expect("yaml")).expect("write");
+        path
+    }
+
+    fn load(
+        &self,
+        butler: &Value,
+        ext: Option<&Value>,
+        env: &[(&str, &str)],
+    ) -> Result<ConsumerConfig, ConfigErrors> {
+        let main = self.write("butler.yaml", butler);
+        let ext = ext.map(|e| self.write("consumer.yaml", e));
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        config::load_with_env(&main, ext.as_deref(), &|name| env.get(name).cloned())
+    }
+
+    fn check(&self, butler: &Value, ext: Option<&Value>, env: &[(&str, &str)]) -> (i32, String) {
+        let main = self.write("butler.yaml", butler);
+        let ext = ext.map(|e| self.write("consumer.yaml", e));
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut out = Vec::new();
+        let code = config::check_config_with_env(
+            &main,
+            ext.as_deref(),
+            &|name| env.get(name).cloned(),
+            &mut out,
+        );
+        (code, String::from_utf8(out).expect("utf-8"))
+    }
+}
+
+fn key(k: &str) -> Value {
+    Value::String(k.to_owned())
+}
+
+/// `Butler.a.b` → the mapping entry, creating mappings on the way.
+fn entry<'a>(doc: &'a mut Value, dotted: &str) -> &'a mut Value {
+    dotted.split('.').fold(doc, |node, k| {
+        if !node.is_mapping() {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let map = node.as_mapping_mut().expect("mapping");
+        if !map.contains_key(k) {
+            map.insert(key(k), Value::Null);
+        }
+        map.get_mut(k).expect("just inserted")
+    })
+}
+
+fn set(doc: &mut Value, dotted: &str, value: Value) {
+    *entry(doc, dotted) = value;
+}
+
+fn remove(doc: &mut Value, dotted: &str) {
+    let (parent, last) = dotted.rsplit_once('.').expect("dotted path");
+    let map = entry(doc, parent).as_mapping_mut().expect("parent mapping");
+    assert!(map.remove(last).is_some(), "{dotted} was not in the file");
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_owned())
+}
+
+fn assert_no_secrets(text: &str) {
+    for secret in SECRETS {
+        assert!(
+            !text.contains(secret),
+            "a secret leaked into output (marker {})",
+            &secret[..secret.len().min(12)]
+        );
+    }
+}
+
+fn problems(result: Result<ConsumerConfig, ConfigErrors>) -> ConfigErrors {
+    match result {
+        Ok(_) => panic!("configuration unexpectedly valid"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn butler_production_file_loads_unchanged() {
+    let fx = Fixture::new();
+    let config = fx.load(&fx.butler(), None, &[]).expect("valid");
+
+    assert!(config.enabled);
+    assert_eq!(config.tenants.len(), 1);
+    let t = &config.tenants[0];
+    assert_eq!(t.id, TENANT_ID);
+    assert_eq!(t.tenant_url_str(), "https://acme.eu.qlikcloud.com");
+    assert_eq!(t.jwt.expose_secret(), FILE_JWT);
+    assert_eq!(
+        t.jwt_source,
+        SecretSource::File(format!("{T}.auth.jwt.token"))
+    );
+    assert_eq!(
+        t.qmc_url.as_deref(),
+        Some("https://acme.eu.qlikcloud.com/console")
+    );
+    assert_eq!(
+        t.hub_url.as_deref(),
+        Some("https://acme.eu.qlikcloud.com/hub")
+    );
+    assert_eq!(t.comment.as_deref(), Some("Production tenant, EU region"));
+    assert_eq!(t.key_path, T);
+
+    let teams = t.alert.teams.as_ref().expect("teams enabled");
+    assert_eq!(teams.common.message_type, MessageType::Formatted);
+    assert_eq!(teams.common.rate_limit, Duration::from_secs(15));
+    assert_eq!(teams.common.head_script_log_lines, 15);
+    assert_eq!(
+        teams.common.webhook_url.expose().as_str(),
+        "https://acme.webhook.office.com/webhookb2/TEAMS-SECRET-PATH"
+    );
+    assert!(!teams.common.alert_enable_by_tag.enable);
+    let slack = t.alert.slack.as_ref().expect("slack enabled");
+    assert_eq!(slack.common.message_type, MessageType::Basic);
+    assert_eq!(slack.channel.as_deref(), Some("sense-task-failure"));
+    assert_eq!(slack.from_user.as_deref(), Some("Qlik Sense"));
+    assert_eq!(slack.icon_emoji.as_deref(), Some(":ghost:"));
+    assert_eq!(slack.common.tail_script_log_lines, 20);
+    assert!(slack.common.alert_enable_by_tag.enable);
+    assert!(
+        slack
+            .common
+            .alert_enable_by_tag
+            .allows(&["Butler - Send Slack alert if app reload fails".to_owned()])
+    );
+    assert!(
+        !slack
+            .common
+            .alert_enable_by_tag
+            .allows(&["other".to_owned()])
+    );
+    let email = t.alert.email.as_ref().expect("email enabled");
+    assert_eq!(
+        email.recipients,
+        ["emma@somecompany.com", "patrick@somecompany.com"]
+    );
+    assert!(email.app_owner_alert.enable);
+    assert_eq!(email.app_owner_alert.include, ["anna@somecompany.com"]);
+    assert_eq!(email.app_owner_alert.exclude, ["daniel@somecompany.com"]);
+    assert_eq!(email.tail_script_log_lines, 25);
+
+    let b = &config.broker;
+    assert_eq!((b.host.as_str(), b.port), ("mqttbroker.company.com", 8765));
+    assert_eq!(b.username.as_deref(), Some("butler"));
+    assert_eq!(
+        b.password.as_ref().map(|p| p.expose_secret()),
+        Some(FILE_PASSWORD)
+    );
+    // Butler always uses TLS; the defaults keep what Butler does and give a persistent session.
+    assert!(b.tls);
+    assert_eq!(b.version, MqttVersion::V311);
+    assert!(!b.clean_session);
+    assert!(b.client_id.starts_with("qscloud-consumer"));
+    assert_eq!(config.topics.subscription_filter(), "qscloud/#");
+    assert_eq!(config.topics.app_reload, "qscloud/app/reload");
+    assert!(config.topics.is_app_reload_topic("qscloud/app/reload/Xq7v"));
+    assert!(!config.topics.is_app_reload_topic("qscloud/app/reloaded"));
+    assert_eq!(
+        config.script_log.log_directory.as_deref(),
+        Some(Path::new("/var/log/butler/scriptlogs/qscloud"))
+    );
+    assert_eq!(config.generic_urls.len(), 2);
+    assert_eq!(config.state_dir, Path::new(".state"));
+    assert_eq!(config.dead_letter_dir, Path::new(".state/dead-letter"));
+    assert!(config.destinations.log);
+    assert!(config.destinations.webhooks.is_empty());
+    assert!(config.destinations.mqtt.is_none());
+
+    let settings = b.broker_settings();
+    assert_eq!(
+        settings.display_url(),
+        "mqtts://butler@mqttbroker.company.com:8765"
+    );
+}
+
+#[test]
+fn extension_file_adds_tenants_broker_settings_and_destinations() {
+    let fx = Fixture::new();
+    let dev_var = config::tenant_jwt_env_var(DEV_TENANT_ID);
+    assert_eq!(dev_var, "QLIK_TENANT_JWT_DEV7TENANT0000000000000000000001");
+    let config = fx
+        .load(
+            &fx.butler(),
+            Some(&fx.extensions()),
+            &[(dev_var.as_str(), DEV_JWT)],
+        )
+        .expect("valid");
+
+    let ids: Vec<&str> = config.tenants.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [TENANT_ID, DEV_TENANT_ID]);
+    let dev = config.tenant(DEV_TENANT_ID).expect("dev tenant");
+    // Plain http is fine on loopback.
+    assert_eq!(dev.tenant_url_str(), "http://127.0.0.1:9999");
+    assert_eq!(dev.jwt.expose_secret(), DEV_JWT);
+    assert_eq!(dev.jwt_source, SecretSource::Env(dev_var.clone()));
+    assert_eq!(dev.key_path, "Butler.qlikSenseCloud.event.mqtt.tenants[0]");
+    assert!(dev.alert.teams.is_none());
+
+    let b = &config.broker;
+    assert_eq!(b.client_id, "qscloud-consumer-prod-1");
+    assert_eq!(b.version, MqttVersion::V5);
+    assert_eq!(b.session_expiry_v5(), Some(Duration::from_secs(86400)));
+    assert_eq!(
+        b.ca_file.as_deref(),
+        Some(fx.dir.path().join("ca.pem").as_path())
+    );
+    assert_eq!(
+        config.topics.subscription_filter(),
+        "$share/butler-consumers/qscloud/#"
+    );
+    assert_eq!(config.state_dir, Path::new("/var/lib/qscloud-consumer"));
+    assert_eq!(
+        config.dead_letter_dir,
+        Path::new("/var/lib/qscloud-consumer/dead-letter")
+    );
+    assert_eq!(config.retry.max_attempts, 4);
+    assert_eq!(config.retry.initial_backoff, Duration::from_millis(200));
+    assert_eq!(config.enrichment.request_timeout, Duration::from_secs(5));
+    assert_eq!(config.enrichment.max_retries, 2);
+    let hook = &config.destinations.webhooks[0];
+    assert_eq!(hook.name, "ops-portal");
+    assert_eq!(hook.headers[0].0, "Authorization");
+    assert_eq!(
+        hook.headers[0].1.expose_secret(),
+        "Bearer HEADER-SECRET-VALUE"
+    );
+    let mqtt = config.destinations.mqtt.as_ref().expect("mqtt destination");
+    assert_eq!(mqtt.topic, "butler/alerts/{tenantId}/{appId}");
+    assert_eq!(config.sources.len(), 2);
+}
+
+#[test]
+fn extension_keys_are_accepted_in_the_main_file() {
+    let fx = Fixture::new();
+    let mut butler = fx.butler();
+    set(&mut butler, &format!("{F}.broker.tls"), Value::Bool(false));
+    set(&mut butler, &format!("{F}.broker.clientId"), s("one-file"));
+    set(
+        &mut butler,
+        "Butler.qlikSenseCloud.consumer.stateDirectory",
+        s("/tmp/state"),
+    );
+    let config = fx.load(&butler, None, &[]).expect("valid");
+    assert!(!config.broker.tls);
+    assert_eq!(config.broker.client_id, "one-file");
+    assert_eq!(config.state_dir, Path::new("/tmp/state"));
+    assert_eq!(
+        config.broker.broker_settings().display_url(),
+        "mqtt://butler@mqttbroker.company.com:8765"
+    );
+}
+
+#[test]
+fn the_extension_file_can_switch_on_what_butler_keeps_off() {
+    let fx = Fixture::new();
+    let mut butler = fx.butler();
+    set(
+        &mut butler,
+        "Butler.qlikSenseCloud.enable",
+        Value::Bool(false),
+    );
+    let err = problems(fx.load(&butler, None, &[]));
+    assert!(err.has("Butler.qlikSenseCloud.enable"), "{err}");
+    let mut ext = Value::Mapping(Mapping::new());
+    set(&mut ext, "Butler.qlikSenseCloud.enable", Value::Bool(true));
+    fx.load(&butler, Some(&ext), &[]).expect("extension wins");
+}
+
+/// Each required key, removed on its own, is reported at exactly its path.
+#[test]
+fn every_missing_key_gets_its_own_message() {
+    let fx = Fixture::new();
+    let teams = format!("{T}.alert.teamsNotification.reloadAppFailure");
+    let slack = format!("{T}.alert.slackNotification.reloadAppFailure");
+    let email = format!("{T}.alert.emailNotification.reloadAppFailure");
+    let cases = [
+        "Butler.qlikSenseCloud.enable".to_owned(),
+        format!("{T}.id"),
+        format!("{T}.tenantUrl"),
+        format!("{T}.authType"),
+        format!("{T}.auth.jwt.token"),
+        format!("{F}.enable"),
+        format!("{F}.broker.host"),
+        format!("{F}.broker.port"),
+        format!("{F}.topic.subscriptionRoot"),
+        format!("{F}.topic.appReload"),
+        format!("{teams}.webhookURL"),
+        format!("{teams}.messageType"),
+        format!("{teams}.templateFile"),
+        format!("{slack}.webhookURL"),
+        format!("{slack}.basicMsgTemplate"),
+        format!("{email}.subject"),
+        format!("{email}.fromAddress"),
+        "Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure.logDirectory".to_owned(),
+    ];
+    for path in &cases {
+        let mut butler = fx.butler();
+        remove(&mut butler, path);
+        let err = problems(fx.load(&butler, None, &[]));
+        let message = err
+            .message_for(path)
+            .unwrap_or_else(|| panic!("no problem reported at {path}: {err}"));
+        assert!(message.starts_with("missing"), "{path}: {message}");
+        assert_eq!(err.problems.len(), 1, "only {path} should fail: {err}");
+    }
+}
+
+#[test]
+fn whole_sections_missing_are_named() {
+    let fx = Fixture::new();
+    let mut butler = fx.butler();
+    remove(&mut butler, "Butler.qlikSenseCloud");
+    remove(&mut butler, F);
+    let err = problems(fx.load(&butler, None, &[]));
+    assert_eq!(err.message_for("Butler.qlikSenseCloud"), Some("missing"));
+    assert_eq!(err.message_for(F), Some("missing"));
+    assert!(err.has(T), "{err}");
+
+    let not_butler = fx.write(
+        "other.yaml",
+        &serde_yaml_ng::from_str("foo: 1").expect("yaml"),
+    );
+    let err = problems(config::load_with_env(&not_butler, None, &|_| None));
+    assert_eq!(
+        err.message_for("Butler"),
+        Some("missing (is this a Butler config file?)")
+    );
+}
+
+#[test]
+fn invalid_values_are_all_reported_with_their_paths() {
+    let fx = Fixture::new();
+    let mut butler = fx.butler();
+    let teams = format!("{T}.alert.teamsNotification.reloadAppFailure");
+    set(
+        &mut butler,
+        &format!("{T}.tenantUrl"),
+        s("acme.eu.qlikcloud.com"),
+    );
+    set(&mut butler, &format!("{T}.authType"), s("oauth"));
+    set(&mut butler, &format!("{T}.qlikSenseUrls.qmc"), s("nope"));
+    set(&mut butler, &format!("{F}.broker.port"), s("eighty"));
+    set(&mut butler, &format!("{F}.broker.tls"), s("sometimes"));
+    set(
+        &mut butler,
+        &format!("{F}.topic.subscriptionRoot"),
+        s("qscloud/#/x"),
+    );
+    set(&mut butler, &format!("{teams}.messageType"), s("fancy"));
+    set(&mut butler, &format!("{teams}.rateLimit"), s("-5"));
+    set(
+        &mut butler,
+        &format!("{teams}.webhookURL"),
+        s("http://acme.webhook.office.com/TEAMS-SECRET-PATH"),
+    );
+    let err = problems(fx.load(&butler, None, &[]));
+    let want = [
+        (
+            format!("{T}.tenantUrl"),
+            "not a URL (got `acme.eu.qlikcloud.com`)",
+        ),
+        (format!("{T}.authType"), "must be `jwt` (got `oauth`)"),
+        (format!("{T}.qlikSenseUrls.qmc"), "not a URL (got `nope`)"),
+        (
+            format!("{F}.broker.port"),
+            "must be a whole number from 1 to 65535",
+        ),
+        (format!("{F}.broker.tls"), "must be true or false"),
+        (
+            format!("{F}.topic.subscriptionRoot"),
+            "`#` may only be a whole last level, as in `qscloud/#`",
+        ),
+        (
+            format!("{teams}.messageType"),
+            "must be `basic` or `formatted` (got `fancy`)",
+        ),
+        (
+            format!("{teams}.rateLimit"),
+            "must be a whole number from 0 to 604800",
+        ),
+        (
+            format!("{teams}.webhookURL"),
+            "plain http:// is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost): use https://",
+        ),
+    ];
+    for (path, message) in &want {
+        assert_eq!(err.message_for(path), Some(*message), "{path}\n{err}");
+    }
+    assert_eq!(err.problems.len(), want.len(), "{err}");
+    // The Display form is one `path: message` per line.
+    let text = err.to_string();
+    assert!(text.contains(&format!(
+        "{T}.tenantUrl: not a URL (got `acme.eu.qlikcloud.com`)"
+    )));
+    assert_no_secrets(&text);
+}
+
+#[test]
+fn plain_http_is_only_for_loopback() {
+    let fx = Fixture::new();
+    for (url, ok) in [
+        ("http://127.0.0.1:8080", true),
+        ("http://localhost:8080", true),
+        ("http://[::1]:8080", true),
+        ("http://acme.eu.qlikcloud.com", false),
+        ("http://192.168.1.10", false),
+        ("https://acme.eu.qlikcloud.com", true),
+    ] {
+        let mut butler = fx.butler();
+        set(&mut butler, &format!("{T}.tenantUrl"), s(url));
+        let result = fx.load(&butler, None, &[]);
+        assert_eq!(result.is_ok(), ok, "{url}");
+        if !ok {
+            let err = problems(result);
+            assert!(
+                err.message_for(&format!("{T}.tenantUrl"))
+                    .is_some_and(|m| m.starts_with("plain http:// is accepted only for loopback")),
+                "{err}"
+            );
+        }
+    }
+
+    let mut ext = fx.extensions();
+    set(
+        &mut ext,
+        "Butler.qlikSenseCloud.consumer.destinations.webhook",
+        serde_yaml_ng::from_str("[{name: a, url: 'http://10.1.1.1/hook'}]").expect("yaml"),
+    );
+    let err = problems(fx.load(&fx.butler(), Some(&ext), &[("QLIK_TENANT_JWT", ENV_JWT)]));
+    assert!(
+        err.has("Butler.qlikSenseCloud.consumer.destinations.webhook[0].url"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_come_from_the_environment() {
+    let fx = Fixture::new();
+    let mut butler = fx.butler();
+    // Butler's template placeholders stay in the file; the environment supplies the values.
+    set(
+        &mut butler,
+        &format!("{T}.auth.jwt.token"),
+        s("<JWT token>"),
+    );
+    set(
+        &mut butler,
+        &format!("{F}.broker.password"),
+        s("<password>"),
+    );
+
+    let err = problems(fx.load(&butler, None, &[]));
+    let jwt_msg = err
+        .message_for(&format!("{T}.auth.jwt.token"))
+        .expect("jwt problem");
+    assert!(jwt_msg.contains("placeholder"), "{jwt_msg}");
+    assert!(jwt_msg.contains("QLIK_TENANT_JWT_XQ7VR2MK9PLS4TNB8WYC1ZDE5FGH3JKQ"));
+    assert!(
+        err.message_for(&format!("{F}.broker.password"))
+            .is_some_and(|m| m.contains("MQTT_PASSWORD")),
+        "{err}"
+    );
+
+    let config = fx
+        .load(
+            &butler,
+            None,
+            &[
+                ("QLIK_TENANT_JWT", ENV_JWT),
+                ("MQTT_PASSWORD", ENV_PASSWORD),
+            ],
+        )
+        .expect("valid with env");
+    assert_eq!(config.tenants[0].jwt.expose_secret(), ENV_JWT);
+    assert_eq!(
+        config.tenants[0].jwt_source,
+        SecretSource::Env("QLIK_TENANT_JWT".to_owned())
+    );
+    assert_eq!(
+        config.broker.password.as_ref().map(|p| p.expose_secret()),
+        Some(ENV_PASSWORD)
+    );
+    assert_eq!(
+        config.broker.password_source,
+        SecretSource::Env("MQTT_PASSWORD".to_owned())
+    );
+
+    // The per-tenant variable beats the shared one, and the environment beats the file.
+    let per_tenant = config::tenant_jwt_env_var(TENANT_ID);
+    let config = fx
+        .load(
+            &fx.butler(),
+            None,
+            &[(per_tenant.as_str(), DEV_JWT), ("QLIK_TENANT_JWT", ENV_JWT)],
+        )
+        .expect("valid");
+    assert_eq!(config.tenants[0].jwt.expose_secret(), DEV_JWT);
+
+    // An empty variable counts as unset.
+    let config = fx
+        .load(&fx.butler(), None, &[("QLIK_TENANT_JWT", "  ")])
+        .expect("valid");
+    assert_eq!(config.tenants[0].jwt.expose_secret(), FILE_JWT);
+}
+
+#[test]
+fn a_malformed_token_is_reported_without_quoting_it() {
+    let fx = Fixture::new();
+    let err = problems(fx.load(
+        &fx.butler(),
+        None,
+        &[("QLIK_TENANT_JWT", "HEADER-SECRET-VALUE not a jwt")],
+    ));
+    assert_eq!(
+        err.message_for(&format!("{T}.auth.jwt.token")),
+        Some(
+            "is not a JWT (from $QLIK_TENANT_JWT): expected three base64url parts separated by dots"
+        )
+    );
+    assert_no_secrets(&err.to_string());
+    assert_no_secrets(&format!("{err:?}"));
+}
+
+#[test]
+fn secrets_are_masked_in_debug_and_summary() {
+    let fx = Fixture::new();
+    let dev_var = config::tenant_jwt_env_var(DEV_TENANT_ID);
+    let env = [(dev_var.as_str(), DEV_JWT)];
+    let config = fx
+        .load(&fx.butler(), Some(&fx.extensions()), &env)
+        .expect("valid");
+    assert_no_secrets(&format!("{config:?}"));
+    assert_no_secrets(&format!("{config:#?}"));
+
+    let (code, out) = fx.check(&fx.butler(), Some(&fx.extensions()), &env);
+    assert_eq!(code, EXIT_OK, "{out}");
+    assert_no_secrets(&out);
+    assert!(
+        out.contains(TENANT_ID) && out.contains(DEV_TENANT_ID),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("JWT: *** from environment (${dev_var})")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("JWT: *** from file ({T}.auth.jwt.token)")),
+        "{out}"
+    );
+    assert!(
+        out.contains("Broker: mqtts://butler@mqttbroker.company.com:8765"),
+        "{out}"
+    );
+    assert!(out.contains("password: *** from file"), "{out}");
+    assert!(out.contains("$share/butler-consumers/qscloud/#"), "{out}");
+    assert!(
+        out.contains(
+            "Teams (Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ) → https://acme.webhook.office.com/***"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("Slack (Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ) → https://hooks.slack.com/***"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "webhook \"ops-portal\" → https://ops.example.com/*** (headers Authorization: ***)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("MQTT re-publish to butler/alerts/{tenantId}/{appId}"),
+        "{out}"
+    );
+    assert!(
+        out.contains("script log to disk under /var/log/butler/scriptlogs/qscloud"),
+        "{out}"
+    );
+    assert!(out.ends_with("Configuration OK\n"), "{out}");
+}
+
+#[test]
+fn check_config_fails_with_every_problem_and_a_distinct_exit_code() {
+    let fx = Fixture::new();
+    let mut butler = fx.butler();
+    set(&mut butler, &format!("{T}.tenantUrl"), s("not a url"));
+    remove(&mut butler, &format!("{F}.broker.host"));
+    let (code, out) = fx.check(&butler, None, &[]);
+    assert_eq!(code, EXIT_CONFIG_INVALID);
+    assert_ne!(code, 0);
+    assert!(out.starts_with("Configuration has 2 problems:"), "{out}");
+    assert!(
+        out.contains(&format!("  {T}.tenantUrl: not a URL")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("  {F}.broker.host: missing")),
+        "{out}"
+    );
+    assert!(out.ends_with("Configuration NOT OK\n"), "{out}");
+    assert_no_secrets(&out);
+}
+
+#[test]
+fn unreadable_and_malformed_files_name_the_file() {
+    let fx = Fixture::new();
+    let missing = fx.dir.path().join("nope.yaml");
+    let err = problems(config::load_with_env(&missing, None, &|_| None));
+    assert_eq!(err.problems[0].path, missing.display().to_string());
+    assert!(err.problems[0].message.starts_with("cannot read"));
+
+    let bad = fx.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "Butler:\n  a: [1,\n  b: : :\n").expect("write");
+    let err = problems(config::load_with_env(&bad, None, &|_| None));
+    assert_eq!(err.problems[0].path, bad.display().to_string());
+    assert!(
+        err.problems[0].message.starts_with("not valid YAML"),
+        "{err}"
+    );
+}
+
+#[test]
+fn disabled_blocks_may_hold_anything_as_in_butler() {
+    let fx = Fixture::new();
+    let mut butler = fx.butler();
+    let teams = format!("{T}.alert.teamsNotification.reloadAppFailure");
+    set(&mut butler, &format!("{teams}.enable"), Value::Bool(false));
+    set(&mut butler, &format!("{teams}.webhookURL"), s("<not set>"));
+    set(&mut butler, &format!("{teams}.messageType"), s("whatever"));
+    let config = fx.load(&butler, None, &[]).expect("valid");
+    assert!(config.tenants[0].alert.teams.is_none());
+}
+
+#[test]
+fn mqtt_specific_rules() {
+    let fx = Fixture::new();
+    // Shared subscriptions need MQTT 5.
+    let mut butler = fx.butler();
+    set(
+        &mut butler,
+        &format!("{F}.broker.sharedSubscriptionGroup"),
+        s("g1"),
+    );
+    let err = problems(fx.load(&butler, None, &[]));
+    assert!(
+        err.has(&format!("{F}.broker.sharedSubscriptionGroup")),
+        "{err}"
+    );
+
+    // A subscription that never receives the app reload topic is useless.
+    let mut butler = fx.butler();
+    set(
+        &mut butler,
+        &format!("{F}.topic.subscriptionRoot"),
+        s("other/#"),
+    );
+    let err = problems(fx.load(&butler, None, &[]));
+    assert!(
+        err.message_for(&format!("{F}.topic.appReload"))
+            .is_some_and(|m| m.contains("is not covered by subscriptionRoot")),
+        "{err}"
+    );
+
+    // `+` wildcards are understood.
+    let mut butler = fx.butler();
+    set(
+        &mut butler,
+        &format!("{F}.topic.subscriptionRoot"),
+        s("qscloud/+/reload/+"),
+    );
+    fx.load(&butler, None, &[])
+        .expect("+ filter covers the app reload topic");
+
+    // A password needs a username.
+    let mut butler = fx.butler();
+    remove(&mut butler, &format!("{F}.broker.username"));
+    let err = problems(fx.load(&butler, None, &[]));
+    assert!(err.has(&format!("{F}.broker.username")), "{err}");
+    assert_no_secrets(&err.to_string());
+
+    // A clean session is possible but must be asked for.
+    let mut butler = fx.butler();
+    set(
+        &mut butler,
+        &format!("{F}.broker.cleanSession"),
+        Value::Bool(true),
+    );
+    set(&mut butler, &format!("{F}.broker.mqttVersion"), s("5"));
+    let config = fx.load(&butler, None, &[]).expect("valid");
+    assert_eq!(config.broker.session_expiry_v5(), None);
+
+    // A missing CA file is caught before connecting.
+    let mut butler = fx.butler();
+    set(
+        &mut butler,
+        &format!("{F}.broker.caFile"),
+        s("/nonexistent/ca.pem"),
+    );
+    let err = problems(fx.load(&butler, None, &[]));
+    assert_eq!(
+        err.message_for(&format!("{F}.broker.caFile")),
+        Some("file `/nonexistent/ca.pem` does not exist")
+    );
+}
+
+#[test]
+fn duplicate_tenants_are_rejected() {
+    let fx = Fixture::new();
+    let mut ext = Value::Mapping(Mapping::new());
+    set(
+        &mut ext,
+        "Butler.qlikSenseCloud.event.mqtt.tenants",
+        serde_yaml_ng::from_str(&format!(
+            "[{{id: {TENANT_ID}, tenantUrl: 'https://x.eu.qlikcloud.com', authType: jwt}}]"
+        ))
+        .expect("yaml"),
+    );
+    let err = problems(fx.load(&fx.butler(), Some(&ext), &[]));
+    assert_eq!(
+        err.message_for("Butler.qlikSenseCloud.event.mqtt.tenants[0].id"),
+        Some(format!("tenant `{TENANT_ID}` is configured more than once").as_str())
+    );
+}
