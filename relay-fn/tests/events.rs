@@ -23,7 +23,7 @@ const TIME_EPOCH_MS: i64 = 1_795_936_000_000;
 const TIME: &str = "30/Nov/2026:07:06:40 +0000";
 
 #[derive(Clone, Copy)]
-enum Api {
+enum Source {
     /// Lambda Function URL, payload 2.0 (what `template.yaml` deploys).
     FunctionUrl,
     /// API Gateway HTTP API, payload 2.0.
@@ -44,7 +44,7 @@ enum Signing {
 
 struct Spec {
     file: &'static str,
-    api: Api,
+    api: Source,
     method: &'static str,
     body: Vec<u8>,
     signing: Signing,
@@ -65,23 +65,23 @@ fn specs() -> Vec<Spec> {
         base64: false,
     };
     vec![
-        post("function-url.legacy.json", Api::FunctionUrl, &legacy),
+        post("function-url.legacy.json", Source::FunctionUrl, &legacy),
         post(
             "function-url.cloudevents-app-reload.json",
-            Api::FunctionUrl,
+            Source::FunctionUrl,
             &app_reload,
         ),
         post(
             "function-url.cloudevents-reload-finished.json",
-            Api::FunctionUrl,
+            Source::FunctionUrl,
             &reload,
         ),
-        post("function-url.hybrid.json", Api::FunctionUrl, &hybrid),
+        post("function-url.hybrid.json", Source::FunctionUrl, &hybrid),
         Spec {
             base64: true,
             ..post(
                 "function-url.base64-body.json",
-                Api::FunctionUrl,
+                Source::FunctionUrl,
                 &app_reload,
             )
         },
@@ -89,21 +89,21 @@ fn specs() -> Vec<Spec> {
             signing: Signing::WrongSecret,
             ..post(
                 "function-url.bad-signature.json",
-                Api::FunctionUrl,
+                Source::FunctionUrl,
                 &app_reload,
             )
         },
         Spec {
             method: "GET",
             signing: Signing::None,
-            ..post("function-url.get.json", Api::FunctionUrl, b"")
+            ..post("function-url.get.json", Source::FunctionUrl, b"")
         },
         post(
             "http-api.cloudevents-reload-finished.json",
-            Api::HttpApi,
+            Source::HttpApi,
             &reload,
         ),
-        post("rest-api.legacy.json", Api::RestApi, &legacy),
+        post("rest-api.legacy.json", Source::RestApi, &legacy),
     ]
 }
 
@@ -144,13 +144,13 @@ fn event(spec: &Spec) -> Value {
         _ => QLIK_USER_AGENT,
     };
     let (host, account, api_id, domain_prefix) = match spec.api {
-        Api::FunctionUrl => (
+        Source::FunctionUrl => (
             format!("{URL_ID}.lambda-url.{REGION}.on.aws"),
             "anonymous",
             URL_ID,
             URL_ID,
         ),
-        Api::HttpApi | Api::RestApi => (
+        Source::HttpApi | Source::RestApi => (
             format!("k7d2x9qf4m.execute-api.{REGION}.amazonaws.com"),
             "123456789012",
             "k7d2x9qf4m",
@@ -177,8 +177,8 @@ fn event(spec: &Spec) -> Value {
     }
     let has_body = !spec.body.is_empty();
     match spec.api {
-        Api::FunctionUrl | Api::HttpApi => {
-            if matches!(spec.api, Api::FunctionUrl) {
+        Source::FunctionUrl | Source::HttpApi => {
+            if matches!(spec.api, Source::FunctionUrl) {
                 headers.push(("X-Amzn-Tls-Cipher-Suite", "TLS_AES_128_GCM_SHA256".into()));
                 headers.push(("X-Amzn-Tls-Version", "TLSv1.3".into()));
             }
@@ -187,7 +187,7 @@ fn event(spec: &Spec) -> Value {
                 .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v)))
                 .collect();
             let route_key = match spec.api {
-                Api::FunctionUrl => "$default".to_owned(),
+                Source::FunctionUrl => "$default".to_owned(),
                 _ => format!("{} /", spec.method),
             };
             let mut event = json!({
@@ -221,7 +221,7 @@ fn event(spec: &Spec) -> Value {
             }
             event
         }
-        Api::RestApi => {
+        Source::RestApi => {
             let single: serde_json::Map<String, Value> = headers
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
