@@ -497,13 +497,12 @@ fn parse_forward(
     if !f.expect_map(p, true) {
         return (None, None);
     }
-    match f.child("enable").bool_required(p) {
-        Some(false) => p.add(
+    if f.child("enable").bool_required(p) == Some(false) {
+        p.add(
             format!("{FORWARD}.enable"),
             "is false: the consumer reads its events from this broker; set it to true \
              (in the extension file, if Butler itself should keep it off)",
-        ),
-        Some(true) | None => {}
+        );
     }
     let b = f.child("broker");
     let broker = if b.expect_map(p, true) {

@@ -138,7 +138,10 @@ mod tests {
         assert_eq!(item.app_file_size, Some(1234));
 
         let body = json!({"data": [{"resourceId": app, "tags": ["a", {"name": "b"}]}]});
-        assert_eq!(AppItem::from_items(&body, app).expect("item").tags, ["a", "b"]);
+        assert_eq!(
+            AppItem::from_items(&body, app).expect("item").tags,
+            ["a", "b"]
+        );
 
         assert!(AppItem::from_items(&json!({"data": []}), app).is_none());
         assert!(AppItem::from_items(&json!({"nope": 1}), app).is_none());

@@ -159,8 +159,12 @@ impl TenantClient {
         jwt: &SecretString,
         settings: EnrichmentConfig,
     ) -> Result<Self, EnrichError> {
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", jwt.expose_secret()))
-            .map_err(|_| EnrichError::Client("the JWT contains characters not allowed in an HTTP header".to_owned()))?;
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", jwt.expose_secret())).map_err(|_| {
+                EnrichError::Client(
+                    "the JWT contains characters not allowed in an HTTP header".to_owned(),
+                )
+            })?;
         // Sensitive headers are left out of hyper's and reqwest's debug output.
         auth.set_sensitive(true);
         let http = reqwest::Client::builder()
@@ -183,6 +187,18 @@ impl TenantClient {
     /// `<tenantUrl>/api/v1/<segments…>`, each segment percent-encoded so an id from an event
     /// cannot change the path.
     fn url(&self, segments: &[&str]) -> Url {
+        // `url` silently drops `.`/`..` segments; an id like that would address another
+        // resource, so it is replaced by one that matches nothing.
+        let segments: Vec<&str> = segments
+            .iter()
+            .map(|s| {
+                if s.is_empty() || *s == "." || *s == ".." {
+                    "%00"
+                } else {
+                    s
+                }
+            })
+            .collect();
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(["api", "v1"]).extend(segments);
@@ -193,7 +209,11 @@ impl TenantClient {
 
     fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(10);
-        (self.settings.initial_backoff * factor).min(self.settings.max_retry_after.max(self.settings.initial_backoff))
+        (self.settings.initial_backoff * factor).min(
+            self.settings
+                .max_retry_after
+                .max(self.settings.initial_backoff),
+        )
     }
 
     /// GET with retries. Returns the body, cut to `limit` bytes; `keep_tail` keeps the end
@@ -284,7 +304,8 @@ impl TenantClient {
         let (body, _) = self
             .get(url, "application/json", MAX_JSON_BYTES, false)
             .await?;
-        serde_json::from_slice(&body).map_err(|e| EnrichError::Body(format!("not the expected JSON: {e}")))
+        serde_json::from_slice(&body)
+            .map_err(|e| EnrichError::Body(format!("not the expected JSON: {e}")))
     }
 
     /// `GET /api/v1/reloads/{reloadId}`.
@@ -345,9 +366,8 @@ impl TenantClient {
         let reload_id = reload.reload_id.clone();
         let event_owner = envelope.owner_id.clone();
 
-        let need = |id: &Option<String>, what: &'static str| {
-            id.clone().ok_or(EnrichError::NoId(what))
-        };
+        let need =
+            |id: &Option<String>, what: &'static str| id.clone().ok_or(EnrichError::NoId(what));
         let reload_f = async {
             let id = need(&reload_id, "reload id")?;
             self.reload(&id).await
@@ -501,6 +521,12 @@ mod tests {
         assert_eq!(
             client.url(&["reloads", "../users/me?x=1"]).as_str(),
             "https://acme.eu.qlikcloud.com/api/v1/reloads/..%2Fusers%2Fme%3Fx=1"
+        );
+        assert!(
+            client
+                .url(&["reloads", ".."])
+                .as_str()
+                .ends_with("/api/v1/reloads/%2500")
         );
         assert!(!format!("{client:?}").contains("a.b.c"));
     }

@@ -283,12 +283,7 @@ fn local_formats(t: OffsetDateTime) -> [String; 5] {
             t.minute(),
             t.second()
         ),
-        format!(
-            "{}/{}/{}, {clock}",
-            u8::from(t.month()),
-            t.day(),
-            t.year()
-        ),
+        format!("{}/{}/{}, {clock}", u8::from(t.month()), t.day(), t.year()),
         format!("{} {}, {}, {clock}", &month[..3], t.day(), t.year()),
         full.clone(),
         full,
@@ -388,11 +383,7 @@ fn data_str(envelope: &Envelope, key: &str) -> Option<String> {
 
 /// Reload duration: from the tenant's start/end times, else the event's, else the event's own
 /// duration figure.
-fn duration(
-    start: Option<&str>,
-    end: Option<&str>,
-    event_ms: Option<u64>,
-) -> ExecutionDuration {
+fn duration(start: Option<&str>, end: Option<&str>, event_ms: Option<u64>) -> ExecutionDuration {
     if let (Some(start), Some(end)) = (start.and_then(parse_time), end.and_then(parse_time)) {
         let secs = (end - start).whole_seconds();
         if secs >= 0 {
@@ -433,7 +424,10 @@ pub fn build_context(
     let start_raw = info.start_time.clone().or(reload.start_time.clone());
     let mut end_raw = info.end_time.clone().or(reload.end_time.clone());
     if end_raw.is_none()
-        && let (Some(start), Some(ms)) = (start_raw.as_deref().and_then(parse_time), reload.duration_ms)
+        && let (Some(start), Some(ms)) = (
+            start_raw.as_deref().and_then(parse_time),
+            reload.duration_ms,
+        )
     {
         // `com.qlik.v1.reload.finished` has a start time and a duration but no end time.
         let end = start + time::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX));

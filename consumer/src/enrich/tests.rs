@@ -8,7 +8,8 @@ use url::Url;
 use super::*;
 use crate::config::{AuthType, SecretSource, TenantAlerts, TenantConfig};
 
-const APP_RELOAD: &str = include_str!("../../../testdata/qlik-samples/app-reload-failed.cloudevents.json");
+const APP_RELOAD: &str =
+    include_str!("../../../testdata/qlik-samples/app-reload-failed.cloudevents.json");
 const RELOAD: &str =
     include_str!("../../../testdata/qlik-samples/reload-finished-failed.cloudevents.json");
 const LEGACY: &str = include_str!("../../../testdata/qlik-samples/app-reload-failed.legacy.json");
@@ -210,7 +211,10 @@ fn serializes_with_butler_field_names_and_shapes() {
         assert!(json.get(key).is_some(), "context lacks {key}");
     }
     assert_eq!(json["executionDuration"]["hours"], 1);
-    assert_eq!(json["executionStartTime"]["startTimeUTC"], "2026-11-30T07:06:12.000Z");
+    assert_eq!(
+        json["executionStartTime"]["startTimeUTC"],
+        "2026-11-30T07:06:12.000Z"
+    );
     assert!(json["executionStopTime"]["stopTimeLocal5"].is_string());
     assert_eq!(json["genericUrls"][0]["linkText"], "Docs");
 
@@ -258,8 +262,14 @@ fn reload_finished_event_without_enrichment_still_has_the_essentials() {
     assert_eq!(ctx.reload_trigger, "chronos");
     // Start time plus durationSeconds gives the stop time.
     assert_eq!(ctx.execution_duration.seconds, 13);
-    assert_eq!(ctx.execution_start_time.start_time_utc, "2026-11-30T07:06:12Z");
-    assert_eq!(ctx.execution_stop_time.stop_time_utc, "2026-11-30T07:06:25Z");
+    assert_eq!(
+        ctx.execution_start_time.start_time_utc,
+        "2026-11-30T07:06:12Z"
+    );
+    assert_eq!(
+        ctx.execution_stop_time.stop_time_utc,
+        "2026-11-30T07:06:25Z"
+    );
     assert_eq!(ctx.app_owner_name, "Unknown");
     assert_eq!(ctx.app_owner_email, "");
     assert_eq!(ctx.script_log_head, "");

@@ -1,0 +1,5 @@
+//! Test support shared by the consumer's integration tests (`mod support;`).
+//! Not every test binary uses every item.
+#![allow(dead_code)]
+
+pub mod fake_tenant;
