@@ -280,7 +280,7 @@ fn route_of(path: &str) -> (Route, Vec<String>) {
     let parts: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
-        .map(|p| url_decode(p))
+        .map(url_decode)
         .collect();
     let p: Vec<&str> = parts.iter().map(String::as_str).collect();
     let route = match p.as_slice() {
