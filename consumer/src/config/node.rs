@@ -138,7 +138,6 @@ impl<'v> Node<'v> {
     }
 
     /// A required string that must not be a template placeholder such as `<username>`.
-    /// `secret`: the message must not quote the value.
     pub fn real_string(&self, problems: &mut Problems) -> Option<String> {
         let s = self.string(problems)?;
         if is_placeholder(&s) {

@@ -27,11 +27,11 @@ pub fn check_config_with_env(
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut dyn Write,
 ) -> i32 {
-    let text = match super::load_with_env(path, extensions, env) {
+    let (ok, text) = match super::load_with_env(path, extensions, env) {
         Ok(config) => {
             let mut text = summary(&config);
             text.push_str("Configuration OK\n");
-            text
+            (true, text)
         }
         Err(errors) => {
             let mut text = String::new();
@@ -45,10 +45,9 @@ pub fn check_config_with_env(
                 let _ = writeln!(text, "  {problem}");
             }
             let _ = writeln!(text, "Configuration NOT OK");
-            text
+            (false, text)
         }
     };
-    let ok = text.ends_with("Configuration OK\n");
     // A failed write to stdout (closed pipe) should not turn a valid config into a failure.
     let _ = out.write_all(text.as_bytes());
     if ok { EXIT_OK } else { EXIT_CONFIG_INVALID }
