@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::enrich::{CHAT_SCRIPT_LOG_MAX_CHARS, group_thousands, script_log_parts};
+
 /// One failed reload, ready for delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -30,35 +32,6 @@ pub struct Alert {
     pub script_log: Option<String>,
     /// The template context with Butler's field names (appName, appUrl, reloadId, …).
     pub context: Map<String, Value>,
-}
-
-/// Script log head/tail for one destination, with Butler's field names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScriptLogExcerpt {
-    pub head: String,
-    pub tail: String,
-    pub head_count: usize,
-    pub tail_count: usize,
-    pub size_rows: usize,
-    pub size_characters: usize,
-}
-
-impl ScriptLogExcerpt {
-    /// The first `head` and last `tail` lines of `log`. Butler counts lines, not bytes, and so
-    /// does this; `\r\n` is treated as one line break.
-    pub fn new(log: &str, head: usize, tail: usize) -> Self {
-        let lines: Vec<&str> = log.lines().collect();
-        let head_lines = &lines[..head.min(lines.len())];
-        let tail_lines = &lines[lines.len().saturating_sub(tail)..];
-        Self {
-            head: head_lines.join("\n"),
-            tail: tail_lines.join("\n"),
-            head_count: head,
-            tail_count: tail,
-            size_rows: lines.len(),
-            size_characters: log.chars().count(),
-        }
-    }
 }
 
 impl Alert {
@@ -105,43 +78,57 @@ impl Alert {
 
     /// The template context for a destination that shows `head` / `tail` script log lines:
     /// the shared context with `scriptLogHead`, `scriptLogTail`, their counts and the size
-    /// fields recomputed from the full log. Without a script log the context is left as built
-    /// (it then says what could not be fetched).
+    /// fields recomputed from the full log (Butler configures the counts per destination).
+    /// Without a script log the context is left as built; its `missing` field then says why.
     pub fn context_for(&self, head: usize, tail: usize) -> Map<String, Value> {
         let mut context = self.context.clone();
         if let Some(log) = &self.script_log {
-            let excerpt = ScriptLogExcerpt::new(log, head, tail);
-            context.insert("scriptLogHead".into(), Value::String(excerpt.head));
-            context.insert("scriptLogTail".into(), Value::String(excerpt.tail));
-            context.insert("scriptLogHeadCount".into(), excerpt.head_count.into());
-            context.insert("scriptLogTailCount".into(), excerpt.tail_count.into());
-            context.insert("scriptLogSizeRows".into(), excerpt.size_rows.into());
-            context.insert("scriptLogSize".into(), excerpt.size_rows.into());
+            let parts = script_log_parts(log, head, tail);
+            context.insert("scriptLogHead".into(), Value::String(parts.head));
+            context.insert("scriptLogTail".into(), Value::String(parts.tail));
+            context.insert("scriptLogHeadCount".into(), head.into());
+            context.insert("scriptLogTailCount".into(), tail.into());
+            let rows = group_thousands(parts.rows as u64);
+            context.insert("scriptLogSize".into(), Value::String(rows.clone()));
+            context.insert("scriptLogSizeRows".into(), Value::String(rows));
             context.insert(
                 "scriptLogSizeCharacters".into(),
-                excerpt.size_characters.into(),
+                Value::String(group_thousands(parts.characters as u64)),
             );
+        }
+        context
+    }
+
+    /// [`Self::context_for`] for Slack and Teams, whose text fields have a size limit: the
+    /// head keeps its start and the tail its end, cut to Butler's limit and marked as cut.
+    pub fn chat_context_for(&self, head: usize, tail: usize) -> Map<String, Value> {
+        let mut context = self.context_for(head, tail);
+        for (key, keep_end) in [("scriptLogHead", false), ("scriptLogTail", true)] {
+            if let Some(Value::String(text)) = context.get_mut(key) {
+                let chars = text.chars().count();
+                if chars > CHAT_SCRIPT_LOG_MAX_CHARS {
+                    *text = if keep_end {
+                        let kept: String = text
+                            .chars()
+                            .skip(chars - CHAT_SCRIPT_LOG_MAX_CHARS)
+                            .collect();
+                        format!("{TRUNCATED}\n{kept}")
+                    } else {
+                        let kept: String = text.chars().take(CHAT_SCRIPT_LOG_MAX_CHARS).collect();
+                        format!("{kept}\n{TRUNCATED}")
+                    };
+                }
+            }
         }
         context
     }
 }
 
+const TRUNCATED: &str = "----Script log truncated----";
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn excerpt_counts_lines() {
-        let log = "a\r\nb\nc\nd\ne";
-        let e = ScriptLogExcerpt::new(log, 2, 3);
-        assert_eq!(e.head, "a\nb");
-        assert_eq!(e.tail, "c\nd\ne");
-        assert_eq!(e.size_rows, 5);
-        let short = ScriptLogExcerpt::new("only", 10, 10);
-        assert_eq!((short.head.as_str(), short.tail.as_str()), ("only", "only"));
-        let empty = ScriptLogExcerpt::new("", 3, 3);
-        assert_eq!((empty.head.as_str(), empty.size_rows), ("", 0));
-    }
 
     #[test]
     fn context_for_overrides_script_log_fields_only_when_there_is_a_log() {
@@ -165,6 +152,15 @@ mod tests {
         assert_eq!(c["scriptLogHead"], "l1");
         assert_eq!(c["scriptLogTail"], "l2\nl3");
         assert_eq!(c["scriptLogTailCount"], 2);
+        assert_eq!(c["scriptLogSizeRows"], "3");
         assert_eq!(c["appName"], "Sales");
+        alert.script_log = Some("x".repeat(5000));
+        let chat = alert.chat_context_for(1, 1);
+        let head = chat["scriptLogHead"].as_str().unwrap();
+        assert!(head.starts_with("xxx") && head.ends_with(TRUNCATED));
+        assert_eq!(
+            head.chars().count(),
+            CHAT_SCRIPT_LOG_MAX_CHARS + 1 + TRUNCATED.len()
+        );
     }
 }

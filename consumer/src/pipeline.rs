@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 use crate::config::ConsumerConfig;
 use crate::delivery::{DeadLetter, Delivery, DeliveryError, RateLimits, RetryPolicy};
 use crate::sinks::{self, BuildError, SharedSink};
-use crate::source::{Source, SourceConfig, SourceError};
+use crate::source::{Received, Source, SourceConfig, SourceError};
 use crate::transforms::dedupe::Dedupe;
+use crate::transforms::enrich::Enricher;
 use crate::transforms::{Handled, Transforms};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,15 +25,26 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    #[error("tenant API client: {0}")]
+    Enrich(#[from] crate::enrich::EnrichError),
     #[error("state directory {path}: {reason}")]
     StateDir { path: String, reason: String },
+}
+
+/// What a running consumer reports to an observer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    /// The broker granted the subscription.
+    Subscribed,
+    /// A message was handled and acknowledged.
+    Handled(Handled),
 }
 
 /// Hooks for embedding and tests.
 #[derive(Default)]
 pub struct RunOptions {
-    /// Told about every message after it was acknowledged.
-    pub observer: Option<mpsc::UnboundedSender<Handled>>,
+    /// Told when subscribed and about every message after it was acknowledged.
+    pub observer: Option<mpsc::UnboundedSender<RunEvent>>,
     /// Overrides the reconnect backoff (tests use short pauses).
     pub source: Option<SourceConfig>,
 }
@@ -84,7 +96,8 @@ pub async fn run(
         persistent_session = !config.broker.clean_session,
         "subscribing"
     );
-    let mut transforms = Transforms::new(Arc::clone(&config), dedupe, delivery);
+    let enricher = Enricher::new(&config)?;
+    let mut transforms = Transforms::new(Arc::clone(&config), dedupe, enricher, delivery);
     let mut source = Source::start(source_config)?;
     tokio::pin!(shutdown);
     loop {
@@ -96,7 +109,13 @@ pub async fn run(
             }
         };
         let message = match next {
-            Some(Ok(message)) => message,
+            Some(Ok(Received::Message(message))) => message,
+            Some(Ok(Received::Subscribed)) => {
+                if let Some(observer) = &options.observer {
+                    let _ = observer.send(RunEvent::Subscribed);
+                }
+                continue;
+            }
             Some(Err(e)) => {
                 source.stop().await;
                 return Err(e.into());
@@ -110,7 +129,7 @@ pub async fn run(
                     tracing::warn!("{e}");
                 }
                 if let Some(observer) = &options.observer {
-                    let _ = observer.send(handled);
+                    let _ = observer.send(RunEvent::Handled(handled));
                 }
             }
             Err(e) => {

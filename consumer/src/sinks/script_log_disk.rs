@@ -78,10 +78,17 @@ pub fn path_for(dir: &Path, alert: &Alert) -> PathBuf {
 /// What goes in the file when the tenant API could not give the script log: the alert still
 /// leaves a trace, and says what is missing.
 fn placeholder(alert: &Alert) -> String {
-    let missing = alert
-        .field("enrichmentErrors")
-        .map(|e| format!(" ({e})"))
+    let missing: Vec<&str> = alert
+        .context
+        .get("missing")
+        .and_then(serde_json::Value::as_array)
+        .map(|m| m.iter().filter_map(serde_json::Value::as_str).collect())
         .unwrap_or_default();
+    let missing = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", missing.join("; "))
+    };
     format!(
         "Script log not available: it could not be fetched from the tenant API{missing}.\n\
          Tenant: {}\nApp: {} ({})\nReload: {}\nError: {}\n",

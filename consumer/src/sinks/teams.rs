@@ -73,7 +73,7 @@ impl TeamsSink {
     /// The JSON body this sink posts for an alert.
     pub fn message(&self, alert: &Alert) -> Result<Value, SinkError> {
         let c = &self.config;
-        let context = alert.context_for(c.head_script_log_lines, c.tail_script_log_lines);
+        let context = alert.chat_context_for(c.head_script_log_lines, c.tail_script_log_lines);
         match (c.message_type, &c.template) {
             (MessageType::Formatted, Some(template)) => render_json(template, &context)
                 .map_err(|e| SinkError::Permanent(format!("Teams template: {e}"))),

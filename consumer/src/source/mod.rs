@@ -109,7 +109,18 @@ impl Message {
 
 pub(crate) enum SourceEvent {
     Message(Box<Message>),
+    /// The broker granted the subscription.
+    Subscribed,
     Fatal(SourceError),
+}
+
+/// What [`Source::next`] yields besides messages.
+#[derive(Debug)]
+pub enum Received {
+    Message(Box<Message>),
+    /// The broker granted the subscription (after the first connection, or after a reconnect
+    /// that did not resume the session).
+    Subscribed,
 }
 
 /// A running subscription.
@@ -132,10 +143,11 @@ impl Source {
         Ok(Source { rx, stop, task })
     }
 
-    /// The next message; `None` once stopped.
-    pub async fn next(&mut self) -> Option<Result<Message, SourceError>> {
+    /// The next message or notice; `None` once stopped.
+    pub async fn next(&mut self) -> Option<Result<Received, SourceError>> {
         match self.rx.recv().await? {
-            SourceEvent::Message(m) => Some(Ok(*m)),
+            SourceEvent::Message(m) => Some(Ok(Received::Message(m))),
+            SourceEvent::Subscribed => Some(Ok(Received::Subscribed)),
             SourceEvent::Fatal(e) => Some(Err(e)),
         }
     }

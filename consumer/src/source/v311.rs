@@ -61,6 +61,7 @@ pub(super) fn spawn(
                         return;
                     }
                     tracing::info!(filter, "subscribed with QoS 1");
+                    let _ = tx.send(SourceEvent::Subscribed);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     let message = Message {

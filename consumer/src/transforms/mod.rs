@@ -15,6 +15,7 @@ use crate::alert::Alert;
 use crate::config::ConsumerConfig;
 use crate::delivery::{Delivery, DeliveryError, Outcome};
 use dedupe::Dedupe;
+use enrich::Enricher;
 use reload::Reaction;
 
 /// What became of one message; every variant means "acknowledge it".
@@ -41,14 +42,21 @@ pub enum Handled {
 pub struct Transforms {
     config: Arc<ConsumerConfig>,
     dedupe: Dedupe,
+    enricher: Enricher,
     delivery: Arc<Delivery>,
 }
 
 impl Transforms {
-    pub fn new(config: Arc<ConsumerConfig>, dedupe: Dedupe, delivery: Arc<Delivery>) -> Self {
+    pub fn new(
+        config: Arc<ConsumerConfig>,
+        dedupe: Dedupe,
+        enricher: Enricher,
+        delivery: Arc<Delivery>,
+    ) -> Self {
         Self {
             config,
             dedupe,
+            enricher,
             delivery,
         }
     }
@@ -119,8 +127,10 @@ impl Transforms {
                 event_id: envelope.id,
             });
         }
-        let tenant = tenant.clone();
-        let alert = enrich::build_alert(&self.config, &tenant, &envelope, &reload).await;
+        let alert = self
+            .enricher
+            .build_alert(&self.config, tenant, &envelope, &reload)
+            .await;
         tracing::info!(
             format = envelope.format.as_str(),
             "{}: reload failed, alerting",

@@ -1,0 +1,643 @@
+//! Test support for the pipeline tests: fake Slack/Teams/webhook receivers on 127.0.0.1, Butler
+//! config files written for a test broker, sample events made unique, an MQTT publisher, and
+//! the consumer run in-process or as the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use bytes::Bytes;
+use consumer::pipeline::{RunEvent, RunOptions};
+use consumer::transforms::Handled;
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+pub const TENANT: &str = "Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ";
+pub const OTHER_TENANT: &str = "OtherTenant000000000000000000001";
+pub const WAIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------- receivers
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answer 200 and record the request.
+    Ok = 0,
+    /// Answer 503 (a destination that is down).
+    Fail = 1,
+    /// Record the request as hung and never answer.
+    Hang = 2,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub path: String,
+    pub body: Value,
+    pub idempotency_key: Option<String>,
+}
+
+struct Shared {
+    mode: AtomicU8,
+    delivered: mpsc::UnboundedSender<Request>,
+    hung: mpsc::UnboundedSender<Request>,
+    failed: mpsc::UnboundedSender<Request>,
+}
+
+/// A fake incoming-webhook endpoint (Slack, Teams or a generic webhook).
+pub struct Receiver {
+    pub addr: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    delivered: mpsc::UnboundedReceiver<Request>,
+    hung: mpsc::UnboundedReceiver<Request>,
+    failed: mpsc::UnboundedReceiver<Request>,
+}
+
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let request = Request {
+        path: uri.path().to_owned(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    match shared.mode.load(Ordering::SeqCst) {
+        0 => {
+            let _ = shared.delivered.send(request);
+            StatusCode::OK
+        }
+        1 => {
+            let _ = shared.failed.send(request);
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => {
+            let _ = shared.hung.send(request);
+            std::future::pending::<()>().await;
+            StatusCode::OK
+        }
+    }
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let (delivered_tx, delivered) = mpsc::unbounded_channel();
+        let (hung_tx, hung) = mpsc::unbounded_channel();
+        let (failed_tx, failed) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            mode: AtomicU8::new(Mode::Ok as u8),
+            delivered: delivered_tx,
+            hung: hung_tx,
+            failed: failed_tx,
+        });
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            addr,
+            shared,
+            delivered,
+            hung,
+            failed,
+        }
+    }
+
+    /// URL with a token-like path, as real incoming webhooks have.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{path}", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// The next request answered with 200.
+    pub async fn delivered(&mut self) -> Request {
+        tokio::time::timeout(WAIT, self.delivered.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("a delivered request")
+    }
+
+    pub async fn hung(&mut self) -> Request {
+        tokio::time::timeout(WAIT, self.hung.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("a request that hangs")
+    }
+
+    pub async fn failed(&mut self) -> Request {
+        tokio::time::timeout(WAIT, self.failed.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("a refused request")
+    }
+
+    /// Everything delivered so far, without waiting.
+    pub fn drain_delivered(&mut self) -> Vec<Request> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.delivered.try_recv() {
+            out.push(r);
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------- configuration
+
+/// Which destinations a test configures.
+#[derive(Debug, Default, Clone)]
+pub struct Destinations {
+    pub slack: Option<String>,
+    pub slack_formatted: bool,
+    pub teams: Option<String>,
+    pub teams_formatted: bool,
+    pub webhook: Option<String>,
+    pub mqtt_topic: Option<String>,
+    pub script_log: bool,
+    /// Tenant API base URL; `None` switches enrichment off.
+    pub tenant_url: Option<String>,
+    pub max_attempts: u32,
+}
+
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub butler: PathBuf,
+    pub extensions: PathBuf,
+    pub state_dir: PathBuf,
+    pub dead_letter_dir: PathBuf,
+    pub script_log_dir: PathBuf,
+    /// Events are published here; the consumer subscribes to `<root>/#`.
+    pub topic: String,
+    pub client_id: String,
+}
+
+pub fn templates_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")
+}
+
+/// Writes a Butler file (Butler's keys only) and an extension file for `broker`.
+pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = testkit::unique("qscloud-test");
+    let client_id = testkit::unique("consumer");
+    let state_dir = dir.path().join("state");
+    let dead_letter_dir = dir.path().join("dead-letter");
+    let script_log_dir = dir.path().join("scriptlog");
+    let templates = templates_dir();
+    let tenant_url = d
+        .tenant_url
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:9".into());
+    let chat = |kind: &str, url: &Option<String>, formatted: bool, file: &str| {
+        match url {
+        None => format!("                        {kind}:\n                            reloadAppFailure:\n                                enable: false\n"),
+        Some(url) => format!(
+            "                        {kind}:
+                            reloadAppFailure:
+                                enable: true
+                                alertEnableByTag:
+                                    enable: false
+                                    tag: Butler - alert
+                                basicContentOnly: false
+                                webhookURL: {url}
+                                channel: sense-failures
+                                fromUser: Qlik Sense
+                                iconEmoji: ':ghost:'
+                                messageType: {}
+                                basicMsgTemplate: 'Qlik Cloud app reload failed: \"{{{{appName}}}}\"'
+                                rateLimit: 0
+                                headScriptLogLines: 5
+                                tailScriptLogLines: 3
+                                templateFile: {}
+",
+            if formatted { "formatted" } else { "basic" },
+            templates.join(file).display()
+        ),
+    }
+    };
+    let butler = format!(
+        "Butler:
+    logLevel: info
+    scriptLog:
+        storeOnDisk:
+            qsCloud:
+                appReloadFailure:
+                    enable: {}
+                    logDirectory: {}
+    mqttConfig:
+        qlikSenseCloud:
+            event:
+                mqttForward:
+                    enable: true
+                    broker:
+                        host: {}
+                        port: {}
+                    topic:
+                        subscriptionRoot: {root}/#
+                        appReload: {root}/app/reload
+    qlikSenseCloud:
+        enable: true
+        event:
+            mqtt:
+                tenant:
+                    id: {TENANT}
+                    tenantUrl: {tenant_url}
+                    authType: jwt
+                    auth:
+                        jwt:
+                            token: eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJ0ZXN0In0.dGVzdC1zaWduYXR1cmU
+                    qlikSenseUrls:
+                        qmc: https://acme.eu.qlikcloud.com/console
+                        hub: https://acme.eu.qlikcloud.com/hub
+                    comment: Test tenant
+                    alert:
+{}{}",
+        d.script_log,
+        script_log_dir.display(),
+        broker.host,
+        broker.port,
+        chat(
+            "teamsNotification",
+            &d.teams,
+            d.teams_formatted,
+            "teams-failed-reload-qscloud.handlebars"
+        ),
+        chat(
+            "slackNotification",
+            &d.slack,
+            d.slack_formatted,
+            "slack-failed-reload-qscloud.handlebars"
+        ),
+    );
+    let webhook = d
+        .webhook
+        .as_ref()
+        .map(|url| {
+            format!(
+                "                webhook:
+                    - name: ops
+                      url: {url}
+                      headers:
+                          - name: Authorization
+                            value: Bearer webhook-header-secret
+"
+            )
+        })
+        .unwrap_or_default();
+    let mqtt = d
+        .mqtt_topic
+        .as_ref()
+        .map(|topic| format!("                mqtt:\n                    enable: true\n                    topic: {topic}\n"))
+        .unwrap_or_default();
+    let extensions = format!(
+        "Butler:
+    mqttConfig:
+        qlikSenseCloud:
+            event:
+                mqttForward:
+                    broker:
+                        tls: false
+                        clientId: {client_id}
+                        cleanSession: false
+    qlikSenseCloud:
+        consumer:
+            stateDirectory: {}
+            deadLetterDirectory: {}
+            retry:
+                maxAttempts: {}
+                initialBackoffMs: 20
+                maxBackoffMs: 100
+            enrichment:
+                enable: {}
+                timeoutSeconds: 5
+                maxRetries: 1
+                initialBackoffMs: 10
+            destinations:
+                log:
+                    enable: true
+{webhook}{mqtt}",
+        state_dir.display(),
+        dead_letter_dir.display(),
+        d.max_attempts.max(1),
+        d.tenant_url.is_some(),
+    );
+    let butler_path = dir.path().join("butler.yaml");
+    let extensions_path = dir.path().join("consumer-extensions.yaml");
+    std::fs::write(&butler_path, butler).expect("write Butler config");
+    std::fs::write(&extensions_path, extensions).expect("write extension config");
+    Setup {
+        butler: butler_path,
+        extensions: extensions_path,
+        state_dir,
+        dead_letter_dir,
+        script_log_dir,
+        topic: format!("{root}/app/reload/{TENANT}"),
+        client_id,
+        dir,
+    }
+}
+
+impl Setup {
+    pub fn config(&self) -> consumer::config::ConsumerConfig {
+        consumer::config::load(&self.butler, Some(&self.extensions))
+            .unwrap_or_else(|e| panic!("test configuration is valid: {e}"))
+    }
+
+    pub fn parked_files(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(&self.dead_letter_dir) {
+            Ok(entries) => {
+                let mut files: Vec<PathBuf> = entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect();
+                files.sort();
+                files
+            }
+            Err(_) => vec![],
+        }
+    }
+}
+
+// ---------------------------------------------------------------- events
+
+/// The sample envelopes, named by what the tests call them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    Legacy,
+    Hybrid,
+    CloudEventsAppReload,
+    CloudEventsReloadFinished,
+}
+
+pub const ALL_SAMPLES: [Sample; 4] = [
+    Sample::Legacy,
+    Sample::Hybrid,
+    Sample::CloudEventsAppReload,
+    Sample::CloudEventsReloadFinished,
+];
+
+fn set(obj: &mut Value, path: &[&str], value: &str) {
+    let mut node = obj;
+    for key in &path[..path.len() - 1] {
+        match node.get_mut(*key) {
+            Some(next) => node = next,
+            None => return,
+        }
+    }
+    if let Some(map) = node.as_object_mut()
+        && map.contains_key(path[path.len() - 1])
+    {
+        map.insert(
+            path[path.len() - 1].to_owned(),
+            Value::String(value.to_owned()),
+        );
+    }
+}
+
+/// A sample body with its event id, tenant and app replaced (only the fields the format has).
+pub fn event(sample: Sample, event_id: &str, tenant: &str, app_id: &str) -> Vec<u8> {
+    let body = match sample {
+        Sample::Legacy => testkit::sample("app-reload-failed.legacy.json"),
+        Sample::Hybrid => testkit::hybrid_sample(),
+        Sample::CloudEventsAppReload => testkit::sample("app-reload-failed.cloudevents.json"),
+        Sample::CloudEventsReloadFinished => {
+            testkit::sample("reload-finished-failed.cloudevents.json")
+        }
+    };
+    let mut v: Value = serde_json::from_slice(&body).expect("sample is JSON");
+    set(&mut v, &["id"], event_id);
+    set(&mut v, &["eventId"], event_id);
+    set(&mut v, &["tenantid"], tenant);
+    set(&mut v, &["extensions", "tenantId"], tenant);
+    set(&mut v, &["toplevelresourceid"], app_id);
+    set(&mut v, &["extensions", "topLevelResourceId"], app_id);
+    set(&mut v, &["data", "appId"], app_id);
+    serde_json::to_vec(&v).expect("serializes")
+}
+
+/// A reload that succeeded (no alert expected).
+pub fn succeeded_event(event_id: &str, app_id: &str) -> Vec<u8> {
+    let body = event(Sample::CloudEventsAppReload, event_id, TENANT, app_id);
+    let text = String::from_utf8(body).expect("utf8");
+    text.replace("\"status\":\"error\"", "\"status\":\"ok\"")
+        .into_bytes()
+}
+
+/// Publishes with QoS 1 and returns once the broker acknowledged it.
+pub async fn publish(broker: &testkit::TestBroker, topic: &str, payload: Vec<u8>) {
+    let mut options = MqttOptions::new(testkit::unique("test-pub"), &broker.host, broker.port);
+    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .expect("publish queued");
+    let acked = async {
+        let mut ours = None;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => ours = Some(pkid),
+                Ok(Event::Incoming(Packet::PubAck(ack))) if Some(ack.pkid) == ours => return,
+                Ok(_) => {}
+                Err(e) => panic!("publishing to {}: {e}", broker.name),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, acked)
+        .await
+        .unwrap_or_else(|_| panic!("no PUBACK from {}", broker.name));
+    let _ = client.disconnect().await;
+}
+
+// ---------------------------------------------------------------- consumer in-process
+
+pub struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), consumer::pipeline::RunError>>,
+    events: mpsc::UnboundedReceiver<RunEvent>,
+    /// Messages handled before the subscription was confirmed (a resumed session delivers
+    /// what it kept before the SUBACK of the re-subscription arrives).
+    early: std::collections::VecDeque<Handled>,
+}
+
+/// Starts the pipeline in this process and returns once it is subscribed.
+pub async fn start(setup: &Setup) -> Running {
+    let config = setup.config();
+    let (tx, events) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = RunOptions {
+        observer: Some(tx),
+        source: None,
+    };
+    let task = tokio::spawn(consumer::pipeline::run(
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+    let mut running = Running {
+        stop: Some(stop),
+        task,
+        events,
+        early: Default::default(),
+    };
+    loop {
+        match running.next_event().await {
+            RunEvent::Subscribed => return running,
+            RunEvent::Handled(h) => running.early.push_back(h),
+        }
+    }
+}
+
+impl Running {
+    async fn next_event(&mut self) -> RunEvent {
+        tokio::time::timeout(WAIT, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("the consumer reports an event")
+    }
+
+    /// The next handled message.
+    pub async fn handled(&mut self) -> Handled {
+        if let Some(h) = self.early.pop_front() {
+            return h;
+        }
+        loop {
+            if let RunEvent::Handled(h) = self.next_event().await {
+                return h;
+            }
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("consumer stops");
+        result.expect("task").expect("consumer ran without error");
+    }
+}
+
+// ---------------------------------------------------------------- the real binary
+
+pub struct Binary {
+    pub child: tokio::process::Child,
+    pub log: Arc<std::sync::Mutex<String>>,
+    lines: mpsc::UnboundedReceiver<String>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_consumer")
+}
+
+/// Runs `consumer run` and returns once its log says it is subscribed.
+pub async fn spawn_binary(setup: &Setup) -> Binary {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(binary())
+        .arg("run")
+        .arg("--config")
+        .arg(&setup.butler)
+        .arg("--extensions")
+        .arg(&setup.extensions)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("consumer binary starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, lines) = mpsc::unbounded_channel();
+    let sink = Arc::clone(&log);
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if let Ok(mut log) = sink.lock() {
+                log.push_str(&line);
+                log.push('\n');
+            }
+            let _ = tx.send(line);
+        }
+    });
+    let mut binary = Binary { child, log, lines };
+    binary.wait_for_line("subscribed with QoS 1").await;
+    binary
+}
+
+impl Binary {
+    /// The first log line (so far or to come) containing `needle`.
+    pub async fn wait_for_line(&mut self, needle: &str) -> String {
+        let found = async {
+            loop {
+                let seen = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+                if let Some(line) = seen.lines().find(|l| l.contains(needle)) {
+                    return Some(line.to_owned());
+                }
+                self.lines.recv().await?;
+            }
+        };
+        match tokio::time::timeout(WAIT, found).await {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "consumer log never said `{needle}`; log so far:\n{}",
+                self.log.lock().map(|l| l.clone()).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// SIGKILL: no chance to acknowledge anything.
+    pub async fn kill(mut self) -> String {
+        self.child.kill().await.expect("kill consumer");
+        let _ = self.child.wait().await;
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+/// Runs a consumer subcommand to completion; returns (exit code, stdout, stderr).
+pub async fn run_command(setup: &Setup, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(&setup.butler)
+        .arg("--extensions")
+        .arg(&setup.extensions)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("consumer binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read file")).expect("JSON file")
+}

@@ -1,0 +1,69 @@
+//! The real binary, killed (SIGKILL) while an alert is being delivered, has not acknowledged
+//! the message: the broker delivers it again to the next run, which alerts exactly once.
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn killed_before_acknowledging_gets_the_event_again_and_alerts_once() {
+    for broker in testkit::brokers()
+        .into_iter()
+        .filter(|b| b.persistent_sessions)
+    {
+        let mut webhook = Receiver::start().await;
+        let setup = write_config(
+            &broker,
+            &Destinations {
+                webhook: Some(webhook.url("hook")),
+                max_attempts: 1,
+                ..Default::default()
+            },
+        );
+        // The destination takes the request and never answers: the consumer is mid-delivery.
+        webhook.set_mode(Mode::Hang);
+        let first = spawn_binary(&setup).await;
+        let id = testkit::unique("crash");
+        let app = testkit::unique("app");
+        publish(
+            &broker,
+            &setup.topic,
+            event(Sample::CloudEventsAppReload, &id, TENANT, &app),
+        )
+        .await;
+        let hung = webhook.hung().await;
+        assert_eq!(hung.body["eventId"], id.as_str(), "{}", broker.name);
+        let log = first.kill().await;
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("alert delivered") && l.contains("webhook:ops")),
+            "{log}"
+        );
+
+        // Next run: the broker redelivers the unacknowledged event; the alert goes out once.
+        webhook.set_mode(Mode::Ok);
+        let mut second = spawn_binary(&setup).await;
+        let got = webhook.delivered().await;
+        assert_eq!(got.body["eventId"], id.as_str(), "{}", broker.name);
+        let line = second.wait_for_line("sink=\"webhook:ops\"").await;
+        assert!(line.contains("alert delivered"), "{line}");
+
+        // A later event proves the queue moved on, and the first one did not come again.
+        let marker = testkit::unique("marker");
+        publish(
+            &broker,
+            &setup.topic,
+            event(Sample::Legacy, &marker, TENANT, &app),
+        )
+        .await;
+        let got = webhook.delivered().await;
+        assert_eq!(got.body["eventId"], marker.as_str(), "{}", broker.name);
+        assert!(webhook.drain_delivered().is_empty());
+        let log = second.kill().await;
+        assert!(!log.contains("eyJhbGciOiJFUzM4NCJ9"), "JWT never logged");
+        assert!(
+            !log.contains("webhook-header-secret"),
+            "header secret never logged"
+        );
+    }
+}
