@@ -81,13 +81,13 @@ fn parse_bool(
     }
 }
 
-fn parse_number<T: std::str::FromStr>(
+fn parse_number<T>(
     env: &dyn Fn(&str) -> Option<String>,
     name: &'static str,
     range: std::ops::RangeInclusive<T>,
 ) -> Result<Option<T>, ConfigError>
 where
-    T: PartialOrd + std::fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     let Some(raw) = var(env, name) else {
         return Ok(None);

@@ -29,12 +29,16 @@ pub fn init(env: &dyn Fn(&str) -> Option<String>, in_lambda: bool) -> Result<(),
         builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // The Lambda runtime's span carries requestId: keep it on every line.
+            .with_current_span(true)
             .with_span_list(false)
             .with_ansi(false)
             .try_init()
     } else {
-        builder.with_target(false).try_init()
+        builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
     };
     // Already initialized (tests): keep the first subscriber.
     let _ = result;

@@ -78,8 +78,13 @@ pub async fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Secrets, Co
     Ok(secrets)
 }
 
-/// serde_json errors may quote input for some error kinds; keep only the category and place.
+/// serde_json errors may quote input for some error kinds (invalid type: string "…"); keep
+/// the message only for unknown or missing fields, which name keys, never values.
 fn redact_serde(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return message;
+    }
     format!(
         "{:?} error at line {} column {}",
         e.classify(),
@@ -110,15 +115,14 @@ async fn fetch(
                 format!("cannot read secret {arn} from Secrets Manager: {kind}: {detail}"),
             )
         })?;
-    output
-        .secret_string
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| {
-            ConfigError::new(
-                variable,
-                format!("secret {arn} has no SecretString (binary secrets are not supported)"),
-            )
-        })
+    match output.secret_string {
+        Some(value) if !value.trim().is_empty() => Ok(value),
+        Some(_) => Err(ConfigError::new(variable, format!("secret {arn} is empty"))),
+        None => Err(ConfigError::new(
+            variable,
+            format!("secret {arn} has no SecretString (binary secrets are not supported)"),
+        )),
+    }
 }
 
 fn aws_smithy_error_chain(e: &dyn std::error::Error) -> String {
