@@ -270,38 +270,102 @@ async fn events_published_while_stopped_are_delivered_on_start() {
         .into_iter()
         .filter(|b| b.persistent_sessions)
     {
-        let mut webhook = Receiver::start().await;
-        let setup = write_config(
-            &broker,
-            &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
-                ..Default::default()
-            },
-        );
-        // The first run creates the persistent session; then the consumer is down.
-        start(&setup).await.stop().await;
-        let mut ids = Vec::new();
-        for sample in [
-            Sample::CloudEventsAppReload,
-            Sample::CloudEventsReloadFinished,
-        ] {
-            let id = testkit::unique("while-down");
+        // MQTT 3.1.1 keeps the session with clean session off, MQTT 5 with a session expiry.
+        for v5 in [false, true] {
+            let mut webhook = Receiver::start().await;
+            let setup = write_config(
+                &broker,
+                &Destinations {
+                    webhook: Some(webhook.url("hook")),
+                    max_attempts: 1,
+                    v5,
+                    ..Default::default()
+                },
+            );
+            // The first run creates the persistent session; then the consumer is down.
+            start(&setup).await.stop().await;
+            let mut ids = Vec::new();
+            for sample in [
+                Sample::CloudEventsAppReload,
+                Sample::CloudEventsReloadFinished,
+            ] {
+                let id = testkit::unique("while-down");
+                let app = testkit::unique("app");
+                publish(&broker, &setup.topic, event(sample, &id, TENANT, &app)).await;
+                ids.push(id);
+            }
+            let mut consumer = start(&setup).await;
+            for id in &ids {
+                let (alert, _) = alerted(consumer.handled().await);
+                assert_eq!(&alert.event_id, id, "{} v5={v5}", broker.name);
+                assert_eq!(webhook.delivered().await.body["eventId"], id.as_str());
+            }
+            consumer.stop().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn shared_subscription_splits_events_between_consumers() {
+    for broker in testkit::brokers() {
+        let root = testkit::unique("qscloud-shared");
+        let group = testkit::unique("group");
+        let mut receivers = Vec::new();
+        let mut setups = Vec::new();
+        for _ in 0..2 {
+            let receiver = Receiver::start().await;
+            setups.push(write_config(
+                &broker,
+                &Destinations {
+                    webhook: Some(receiver.url("hook")),
+                    max_attempts: 1,
+                    v5: true,
+                    shared_group: Some(group.clone()),
+                    topic_root: Some(root.clone()),
+                    ..Default::default()
+                },
+            ));
+            receivers.push(receiver);
+        }
+        let mut a = start(&setups[0]).await;
+        let mut b = start(&setups[1]).await;
+        let mut published = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            let id = testkit::unique("shared");
+            let app = testkit::unique("app");
             publish(
                 &broker,
-                &setup.topic,
-                event(sample, &id, TENANT, &testkit::unique("app")),
+                &setups[0].topic,
+                event(Sample::CloudEventsAppReload, &id, TENANT, &app),
             )
             .await;
-            ids.push(id);
+            published.insert(id);
         }
-        let mut consumer = start(&setup).await;
-        for id in &ids {
-            let (alert, _) = alerted(consumer.handled().await);
-            assert_eq!(&alert.event_id, id, "{}", broker.name);
-            assert_eq!(webhook.delivered().await.body["eventId"], id.as_str());
+        let mut handled = Vec::new();
+        let (mut by_a, mut by_b) = (0, 0);
+        while handled.len() < published.len() {
+            let next = tokio::select! {
+                h = a.handled() => { by_a += 1; h }
+                h = b.handled() => { by_b += 1; h }
+            };
+            handled.push(alerted(next).0.event_id);
         }
-        consumer.stop().await;
+        let unique: std::collections::BTreeSet<String> = handled.iter().cloned().collect();
+        assert_eq!(unique, published, "{}: each event once", broker.name);
+        assert_eq!(
+            handled.len(),
+            published.len(),
+            "{}: no event twice",
+            broker.name
+        );
+        eprintln!("{}: shared group split {by_a}/{by_b}", broker.name);
+        a.stop().await;
+        b.stop().await;
+        let delivered: usize = receivers
+            .iter_mut()
+            .map(|r| r.drain_delivered().len())
+            .sum();
+        assert_eq!(delivered, published.len(), "{}", broker.name);
     }
 }
 

@@ -176,7 +176,18 @@ pub struct Destinations {
     pub script_log: bool,
     /// Tenant API base URL; `None` switches enrichment off.
     pub tenant_url: Option<String>,
+    /// The tenant JWT (default: a well-formed dummy).
+    pub jwt: Option<String>,
+    /// Butler's `alertEnableByTag` for Slack / Teams.
+    pub slack_tag: Option<String>,
+    pub teams_tag: Option<String>,
     pub max_attempts: u32,
+    /// MQTT 5 (session expiry instead of clean session off).
+    pub v5: bool,
+    /// MQTT 5 shared subscription group.
+    pub shared_group: Option<String>,
+    /// Topic root to share with another setup (default: a fresh one).
+    pub topic_root: Option<String>,
 }
 
 pub struct Setup {
@@ -198,7 +209,10 @@ pub fn templates_dir() -> PathBuf {
 /// Writes a Butler file (Butler's keys only) and an extension file for `broker`.
 pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
-    let root = testkit::unique("qscloud-test");
+    let root = d
+        .topic_root
+        .clone()
+        .unwrap_or_else(|| testkit::unique("qscloud-test"));
     let client_id = testkit::unique("consumer");
     let state_dir = dir.path().join("state");
     let dead_letter_dir = dir.path().join("dead-letter");
@@ -208,7 +222,14 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
         .tenant_url
         .clone()
         .unwrap_or_else(|| "http://127.0.0.1:9".into());
-    let chat = |kind: &str, url: &Option<String>, formatted: bool, file: &str| {
+    let jwt = d.jwt.clone().unwrap_or_else(|| {
+        "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJ0ZXN0In0.dGVzdC1zaWduYXR1cmU".to_owned()
+    });
+    let chat = |kind: &str,
+                url: &Option<String>,
+                formatted: bool,
+                file: &str,
+                tag: &Option<String>| {
         match url {
         None => format!("                        {kind}:\n                            reloadAppFailure:\n                                enable: false\n"),
         Some(url) => format!(
@@ -216,8 +237,8 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
                             reloadAppFailure:
                                 enable: true
                                 alertEnableByTag:
-                                    enable: false
-                                    tag: Butler - alert
+                                    enable: {}
+                                    tag: {}
                                 basicContentOnly: false
                                 webhookURL: {url}
                                 channel: sense-failures
@@ -230,6 +251,8 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
                                 tailScriptLogLines: 3
                                 templateFile: {}
 ",
+            tag.is_some(),
+            tag.clone().unwrap_or_else(|| "Butler - alert".into()),
             if formatted { "formatted" } else { "basic" },
             templates.join(file).display()
         ),
@@ -265,7 +288,7 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
                     authType: jwt
                     auth:
                         jwt:
-                            token: eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJ0ZXN0In0.dGVzdC1zaWduYXR1cmU
+                            token: {jwt}
                     qlikSenseUrls:
                         qmc: https://acme.eu.qlikcloud.com/console
                         hub: https://acme.eu.qlikcloud.com/hub
@@ -275,18 +298,20 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
         d.script_log,
         script_log_dir.display(),
         broker.host,
-        broker.port,
+        if d.v5 { broker.v5_port } else { broker.port },
         chat(
             "teamsNotification",
             &d.teams,
             d.teams_formatted,
-            "teams-failed-reload-qscloud.handlebars"
+            "teams-failed-reload-qscloud.handlebars",
+            &d.teams_tag
         ),
         chat(
             "slackNotification",
             &d.slack,
             d.slack_formatted,
-            "slack-failed-reload-qscloud.handlebars"
+            "slack-failed-reload-qscloud.handlebars",
+            &d.slack_tag
         ),
     );
     let webhook = d
@@ -309,6 +334,11 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
         .as_ref()
         .map(|topic| format!("                mqtt:\n                    enable: true\n                    topic: {topic}\n"))
         .unwrap_or_default();
+    let v5 = match (d.v5, &d.shared_group) {
+        (false, _) => String::new(),
+        (true, None) => "                        mqttVersion: '5'\n                        sessionExpirySeconds: 3600\n".to_owned(),
+        (true, Some(group)) => format!("                        mqttVersion: '5'\n                        sessionExpirySeconds: 3600\n                        sharedSubscriptionGroup: {group}\n"),
+    };
     let extensions = format!(
         "Butler:
     mqttConfig:
@@ -319,7 +349,7 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
                         tls: false
                         clientId: {client_id}
                         cleanSession: false
-    qlikSenseCloud:
+{v5}    qlikSenseCloud:
         consumer:
             stateDirectory: {}
             deadLetterDirectory: {}

@@ -1,0 +1,147 @@
+//! Alerts enriched through the (fake) tenant REST API: the script log lands on disk whole, chat
+//! messages carry the owner and the script log excerpt with each destination's line counts,
+//! Butler's `alertEnableByTag` picks destinations by app tag, and when the tenant API is down
+//! the alert still goes out and says what is missing.
+
+mod common;
+mod support;
+
+use common::*;
+use support::fake_tenant::{self, FakeTenant, Fault};
+
+#[tokio::test]
+async fn enriched_alert_reaches_each_destination_with_its_script_log_excerpt() {
+    let broker = testkit::embedded();
+    let tenant = FakeTenant::start().await;
+    let mut slack = Receiver::start().await;
+    let mut teams = Receiver::start().await;
+    let mut webhook = Receiver::start().await;
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            slack: Some(slack.url("services/slack-token")),
+            slack_formatted: true,
+            teams: Some(teams.url("webhookb2/teams-token")),
+            teams_formatted: true,
+            // The fake app carries the Teams tag but not this one.
+            slack_tag: Some("Butler - Send Slack alert if app reload fails".into()),
+            teams_tag: Some("Butler - Send Teams alert if app reload fails".into()),
+            webhook: Some(webhook.url("hook")),
+            script_log: true,
+            tenant_url: Some(tenant.url()),
+            jwt: Some(tenant.jwt()),
+            max_attempts: 1,
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    let id = testkit::unique("event");
+    publish(
+        &broker,
+        &setup.topic,
+        event(
+            Sample::CloudEventsAppReload,
+            &id,
+            TENANT,
+            fake_tenant::APP_ID,
+        ),
+    )
+    .await;
+    let alert = match consumer.handled().await {
+        consumer::transforms::Handled::Alerted { alert, outcomes } => {
+            let names: Vec<&str> = outcomes.iter().map(|(n, _)| n.as_str()).collect();
+            assert!(!names.iter().any(|n| n.starts_with("slack:")), "{names:?}");
+            assert!(names.iter().any(|n| n.starts_with("teams:")), "{names:?}");
+            alert
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(alert.app_tags.iter().any(|t| t == "Finance"));
+    let log = fake_tenant::script_log(40);
+
+    // Script log on disk: the whole log as the tenant returned it.
+    let file = setup.script_log_dir.join("2026-11-30").join(format!(
+        "2026-11-30T07-06-22_appId={}_reloadId={}.log",
+        fake_tenant::APP_ID,
+        fake_tenant::RELOAD_ID
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("script log file"),
+        log
+    );
+
+    // Teams (formatted, shipped template): owner and the last 3 lines of the log.
+    let card = teams.delivered().await.body;
+    let text = card.to_string();
+    assert!(text.contains("Anna Andersson"), "{text}");
+    let tail = card["attachments"][0]["content"]["body"][3]["codeSnippet"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(tail.lines().count(), 3, "{tail}");
+    assert!(tail.ends_with("Execution finished."), "{tail}");
+
+    // Webhook: the shared context, with what the tenant API added.
+    let body = webhook.delivered().await.body;
+    assert_eq!(body["appOwnerEmail"], "anna.andersson@example.com");
+    assert_eq!(
+        body["appDescription"],
+        "Daily sales by region, reloaded every morning"
+    );
+    assert_eq!(body["missing"], serde_json::json!([]));
+
+    // Slack was filtered out by its tag.
+    assert!(slack.drain_delivered().is_empty());
+    consumer.stop().await;
+}
+
+#[tokio::test]
+async fn tenant_api_down_still_alerts_and_says_what_is_missing() {
+    let broker = testkit::embedded();
+    let tenant = FakeTenant::start().await;
+    tenant.fail_everything(Fault::Status(503));
+    let mut slack = Receiver::start().await;
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            slack: Some(slack.url("services/slack-token")),
+            slack_formatted: true,
+            script_log: true,
+            tenant_url: Some(tenant.url()),
+            jwt: Some(tenant.jwt()),
+            max_attempts: 1,
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    let id = testkit::unique("event");
+    publish(
+        &broker,
+        &setup.topic,
+        event(
+            Sample::CloudEventsReloadFinished,
+            &id,
+            TENANT,
+            fake_tenant::APP_ID,
+        ),
+    )
+    .await;
+    let handled = consumer.handled().await;
+    assert!(
+        matches!(handled, consumer::transforms::Handled::Alerted { .. }),
+        "{handled:?}"
+    );
+    let message = slack.delivered().await.body;
+    let text = message.to_string();
+    assert!(text.contains("Not available from the tenant API"), "{text}");
+    assert!(text.contains("RELOADS-007"), "{text}");
+    let file = setup.script_log_dir.join("2026-11-30").join(format!(
+        "2026-11-30T07-06-25_appId={}_reloadId={}.log",
+        fake_tenant::APP_ID,
+        fake_tenant::RELOAD_ID
+    ));
+    let content = std::fs::read_to_string(&file).expect("placeholder script log file");
+    assert!(content.starts_with("Script log not available"), "{content}");
+    assert!(content.contains("503"), "{content}");
+    consumer.stop().await;
+}
