@@ -164,7 +164,7 @@ async fn run(args: &ConfigArgs) -> anyhow::Result<u8> {
     };
     pipeline::run(config, shutdown_signal(), RunOptions::default())
         .await
-        .context("consumer stopped")?;
+        .context("consumer run failed")?;
     Ok(exit::OK)
 }
 

@@ -92,7 +92,7 @@ pub type SharedSink = Arc<dyn DynSink>;
 pub enum BuildError {
     #[error("cannot create the HTTP client: {0}")]
     Http(String),
-    #[error("{key}: cannot read template file {path}: {reason}")]
+    #[error("{key}: template file {path}: {reason}")]
     Template {
         key: String,
         path: String,

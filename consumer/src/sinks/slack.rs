@@ -68,18 +68,18 @@ pub(super) fn read_template(
     file: Option<&PathBuf>,
     key: &str,
 ) -> Result<Option<String>, BuildError> {
-    match (message_type, file) {
-        (MessageType::Formatted, Some(path)) => {
-            std::fs::read_to_string(path)
-                .map(Some)
-                .map_err(|e| BuildError::Template {
-                    key: format!("{key}.templateFile"),
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })
-        }
-        _ => Ok(None),
-    }
+    let (MessageType::Formatted, Some(path)) = (message_type, file) else {
+        return Ok(None);
+    };
+    let refuse = |reason: String| BuildError::Template {
+        key: format!("{key}.templateFile"),
+        path: path.display().to_string(),
+        reason,
+    };
+    let template = std::fs::read_to_string(path).map_err(|e| refuse(e.to_string()))?;
+    // A broken template fails at start-up, not at the first failed reload.
+    super::template::check(&template).map_err(|e| refuse(e.to_string()))?;
+    Ok(Some(template))
 }
 
 pub struct SlackSink {

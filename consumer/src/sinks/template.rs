@@ -130,6 +130,76 @@ mod tests {
         assert!(check("{{{appName}}}").is_ok());
     }
 
+    fn full_context() -> Map<String, Value> {
+        let mut ctx = crate::enrich::AlertContext {
+            app_name: "Sales \"EU\" \\ dash".into(),
+            app_id: "7c1d".into(),
+            app_url: "https://t.example/sense/app/7c1d".into(),
+            error_message: "Field 'Amount' not found\nin \"x\"".into(),
+            script_log_tail: "a\r\nb\t\\c\n\"quoted\"".into(),
+            qlik_sense_qmc: "https://t.example/console".into(),
+            missing: vec!["script log: HTTP 503".into()],
+            ..Default::default()
+        }
+        .to_json();
+        ctx.insert(
+            "genericUrls".into(),
+            serde_json::json!([{"id": "butler_docs", "linkText": "Docs \"x\"", "url": "https://d.example"}]),
+        );
+        ctx
+    }
+
+    #[test]
+    fn shipped_templates_render_to_valid_json_with_any_content() {
+        let ctx = full_context();
+        let slack = include_str!("../../templates/slack-failed-reload-qscloud.handlebars");
+        let teams = include_str!("../../templates/teams-failed-reload-qscloud.handlebars");
+        for template in [slack, teams] {
+            check(template).unwrap();
+            let value = render_json(template, &ctx).unwrap();
+            let text = value.to_string();
+            assert!(text.contains("Sales \\\"EU\\\""), "{text}");
+            assert!(text.contains("script log: HTTP 503"), "{text}");
+            assert!(text.contains("https://d.example"), "{text}");
+        }
+        let teams = render_json(teams, &ctx).unwrap();
+        let code = &teams["attachments"][0]["content"]["body"][3]["codeSnippet"];
+        assert_eq!(code, "a\r\nb\t\\c\n\"quoted\"");
+    }
+
+    /// The constructs Butler's own qscloud templates use: comments, `eq`, triple-stash inside
+    /// code blocks, nested time fields, `genericUrls` buttons.
+    #[test]
+    fn butler_style_templates_render_unchanged() {
+        let template = r#"{
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": "*App name:*\n{{appName}}"}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": "*Started:*\n{{executionStartTime.startTimeLocal1}}"}},
+                {"type": "actions", "elements": [
+                    {"type": "button", "url": "{{qlikSenseQMC}}"}
+            {{#each genericUrls}}
+            {{!-- only some buttons, as Butler's sample shows --}}
+            {{#if (eq id "butler_docs")}}
+                    ,{"type": "button", "text": "{{this.linkText}}", "url": "{{this.url}}"}
+            {{/if}}
+            {{/each}}
+                ]},
+                {"type": "section", "text": {"type": "mrkdwn", "text": "```{{ logMessage }}```"}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": "```{{{ scriptLogTail }}}```"}}
+            ]
+        }"#;
+        let value = render_json(template, &full_context()).unwrap();
+        assert_eq!(
+            value["blocks"][0]["text"]["text"],
+            "*App name:*\nSales \"EU\" \\ dash"
+        );
+        assert_eq!(value["blocks"][2]["elements"][1]["text"], "Docs \"x\"");
+        assert_eq!(
+            value["blocks"][4]["text"]["text"],
+            "```a\r\nb\t\\c\n\"quoted\"```"
+        );
+    }
+
     #[test]
     fn text_templates_are_not_escaped() {
         let text = render_text("Reload failed: \"{{appName}}\"", &context()).unwrap();
