@@ -310,6 +310,8 @@ async fn shared_subscription_splits_events_between_consumers() {
     for broker in testkit::brokers() {
         let root = testkit::unique("qscloud-shared");
         let group = testkit::unique("group");
+        let alert_root = testkit::unique("shared-alerts");
+        let mut alerts = testkit::Subscriber::connect(&broker, &format!("{alert_root}/#")).await;
         let mut receivers = Vec::new();
         let mut setups = Vec::new();
         for _ in 0..2 {
@@ -322,6 +324,8 @@ async fn shared_subscription_splits_events_between_consumers() {
                     v5: true,
                     shared_group: Some(group.clone()),
                     topic_root: Some(root.clone()),
+                    // The MQTT sink speaks MQTT 5 too.
+                    mqtt_topic: Some(format!("{alert_root}/{{tenantId}}/{{appId}}")),
                     ..Default::default()
                 },
             ));
@@ -366,6 +370,13 @@ async fn shared_subscription_splits_events_between_consumers() {
             .map(|r| r.drain_delivered().len())
             .sum();
         assert_eq!(delivered, published.len(), "{}", broker.name);
+        let mut republished = std::collections::BTreeSet::new();
+        for _ in 0..published.len() {
+            let (_, payload) = alerts.next(WAIT).await.expect("alert re-published");
+            let payload: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");
+            republished.insert(payload["eventId"].as_str().unwrap_or_default().to_owned());
+        }
+        assert_eq!(republished, published, "{}", broker.name);
     }
 }
 
@@ -445,4 +456,65 @@ async fn a_sink_that_is_down_gets_the_alert_parked_and_replay_delivers_it() {
         assert!(!stderr.contains("webhook-header-secret"));
         assert!(!stderr.contains("slack-token"));
     }
+}
+
+#[tokio::test]
+async fn rate_limit_drops_further_alerts_for_the_same_app_per_destination() {
+    let broker = testkit::embedded();
+    let mut slack = Receiver::start().await;
+    let mut webhook = Receiver::start().await;
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            slack: Some(slack.url("services/slack-token")),
+            webhook: Some(webhook.url("hook")),
+            chat_rate_limit: 300,
+            max_attempts: 1,
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    let app = testkit::unique("app");
+    let other_app = testkit::unique("app");
+    let events = [
+        (testkit::unique("first"), app.clone()),
+        (testkit::unique("second"), app.clone()),
+        (testkit::unique("third"), other_app.clone()),
+    ];
+    for (id, app) in &events {
+        publish(
+            &broker,
+            &setup.topic,
+            event(Sample::CloudEventsAppReload, id, TENANT, app),
+        )
+        .await;
+    }
+    let slack_name = format!("slack:{TENANT}");
+    let mut slack_outcomes = Vec::new();
+    for _ in &events {
+        let (_, outcomes) = alerted(consumer.handled().await);
+        let slack_outcome = outcomes
+            .iter()
+            .find(|(n, _)| *n == slack_name)
+            .map(|(_, o)| o.clone());
+        slack_outcomes.push(slack_outcome);
+    }
+    assert!(matches!(slack_outcomes[0], Some(Outcome::Delivered { .. })));
+    assert_eq!(
+        slack_outcomes[1],
+        Some(Outcome::RateLimited),
+        "same app within 300 s"
+    );
+    assert!(
+        matches!(slack_outcomes[2], Some(Outcome::Delivered { .. })),
+        "another app"
+    );
+    assert!(slack.delivered().await.body["blocks"].is_array());
+    slack.delivered().await;
+    assert!(slack.drain_delivered().is_empty());
+    // The webhook has no rate limit: it got all three.
+    for _ in &events {
+        webhook.delivered().await;
+    }
+    consumer.stop().await;
 }

@@ -39,19 +39,31 @@ impl MqttSinkConfig {
     }
 }
 
+/// The sink speaks the broker's configured MQTT version: brokers such as rumqttd serve 3.1.1
+/// and 5 on different ports.
+enum Options {
+    V311(rumqttc::MqttOptions),
+    V5(Box<rumqttc::v5::MqttOptions>),
+}
+
 pub struct MqttSink {
     config: MqttSinkConfig,
-    options: rumqttc::MqttOptions,
+    options: Options,
     /// One connection at a time: they share a client id.
     busy: Mutex<()>,
 }
 
 impl MqttSink {
     pub fn new(config: MqttSinkConfig) -> Result<Self, BuildError> {
-        let options = config
-            .broker
-            .mqtt_options(true)
-            .map_err(|e| BuildError::Mqtt(e.to_string()))?;
+        let refused = |e: qlik_events::BrokerError| BuildError::Mqtt(e.to_string());
+        let options = match config.broker.version {
+            qlik_events::MqttVersion::V311 => {
+                Options::V311(config.broker.mqtt_options(true).map_err(refused)?)
+            }
+            qlik_events::MqttVersion::V5 => Options::V5(Box::new(
+                config.broker.mqtt_options_v5(None).map_err(refused)?,
+            )),
+        };
         Ok(Self {
             config,
             options,
@@ -69,29 +81,91 @@ impl MqttSink {
     }
 
     async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), SinkError> {
-        let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 4);
+        match &self.options {
+            Options::V311(options) => self.publish_v311(options, topic, payload).await,
+            Options::V5(options) => self.publish_v5(options, topic, payload).await,
+        }
+    }
+
+    fn broker_error(&self, error: &dyn std::fmt::Display) -> SinkError {
+        SinkError::Transient(format!(
+            "MQTT {}: {error}",
+            self.config.broker.display_url()
+        ))
+    }
+
+    async fn publish_v311(
+        &self,
+        options: &rumqttc::MqttOptions,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> Result<(), SinkError> {
+        let (client, mut eventloop) = AsyncClient::new(options.clone(), 4);
         client
             .publish(topic, QoS::AtLeastOnce, self.config.retain, payload)
             .await
             .map_err(|e| SinkError::Permanent(format!("MQTT publish refused: {e}")))?;
-        let broker = self.config.broker.display_url();
         let mut our_packet = None;
-        let outcome = loop {
+        loop {
             match eventloop.poll().await {
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => our_packet = Some(pkid),
-                Ok(Event::Incoming(Packet::PubAck(ack))) if Some(ack.pkid) == our_packet => {
-                    break Ok(());
+                Ok(Event::Incoming(Packet::PubAck(ack))) if Some(ack.pkid) == our_packet => break,
+                Ok(_) => {}
+                Err(e) => return Err(self.broker_error(&e)),
+            }
+        }
+        let _ = client.disconnect().await;
+        // Let the DISCONNECT go out; the connection is dropped either way.
+        let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+        Ok(())
+    }
+
+    async fn publish_v5(
+        &self,
+        options: &rumqttc::v5::MqttOptions,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> Result<(), SinkError> {
+        use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options.clone(), 4);
+        client
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                self.config.retain,
+                payload,
+            )
+            .await
+            .map_err(|e| SinkError::Permanent(format!("MQTT publish refused: {e}")))?;
+        let mut our_packet = None;
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    our_packet = Some(pkid)
+                }
+                Ok(rumqttc::v5::Event::Incoming(Packet5::PubAck(ack)))
+                    if Some(ack.pkid) == our_packet =>
+                {
+                    // MQTT 5 brokers can refuse a publish in its PUBACK (e.g. not authorized).
+                    if matches!(
+                        ack.reason,
+                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                    ) {
+                        break;
+                    }
+                    return Err(SinkError::Permanent(format!(
+                        "MQTT {}: publish refused: {:?}",
+                        self.config.broker.display_url(),
+                        ack.reason
+                    )));
                 }
                 Ok(_) => {}
-                Err(e) => break Err(SinkError::Transient(format!("MQTT {broker}: {e}"))),
+                Err(e) => return Err(self.broker_error(&e)),
             }
-        };
-        if outcome.is_ok() {
-            let _ = client.disconnect().await;
-            // Let the DISCONNECT go out; the connection is dropped either way.
-            let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
         }
-        outcome
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+        Ok(())
     }
 }
 

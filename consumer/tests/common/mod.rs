@@ -188,6 +188,8 @@ pub struct Destinations {
     pub shared_group: Option<String>,
     /// Topic root to share with another setup (default: a fresh one).
     pub topic_root: Option<String>,
+    /// Butler's `rateLimit` seconds for Slack and Teams (default 0: none).
+    pub chat_rate_limit: u64,
 }
 
 pub struct Setup {
@@ -246,7 +248,7 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
                                 iconEmoji: ':ghost:'
                                 messageType: {}
                                 basicMsgTemplate: 'Qlik Cloud app reload failed: \"{{{{appName}}}}\"'
-                                rateLimit: 0
+                                rateLimit: {}
                                 headScriptLogLines: 5
                                 tailScriptLogLines: 3
                                 templateFile: {}
@@ -254,6 +256,7 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
             tag.is_some(),
             tag.clone().unwrap_or_else(|| "Butler - alert".into()),
             if formatted { "formatted" } else { "basic" },
+            d.chat_rate_limit,
             templates.join(file).display()
         ),
     }
