@@ -42,7 +42,7 @@ impl MqttSinkConfig {
 /// The sink speaks the broker's configured MQTT version: brokers such as rumqttd serve 3.1.1
 /// and 5 on different ports.
 enum Options {
-    V311(rumqttc::MqttOptions),
+    V311(Box<rumqttc::MqttOptions>),
     V5(Box<rumqttc::v5::MqttOptions>),
 }
 
@@ -58,7 +58,7 @@ impl MqttSink {
         let refused = |e: qlik_events::BrokerError| BuildError::Mqtt(e.to_string());
         let options = match config.broker.version {
             qlik_events::MqttVersion::V311 => {
-                Options::V311(config.broker.mqtt_options(true).map_err(refused)?)
+                Options::V311(Box::new(config.broker.mqtt_options(true).map_err(refused)?))
             }
             qlik_events::MqttVersion::V5 => Options::V5(Box::new(
                 config.broker.mqtt_options_v5(None).map_err(refused)?,
