@@ -518,3 +518,37 @@ async fn rate_limit_drops_further_alerts_for_the_same_app_per_destination() {
     }
     consumer.stop().await;
 }
+
+#[tokio::test]
+async fn alerts_re_published_under_the_subscription_are_not_taken_for_events() {
+    let broker = testkit::embedded();
+    let root = testkit::unique("qscloud-own");
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            // As with the defaults: `qscloud/#` and `qscloud/alert/{tenantId}/{appId}`.
+            topic_root: Some(root.clone()),
+            mqtt_topic: Some(format!("{root}/alert/{{tenantId}}/{{appId}}")),
+            max_attempts: 1,
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    let id = testkit::unique("event");
+    let app = testkit::unique("app");
+    publish(
+        &broker,
+        &setup.topic,
+        event(Sample::Legacy, &id, TENANT, &app),
+    )
+    .await;
+    let (alert, _) = alerted(consumer.handled().await);
+    assert_eq!(alert.event_id, id);
+    assert_eq!(
+        consumer.handled().await,
+        Handled::OwnAlert {
+            topic: format!("{root}/alert/{TENANT}/{app}")
+        }
+    );
+    consumer.stop().await;
+}

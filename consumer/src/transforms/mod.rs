@@ -21,6 +21,9 @@ use reload::Reaction;
 /// What became of one message; every variant means "acknowledge it".
 #[derive(Debug, Clone, PartialEq)]
 pub enum Handled {
+    /// An alert this consumer re-published itself (the MQTT destination's topic lies under the
+    /// subscription, as with the defaults `qscloud/#` and `qscloud/alert/…`): skipped.
+    OwnAlert { topic: String },
     /// Not a Qlik event (bad JSON, unknown envelope): dropped.
     Unparseable { topic: String, reason: String },
     /// From a tenant that is not configured: dropped.
@@ -39,8 +42,18 @@ pub enum Handled {
     },
 }
 
+/// The fixed start of the MQTT destination's topic template (up to its first placeholder), or
+/// the whole topic when it has none.
+pub fn own_alert_prefix(template: &str) -> String {
+    match template.find('{') {
+        Some(at) => template[..at].to_owned(),
+        None => template.to_owned(),
+    }
+}
+
 pub struct Transforms {
     config: Arc<ConsumerConfig>,
+    own_alerts: Option<String>,
     dedupe: Dedupe,
     enricher: Enricher,
     delivery: Arc<Delivery>,
@@ -53,8 +66,15 @@ impl Transforms {
         enricher: Enricher,
         delivery: Arc<Delivery>,
     ) -> Self {
+        let own_alerts = config
+            .destinations
+            .mqtt
+            .as_ref()
+            .map(|m| own_alert_prefix(&m.topic))
+            .filter(|p| !p.is_empty());
         Self {
             config,
+            own_alerts,
             dedupe,
             enricher,
             delivery,
@@ -62,6 +82,16 @@ impl Transforms {
     }
 
     pub async fn handle(&mut self, topic: &str, payload: &[u8]) -> Result<Handled, DeliveryError> {
+        if self
+            .own_alerts
+            .as_deref()
+            .is_some_and(|prefix| topic.starts_with(prefix))
+        {
+            tracing::debug!(topic, "own re-published alert, skipped");
+            return Ok(Handled::OwnAlert {
+                topic: topic.to_owned(),
+            });
+        }
         let envelope = match parse::parse(payload) {
             Ok(envelope) => envelope,
             Err(e) => {
@@ -145,5 +175,20 @@ impl Transforms {
             alert: Box::new(alert),
             outcomes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_alert_prefix_is_the_fixed_part_of_the_topic() {
+        assert_eq!(
+            own_alert_prefix("qscloud/alert/{tenantId}/{appId}"),
+            "qscloud/alert/"
+        );
+        assert_eq!(own_alert_prefix("alerts/all"), "alerts/all");
+        assert_eq!(own_alert_prefix("{tenantId}/alerts"), "");
     }
 }
