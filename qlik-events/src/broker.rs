@@ -231,24 +231,33 @@ impl BrokerSettings {
         Ok(Some(Arc::new(config)))
     }
 
+    fn credentials(&self) -> Option<(&str, String)> {
+        let user = self.username.as_deref()?;
+        let password = self
+            .password
+            .as_ref()
+            .map(|p| p.expose_secret().to_owned())
+            .unwrap_or_default();
+        Some((user, password))
+    }
+
+    fn tls_transport(&self) -> Result<Option<rumqttc::Transport>, BrokerError> {
+        Ok(self.rustls_config()?.map(|config| {
+            rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config))
+        }))
+    }
+
     /// rumqttc options for MQTT 3.1.1. `clean_session` false gives a persistent session.
     pub fn mqtt_options(&self, clean_session: bool) -> Result<rumqttc::MqttOptions, BrokerError> {
         let mut options = rumqttc::MqttOptions::new(&self.client_id, &self.host, self.port);
         options.set_keep_alive(self.keep_alive);
         options.set_clean_session(clean_session);
         options.set_max_packet_size(1024 * 1024, 1024 * 1024);
-        if let Some(user) = &self.username {
-            let password = self
-                .password
-                .as_ref()
-                .map(|p| p.expose_secret().to_owned())
-                .unwrap_or_default();
+        if let Some((user, password)) = self.credentials() {
             options.set_credentials(user, password);
         }
-        if let Some(config) = self.rustls_config()? {
-            options.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(config),
-            ));
+        if let Some(transport) = self.tls_transport()? {
+            options.set_transport(transport);
         }
         Ok(options)
     }
@@ -266,18 +275,11 @@ impl BrokerSettings {
             session_expiry.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
         );
         options.set_max_packet_size(Some(1024 * 1024));
-        if let Some(user) = &self.username {
-            let password = self
-                .password
-                .as_ref()
-                .map(|p| p.expose_secret().to_owned())
-                .unwrap_or_default();
+        if let Some((user, password)) = self.credentials() {
             options.set_credentials(user, password);
         }
-        if let Some(config) = self.rustls_config()? {
-            options.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(config),
-            ));
+        if let Some(transport) = self.tls_transport()? {
+            options.set_transport(transport);
         }
         Ok(options)
     }

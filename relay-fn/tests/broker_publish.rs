@@ -264,20 +264,30 @@ impl CuttableProxy {
     }
 }
 
+/// A relay whose broker connection runs through a [`CuttableProxy`], and a subscriber on its
+/// topic tree (connected directly, so it is not affected by what the proxy does).
+async fn relay_behind_proxy(
+    broker: &TestBroker,
+    attempt_timeout: Duration,
+) -> (CuttableProxy, Subscriber, SocketAddr) {
+    let upstream: SocketAddr = format!("{}:{}", broker.host, broker.port).parse().unwrap();
+    let proxy = CuttableProxy::start(upstream).await;
+    let root = testkit::unique("relaytest");
+    let subscriber = Subscriber::connect(broker, &format!("{root}/#")).await;
+    let settings = BrokerSettings::new("127.0.0.1", proxy.addr.port(), testkit::unique("relay"));
+    let relay = serve(Relay::new(
+        policy(&root),
+        Publisher::new(settings, attempt_timeout),
+    ))
+    .await;
+    (proxy, subscriber, relay)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_died_between_requests_is_reestablished() {
     for broker in testkit::brokers() {
-        let upstream: SocketAddr = format!("{}:{}", broker.host, broker.port).parse().unwrap();
-        let proxy = CuttableProxy::start(upstream).await;
-        let root = testkit::unique("relaytest");
-        let mut subscriber = Subscriber::connect(&broker, &format!("{root}/#")).await;
-        let settings =
-            BrokerSettings::new("127.0.0.1", proxy.addr.port(), testkit::unique("relay"));
-        let relay = serve(Relay::new(
-            policy(&root),
-            Publisher::new(settings, Duration::from_secs(3)),
-        ))
-        .await;
+        let (proxy, mut subscriber, relay) =
+            relay_behind_proxy(&broker, Duration::from_secs(3)).await;
         let body = testkit::sample("app-reload-failed.cloudevents.json");
         for round in 0..3 {
             let (status, reply) = post(relay, &body, Some(testkit::signature(&body))).await;
@@ -299,17 +309,8 @@ async fn a_connection_that_died_between_requests_is_reestablished() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silently_dead_connection_times_out_and_the_publish_is_retried_once() {
     for broker in testkit::brokers() {
-        let upstream: SocketAddr = format!("{}:{}", broker.host, broker.port).parse().unwrap();
-        let proxy = CuttableProxy::start(upstream).await;
-        let root = testkit::unique("relaytest");
-        let mut subscriber = Subscriber::connect(&broker, &format!("{root}/#")).await;
-        let settings =
-            BrokerSettings::new("127.0.0.1", proxy.addr.port(), testkit::unique("relay"));
-        let relay = serve(Relay::new(
-            policy(&root),
-            Publisher::new(settings, Duration::from_millis(1500)),
-        ))
-        .await;
+        let (proxy, mut subscriber, relay) =
+            relay_behind_proxy(&broker, Duration::from_millis(1500)).await;
         let body = testkit::sample("app-reload-failed.cloudevents.json");
         let (status, _) = post(relay, &body, Some(testkit::signature(&body))).await;
         assert_eq!(status, 200);
