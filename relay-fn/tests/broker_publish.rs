@@ -326,3 +326,28 @@ async fn a_silently_dead_connection_times_out_and_the_publish_is_retried_once() 
         assert_eq!(payload, body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_publishes_are_confirmed_too() {
+    for broker in testkit::brokers() {
+        let root = testkit::unique("relaytest");
+        let mut subscriber = Subscriber::connect(&broker, &format!("{root}/#")).await;
+        let settings = BrokerSettings::from_url(&broker.url_v5(), &testkit::unique("relay5"))
+            .expect("test broker URL parses");
+        assert_eq!(settings.version, qlik_events::MqttVersion::V5);
+        let relay = serve(Relay::new(
+            policy(&root),
+            Publisher::new(settings, Duration::from_secs(5)),
+        ))
+        .await;
+        let body = testkit::sample("reload-finished-failed.cloudevents.json");
+        let (status, reply) = post(relay, &body, Some(testkit::signature(&body))).await;
+        assert_eq!(status, 200, "{} broker over MQTT 5: {reply}", broker.name);
+        let (topic, payload) = subscriber.next(ARRIVAL).await.expect("arrives over MQTT 5");
+        assert_eq!(
+            topic,
+            format!("{root}/event/com.qlik.v1.reload.finished/{TENANT}")
+        );
+        assert_eq!(payload, body);
+    }
+}
