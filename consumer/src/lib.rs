@@ -11,3 +11,4 @@ pub mod pipeline;
 pub mod sinks;
 pub mod source;
 pub mod transforms;
+pub mod webhooks;

@@ -186,7 +186,7 @@ impl TenantClient {
 
     /// `<tenantUrl>/api/v1/<segments…>`, each segment percent-encoded so an id from an event
     /// cannot change the path.
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
         // `url` silently drops `.`/`..` segments; an id like that would address another
         // resource, so it is replaced by one that matches nothing.
         let segments: Vec<&str> = segments
@@ -205,6 +205,38 @@ impl TenantClient {
         }
         url.set_query(None);
         url
+    }
+
+    /// The tenant's base URL (`tenantUrl`).
+    pub(crate) fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The tenant id from the configuration.
+    pub(crate) fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
+    /// Timeouts and retry settings (`consumer.enrichment`).
+    pub(crate) fn settings(&self) -> &EnrichmentConfig {
+        &self.settings
+    }
+
+    /// A request through this client's HTTP client (timeouts, no redirects) carrying the
+    /// tenant's Bearer JWT in a header marked sensitive. For other tenant API callers in this
+    /// crate, such as the webhook administration in [`crate::webhooks`].
+    pub(crate) fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, url)
+            .header(AUTHORIZATION, self.auth.clone())
+    }
+
+    /// How long to wait before retry number `attempt` (1-based): the server's `Retry-After`
+    /// (capped by `maxRetryAfterSeconds`) when it sent one, else exponential backoff.
+    pub(crate) fn retry_delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        retry_after
+            .map(|d| d.min(self.settings.max_retry_after))
+            .unwrap_or_else(|| self.backoff(attempt))
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -230,9 +262,7 @@ impl TenantClient {
         loop {
             attempt += 1;
             let sent = self
-                .http
-                .get(url.clone())
-                .header(AUTHORIZATION, self.auth.clone())
+                .request(reqwest::Method::GET, url.clone())
                 .header(ACCEPT, accept)
                 .send()
                 .await;
@@ -281,9 +311,7 @@ impl TenantClient {
             if attempt >= max_attempts {
                 return Err(error);
             }
-            let delay = retry_after
-                .map(|d| d.min(self.settings.max_retry_after))
-                .unwrap_or_else(|| self.backoff(attempt));
+            let delay = self.retry_delay(attempt, retry_after);
             tracing::debug!(
                 tenant = %self.tenant_id,
                 path = url.path(),
@@ -433,7 +461,7 @@ impl TenantClient {
     }
 }
 
-fn retryable(status: StatusCode) -> bool {
+pub(crate) fn retryable(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || matches!(status.as_u16(), 500 | 502 | 503 | 504)
@@ -449,7 +477,7 @@ fn status_hint(status: StatusCode) -> &'static str {
 }
 
 /// `Retry-After` as seconds or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -11,6 +11,7 @@ mod context;
 
 pub use api::{AppInfo, AppItem, ReloadInfo, UserInfo};
 pub use client::{EnrichError, Enrichment, Missing, Resource, TenantClient};
+pub(crate) use client::{retry_after, retryable};
 pub use context::{
     AlertContext, CHAT_SCRIPT_LOG_MAX_CHARS, ExecutionCreationTime, ExecutionDuration,
     ExecutionStartTime, ExecutionStopTime, ScriptLogParts, build_context, group_thousands,
