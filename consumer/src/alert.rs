@@ -32,18 +32,36 @@ pub struct Alert {
     pub script_log: Option<String>,
     /// The template context with Butler's field names (appName, appUrl, reloadId, …).
     pub context: Map<String, Value>,
+    /// For sinks that send each recipient a copy of their own (email): the recipient of this
+    /// copy. Set by [`crate::delivery`] and kept in parked alerts, so `replay` re-sends to the
+    /// recipient that failed and to no one else. `None` everywhere else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
 }
 
 impl Alert {
     /// A short, secret-free description for log lines.
     pub fn describe(&self) -> String {
-        format!(
+        let mut text = format!(
             "event {} tenant {} app {} reload {}",
             self.event_id,
             self.tenant_id,
             self.app_id.as_deref().unwrap_or("?"),
             self.reload_id.as_deref().unwrap_or("?")
-        )
+        );
+        if let Some(recipient) = &self.recipient {
+            text.push_str(" to ");
+            text.push_str(recipient);
+        }
+        text
+    }
+
+    /// This alert addressed to one recipient of a fanned-out sink.
+    pub fn for_recipient(&self, recipient: &str) -> Alert {
+        Alert {
+            recipient: Some(recipient.to_owned()),
+            ..self.clone()
+        }
     }
 
     /// A context string field, when present and non-empty.
@@ -145,6 +163,7 @@ mod tests {
             app_tags: vec![],
             script_log: None,
             context,
+            recipient: None,
         };
         assert_eq!(alert.context_for(1, 1)["scriptLogHead"], "");
         alert.script_log = Some("l1\nl2\nl3".into());

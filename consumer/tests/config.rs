@@ -20,6 +20,8 @@ const ENV_JWT: &str = "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJFTlYtVE9LRU4ifQ.ZW52LXNpZ
 const DEV_JWT: &str = "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJERVYtVE9LRU4ifQ.ZGV2LXNpZ25hdHVyZS1zZWNyZXQ";
 const FILE_PASSWORD: &str = "broker-pass-IN-FILE-42";
 const ENV_PASSWORD: &str = "broker-pass-FROM-ENV-77";
+const SMTP_FILE_PASSWORD: &str = "smtp-pass-IN-FILE-31";
+const SMTP_ENV_PASSWORD: &str = "smtp-pass-FROM-ENV-58";
 const T: &str = "Butler.qlikSenseCloud.event.mqtt.tenant";
 const F: &str = "Butler.mqttConfig.qlikSenseCloud.event.mqttForward";
 
@@ -30,6 +32,8 @@ const SECRETS: &[&str] = &[
     DEV_JWT,
     FILE_PASSWORD,
     ENV_PASSWORD,
+    SMTP_FILE_PASSWORD,
+    SMTP_ENV_PASSWORD,
     "TEAMS-SECRET-PATH",
     "SLACK-SECRET-PATH",
     "WEBHOOK-SECRET-TOKEN",
@@ -48,6 +52,12 @@ impl Fixture {
             "{\"text\": \"{{appName}}\"}",
         )
         .expect("template");
+        // Butler's htmlTemplateFile names the file without its `.handlebars`.
+        std::fs::write(
+            dir.path().join("failed-reload-qscloud.handlebars"),
+            "<p>{{appName}}</p>",
+        )
+        .expect("email template");
         std::fs::write(dir.path().join("ca.pem"), "not checked at load time").expect("ca");
         Self { dir }
     }
@@ -808,4 +818,220 @@ fn duplicate_tenants_are_rejected() {
         err.message_for("Butler.qlikSenseCloud.event.mqtt.tenants[0].id"),
         Some(format!("tenant `{TENANT_ID}` is configured more than once").as_str())
     );
+}
+
+/// Email: Butler's SMTP keys with nodemailer's meaning, the password from the file or
+/// `SMTP_PASSWORD` (never shown), Butler's template lookup, every mistake at its key.
+#[test]
+fn email_alert_and_smtp_server() {
+    use consumer::config::SmtpSecurity;
+    let fx = Fixture::new();
+    let email = format!("{T}.alert.emailNotification.reloadAppFailure");
+    let smtp = "Butler.emailNotification.smtp";
+
+    let config = fx.load(&fx.butler(), None, &[]).expect("valid");
+    let server = config.smtp.as_ref().expect("SMTP read: email is enabled");
+    assert_eq!(
+        (server.host.as_str(), server.port),
+        ("my.emailhost.net", 587)
+    );
+    assert_eq!(server.security(), SmtpSecurity::StartTlsRequired);
+    assert_eq!(server.tls_name(), "my.emailhost.net");
+    assert!(server.reject_unauthorized);
+    let auth = server.auth.as_ref().expect("auth enabled");
+    assert_eq!(auth.user, "butler@somecompany.com");
+    assert_eq!(auth.password.expose_secret(), SMTP_FILE_PASSWORD);
+    let e = config.tenants[0].alert.email.as_ref().expect("email");
+    assert_eq!(
+        e.html_template_path.as_deref(),
+        Some(
+            fx.dir
+                .path()
+                .join("failed-reload-qscloud.handlebars")
+                .as_path()
+        )
+    );
+    assert!(e.text_template_path.is_none());
+
+    // The environment wins, and neither password shows anywhere.
+    let env = [("SMTP_PASSWORD", SMTP_ENV_PASSWORD)];
+    let config = fx.load(&fx.butler(), None, &env).expect("valid");
+    let auth = config
+        .smtp
+        .as_ref()
+        .and_then(|s| s.auth.as_ref())
+        .expect("auth");
+    assert_eq!(auth.password.expose_secret(), SMTP_ENV_PASSWORD);
+    assert_no_secrets(&format!("{config:?}"));
+    let (code, out) = fx.check(&fx.butler(), None, &env);
+    assert_eq!(code, EXIT_OK, "{out}");
+    assert_no_secrets(&out);
+    assert!(
+        out.contains("SMTP: my.emailhost.net:587, STARTTLS required"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "login butler@somecompany.com, password: *** from environment ($SMTP_PASSWORD)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("email (Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ) via my.emailhost.net:587"),
+        "{out}"
+    );
+
+    // Implicit TLS, opportunistic STARTTLS, plain; the serverName and CA extension.
+    let mut butler = fx.butler();
+    set(&mut butler, &format!("{smtp}.secure"), Value::Bool(true));
+    set(
+        &mut butler,
+        &format!("{smtp}.tls.serverName"),
+        s("mail.example.com"),
+    );
+    set(
+        &mut butler,
+        &format!("{smtp}.tls.caFile"),
+        s(&fx.dir.path().join("ca.pem").display().to_string()),
+    );
+    let config = fx.load(&butler, None, &[]).expect("valid");
+    let s1 = config.smtp.expect("smtp");
+    assert_eq!(s1.security(), SmtpSecurity::ImplicitTls);
+    assert_eq!(s1.tls_name(), "mail.example.com");
+    assert!(s1.ca_file.is_some());
+    set(&mut butler, &format!("{smtp}.secure"), Value::Bool(false));
+    set(
+        &mut butler,
+        &format!("{smtp}.tls.requireTLS"),
+        Value::Bool(false),
+    );
+    let config = fx.load(&butler, None, &[]).expect("valid");
+    assert_eq!(
+        config.smtp.expect("smtp").security(),
+        SmtpSecurity::StartTlsOpportunistic
+    );
+    set(
+        &mut butler,
+        &format!("{smtp}.tls.ignoreTLS"),
+        Value::Bool(true),
+    );
+    set(
+        &mut butler,
+        &format!("{smtp}.auth.enable"),
+        Value::Bool(false),
+    );
+    let config = fx.load(&butler, None, &[]).expect("valid");
+    let plain = config.smtp.expect("smtp");
+    assert_eq!(plain.security(), SmtpSecurity::Plain);
+    assert!(plain.auth.is_none());
+
+    // Every mistake at its own key.
+    let mut butler = fx.butler();
+    set(
+        &mut butler,
+        "Butler.emailNotification.enable",
+        Value::Bool(false),
+    );
+    remove(&mut butler, &format!("{smtp}.host"));
+    set(&mut butler, &format!("{smtp}.port"), s("smtp"));
+    set(
+        &mut butler,
+        &format!("{smtp}.tls.ignoreTLS"),
+        Value::Bool(true),
+    );
+    set(
+        &mut butler,
+        &format!("{smtp}.tls.caFile"),
+        s("/nonexistent/ca.pem"),
+    );
+    set(
+        &mut butler,
+        &format!("{smtp}.auth.password"),
+        s("<your-secret-password>"),
+    );
+    set(
+        &mut butler,
+        &format!("{email}.htmlTemplateFile"),
+        s("no-such-template"),
+    );
+    set(
+        &mut butler,
+        &format!("{email}.fromAddress"),
+        s("Qlik Sense <not-an-address>"),
+    );
+    set(
+        &mut butler,
+        &format!("{email}.subject"),
+        s("{{#if appName}}unclosed"),
+    );
+    set(
+        &mut butler,
+        &format!("{email}.recipients"),
+        Value::Sequence(vec![s("ok@example.com"), s("two@@example.com")]),
+    );
+    let err = problems(fx.load(&butler, None, &[]));
+    for path in [
+        "Butler.emailNotification.enable".to_owned(),
+        format!("{smtp}.host"),
+        format!("{smtp}.port"),
+        format!("{smtp}.tls.requireTLS"),
+        format!("{smtp}.tls.caFile"),
+        format!("{smtp}.auth.password"),
+        format!("{email}.htmlTemplateFile"),
+        format!("{email}.fromAddress"),
+        format!("{email}.subject"),
+        format!("{email}.recipients[1]"),
+    ] {
+        assert!(err.has(&path), "no problem at {path}: {err}");
+    }
+    assert_eq!(err.problems.len(), 10, "{err}");
+    assert_eq!(
+        err.message_for(&format!("{smtp}.host")),
+        Some("missing"),
+        "{err}"
+    );
+    assert!(
+        err.message_for(&format!("{smtp}.auth.password"))
+            .is_some_and(|m| m.contains("$SMTP_PASSWORD")),
+        "{err}"
+    );
+
+    // Owner lists in both of the shapes Butler's schema and code use.
+    let mut butler = fx.butler();
+    set(
+        &mut butler,
+        &format!("{email}.appOwnerAlert.includeOwner.user"),
+        Value::Sequence(vec![s("plain@example.com")]),
+    );
+    let config = fx.load(&butler, None, &[]).expect("valid");
+    let owner = &config.tenants[0]
+        .alert
+        .email
+        .as_ref()
+        .expect("email")
+        .app_owner_alert;
+    assert_eq!(owner.include, ["plain@example.com"]);
+    assert_eq!(owner.exclude, ["daniel@somecompany.com"]);
+    assert!(owner.allows("anna@somecompany.com"), "includeAll");
+    assert!(
+        !owner.allows("Daniel@SomeCompany.com"),
+        "excluded, any case"
+    );
+
+    // With email off, Butler's SMTP block may hold anything.
+    let mut butler = fx.butler();
+    set(&mut butler, &format!("{email}.enable"), Value::Bool(false));
+    set(
+        &mut butler,
+        "Butler.emailNotification.enable",
+        Value::Bool(false),
+    );
+    set(&mut butler, &format!("{smtp}.host"), s("<host>"));
+    set(
+        &mut butler,
+        &format!("{smtp}.auth.password"),
+        s("<your-secret-password>"),
+    );
+    let config = fx.load(&butler, None, &[]).expect("valid");
+    assert!(config.smtp.is_none());
 }

@@ -19,14 +19,14 @@ use serde_yaml_ng::Value;
 
 pub use error::{ConfigErrors, Problem};
 pub use parse::{
-    CONSUMER, FORWARD, MQTT_PASSWORD_ENV, QSC, SCRIPT_LOG, TENANT, TENANT_JWT_ENV, TENANTS,
-    tenant_jwt_env_var,
+    CONSUMER, FORWARD, MQTT_PASSWORD_ENV, QSC, SCRIPT_LOG, SMTP, SMTP_PASSWORD_ENV, TENANT,
+    TENANT_JWT_ENV, TENANTS, parse_mailbox, tenant_jwt_env_var,
 };
 pub use report::{EXIT_CONFIG_INVALID, EXIT_OK, check_config, check_config_with_env, summary};
 pub use types::*;
 
 /// Loads and validates the configuration, taking secrets from the process environment
-/// (`QLIK_TENANT_JWT_<TENANTID>`, `QLIK_TENANT_JWT`, `MQTT_PASSWORD`) where set.
+/// (`QLIK_TENANT_JWT_<TENANTID>`, `QLIK_TENANT_JWT`, `MQTT_PASSWORD`, `SMTP_PASSWORD`) where set.
 pub fn load(path: &Path, extensions: Option<&Path>) -> Result<ConsumerConfig, ConfigErrors> {
     load_with_env(path, extensions, &|name| std::env::var(name).ok())
 }

@@ -1,7 +1,7 @@
 //! From merged YAML to [`ConsumerConfig`], collecting every problem on the way.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use qlik_events::MqttVersion;
@@ -44,6 +44,10 @@ pub fn tenant_jwt_env_var(tenant_id: &str) -> String {
 pub const TENANT_JWT_ENV: &str = "QLIK_TENANT_JWT";
 /// Broker password; wins over `broker.password` in the file.
 pub const MQTT_PASSWORD_ENV: &str = "MQTT_PASSWORD";
+/// SMTP password; wins over `Butler.emailNotification.smtp.auth.password` in the file.
+pub const SMTP_PASSWORD_ENV: &str = "SMTP_PASSWORD";
+/// Key path of Butler's SMTP server settings.
+pub const SMTP: &str = "Butler.emailNotification.smtp";
 
 pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -109,6 +113,11 @@ pub(crate) fn parse(
     let retry = parse_retry(&ext.child("retry"), &mut p);
     let enrichment = parse_enrichment(&ext.child("enrichment"), &mut p);
     let destinations = parse_destinations(&ext.child("destinations"), &mut p);
+    let smtp = if email_wanted(&qsc) {
+        parse_smtp(&root.child("emailNotification"), env, &mut p)
+    } else {
+        None
+    };
 
     if !p.0.is_empty() {
         return Err(p.0);
@@ -127,6 +136,7 @@ pub(crate) fn parse(
             retry,
             enrichment,
             destinations,
+            smtp,
             sources,
         }),
         // Every `None` above came with a problem; this arm is only reachable through a bug.
@@ -391,7 +401,7 @@ fn emails(node: &Node<'_>, p: &mut Problems) -> Vec<String> {
                 item
             };
             let email = item.string(p)?;
-            if is_placeholder(&email) || !email.contains('@') {
+            if is_placeholder(&email) || email.parse::<lettre::Address>().is_err() {
                 p.add(&item.path, format!("not an email address (got `{email}`)"));
                 return None;
             }
@@ -430,7 +440,17 @@ fn parse_email(node: &Node<'_>, p: &mut Problems) -> Option<EmailAlert> {
         }
     };
     let subject = node.child("subject").string(p);
+    if let Some(subject) = &subject
+        && let Err(e) = crate::sinks::template::check(subject)
+    {
+        p.add(format!("{}.subject", node.path), e.to_string());
+    }
     let from_address = node.child("fromAddress").real_string(p);
+    if let Some(from) = &from_address
+        && let Err(e) = parse_mailbox(from)
+    {
+        p.add(format!("{}.fromAddress", node.path), e);
+    }
     let recipients = emails(&node.child("recipients"), p);
     if recipients.is_empty() && !app_owner_alert.enable {
         p.add(
@@ -446,6 +466,35 @@ fn parse_email(node: &Node<'_>, p: &mut Problems) -> Option<EmailAlert> {
         .opt_string(p)
         .map(PathBuf::from);
     let html_template_file = node.child("htmlTemplateFile").opt_string(p);
+    let text_template_file = node.child("textTemplateFile").opt_string(p);
+    let dir_key = format!("{}.bodyFileDirectory", node.path);
+    let html_template_path = match (&body_file_directory, &html_template_file) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            p.add(&dir_key, "missing: needed with htmlTemplateFile");
+            None
+        }
+        (Some(_), None) => {
+            p.add(
+                format!("{}.htmlTemplateFile", node.path),
+                "missing: needed with bodyFileDirectory",
+            );
+            None
+        }
+        (Some(dir), Some(file)) => {
+            template_in(dir, file, &format!("{}.htmlTemplateFile", node.path), p)
+        }
+    };
+    let text_template_path = match (&body_file_directory, &text_template_file) {
+        (_, None) => None,
+        (None, Some(_)) => {
+            p.add(&dir_key, "missing: needed with textTemplateFile");
+            None
+        }
+        (Some(dir), Some(file)) => {
+            template_in(dir, file, &format!("{}.textTemplateFile", node.path), p)
+        }
+    };
     Some(EmailAlert {
         alert_enable_by_tag,
         app_owner_alert,
@@ -456,8 +505,170 @@ fn parse_email(node: &Node<'_>, p: &mut Problems) -> Option<EmailAlert> {
         subject: subject?,
         body_file_directory,
         html_template_file,
+        html_template_path,
+        text_template_path,
         from_address: from_address?,
         recipients,
+    })
+}
+
+/// Butler's email template lookup: `<bodyFileDirectory>/<name>.handlebars` (the extension is
+/// added, as nodemailer-express-handlebars does), or the name as written when it already has
+/// its extension. The template must exist and compile.
+fn template_in(dir: &Path, name: &str, key: &str, p: &mut Problems) -> Option<PathBuf> {
+    let candidates = [dir.join(format!("{name}.handlebars")), dir.join(name)];
+    let Some(path) = candidates.iter().find(|c| c.is_file()) else {
+        p.add(
+            key,
+            format!(
+                "no template `{}` (nor `{}`)",
+                candidates[0].display(),
+                candidates[1].display()
+            ),
+        );
+        return None;
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            if let Err(e) = crate::sinks::template::check(&text) {
+                p.add(key, format!("`{}`: {e}", path.display()));
+            }
+        }
+        Err(e) => p.add(key, format!("`{}` is unreadable: {e}", path.display())),
+    }
+    Some(path.clone())
+}
+
+/// `Qlik Sense (no-reply) <noreply@example.com>` or a bare address. The display name may hold
+/// characters RFC 5322 wants quoted (Butler's own sample has parentheses); they are accepted
+/// and quoted when the header is written.
+pub fn parse_mailbox(text: &str) -> Result<lettre::message::Mailbox, String> {
+    let text = text.trim();
+    if text.chars().any(char::is_control) {
+        return Err("must not contain line breaks or control characters".to_owned());
+    }
+    if let Ok(mailbox) = text.parse::<lettre::message::Mailbox>() {
+        return Ok(mailbox);
+    }
+    let invalid = || format!("not an email address or `Name <address>` (got `{text}`)");
+    let (name, rest) = text.rsplit_once('<').ok_or_else(invalid)?;
+    let address = rest.strip_suffix('>').ok_or_else(invalid)?;
+    let address = address
+        .trim()
+        .parse::<lettre::Address>()
+        .map_err(|_| invalid())?;
+    let name = name.trim().trim_matches('"').trim();
+    Ok(lettre::message::Mailbox::new(
+        (!name.is_empty()).then(|| name.to_owned()),
+        address,
+    ))
+}
+
+/// Whether some tenant block (Butler's or one in the list) enables email alerts. Looked up in
+/// the raw document, so SMTP problems are reported even when that tenant has others.
+fn email_wanted(qsc: &Node<'_>) -> bool {
+    let mqtt = qsc.at("event.mqtt");
+    let mut ignore = Problems::default();
+    let mut blocks = vec![mqtt.child("tenant")];
+    blocks.extend(mqtt.child("tenants").items(&mut ignore));
+    blocks.iter().any(|t| {
+        t.at("alert.emailNotification.reloadAppFailure.enable")
+            .bool_or(&mut ignore, false)
+    })
+}
+
+/// `Butler.emailNotification.smtp` (and Butler's master switch `Butler.emailNotification.enable`,
+/// without which Butler sends no email either).
+fn parse_smtp(email: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<SmtpConfig> {
+    if !email.expect_map(p, true) {
+        return None;
+    }
+    if email.child("enable").bool_required(p) == Some(false) {
+        p.add(
+            format!("{}.enable", email.path),
+            "is false, but a tenant's alert.emailNotification.reloadAppFailure is enabled: \
+             Butler sends no email with it off; set it to true (in the extension file, if \
+             Butler itself should keep it off)",
+        );
+    }
+    let s = email.child("smtp");
+    if !s.expect_map(p, true) {
+        return None;
+    }
+    let host = s.child("host").real_string(p);
+    let port = s
+        .child("port")
+        .u64_required(p, 1, 65535)
+        .and_then(|n| u16::try_from(n).ok());
+    let secure = s.child("secure").bool_or(p, false);
+    let tls = s.child("tls");
+    tls.expect_map(p, false);
+    let server_name = tls.child("serverName").opt_string(p);
+    let ignore_tls = tls.child("ignoreTLS").bool_or(p, false);
+    let require_tls = tls.child("requireTLS").bool_or(p, false);
+    if ignore_tls && require_tls && !secure {
+        p.add(
+            format!("{}.requireTLS", tls.path),
+            "contradicts ignoreTLS: true (one forbids STARTTLS, the other demands it)",
+        );
+    }
+    let reject_unauthorized = tls.child("rejectUnauthorized").bool_or(p, true);
+    let ca_file = existing_file(&tls.child("caFile"), p);
+    let auth_node = s.child("auth");
+    auth_node.expect_map(p, false);
+    let auth = if auth_node.child("enable").bool_or(p, false) {
+        let user = auth_node.child("user").real_string(p);
+        let password = match env_var(env, SMTP_PASSWORD_ENV) {
+            Some(pw) => Some((
+                SecretString::from(pw),
+                SecretSource::Env(SMTP_PASSWORD_ENV.to_owned()),
+            )),
+            None => {
+                let node = auth_node.child("password");
+                let hint = format!("set it here or in ${SMTP_PASSWORD_ENV}");
+                match node.opt_string(p) {
+                    Some(pw) if is_placeholder(&pw) => {
+                        p.add(
+                            &node.path,
+                            format!("still holds a template placeholder (<...>): {hint}"),
+                        );
+                        None
+                    }
+                    Some(pw) => Some((
+                        SecretString::from(pw),
+                        SecretSource::File(node.path.clone()),
+                    )),
+                    None if node.is_present() => None,
+                    None => {
+                        p.add(&node.path, format!("missing: {hint}"));
+                        None
+                    }
+                }
+            }
+        };
+        match (user, password) {
+            (Some(user), Some((password, password_source))) => Some(SmtpAuth {
+                user,
+                password,
+                password_source,
+            }),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let timeout = Duration::from_secs(s.child("timeoutSeconds").u64_or(p, 30, 1, 600));
+    Some(SmtpConfig {
+        host: host?,
+        port: port?,
+        secure,
+        server_name,
+        ignore_tls,
+        require_tls,
+        reject_unauthorized,
+        ca_file,
+        auth,
+        timeout,
     })
 }
 

@@ -122,15 +122,33 @@ pub fn summary(config: &ConsumerConfig) -> String {
             alerts.push(line);
         }
         if let Some(email) = &t.alert.email {
-            alerts.push(format!(
-                "email to {} recipient(s){} (parsed; email delivery is not available yet)",
+            let mut line = format!(
+                "email to {} recipient(s){}, priority {:?}, script log head/tail {}/{} lines, rate limit {} per app and recipient",
                 email.recipients.len(),
                 if email.app_owner_alert.enable {
                     " and the app owner"
                 } else {
                     ""
+                },
+                email.priority,
+                email.head_script_log_lines,
+                email.tail_script_log_lines,
+                secs(email.rate_limit)
+            );
+            match &email.html_template_path {
+                Some(path) => {
+                    let _ = write!(line, ", template {}", path.display());
                 }
-            ));
+                None => line.push_str(", built-in template"),
+            }
+            if email.alert_enable_by_tag.enable {
+                let _ = write!(
+                    line,
+                    ", recipients only for apps tagged \"{}\"",
+                    email.alert_enable_by_tag.tag
+                );
+            }
+            alerts.push(line);
         }
         if alerts.is_empty() {
             let _ = writeln!(s, "      alerts: none enabled");
@@ -179,6 +197,37 @@ pub fn summary(config: &ConsumerConfig) -> String {
             let _ = writeln!(s, "  password: not set");
         }
     }
+    if let Some(smtp) = &config.smtp {
+        let security = match smtp.security() {
+            SmtpSecurity::ImplicitTls => "TLS (secure: true)",
+            SmtpSecurity::StartTlsRequired => "STARTTLS required",
+            SmtpSecurity::StartTlsOpportunistic => "STARTTLS when offered",
+            SmtpSecurity::Plain => "plain text (ignoreTLS: true)",
+        };
+        let _ = writeln!(s, "SMTP: {}:{}, {security}", smtp.host, smtp.port);
+        if smtp.security() != SmtpSecurity::Plain {
+            let mut tls = format!("  certificate name {}", smtp.tls_name());
+            if let Some(ca) = &smtp.ca_file {
+                let _ = write!(tls, ", CA file {}", ca.display());
+            }
+            if !smtp.reject_unauthorized {
+                tls.push_str(", ANY certificate accepted (rejectUnauthorized: false)");
+            }
+            let _ = writeln!(s, "{tls}");
+        }
+        match &smtp.auth {
+            Some(auth) => {
+                let _ = writeln!(
+                    s,
+                    "  login {}, password: *** {}",
+                    auth.user, auth.password_source
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  no login");
+            }
+        }
+    }
     let _ = writeln!(
         s,
         "Topics: subscribe to {} (app reload topic {})",
@@ -209,6 +258,11 @@ pub fn summary(config: &ConsumerConfig) -> String {
                 t.id,
                 slack.common.webhook_url.masked()
             );
+        }
+        if t.alert.email.is_some()
+            && let Some(smtp) = &config.smtp
+        {
+            let _ = writeln!(s, "  - email ({}) via {}:{}", t.id, smtp.host, smtp.port);
         }
     }
     for w in &config.destinations.webhooks {

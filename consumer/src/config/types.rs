@@ -45,6 +45,9 @@ pub struct ConsumerConfig {
     /// Extension `Butler.qlikSenseCloud.consumer.destinations`: destinations Butler lacks.
     /// They apply to failed reloads of every configured tenant.
     pub destinations: Destinations,
+    /// `Butler.emailNotification.smtp` plus its extension keys. Read (and required) only when
+    /// some tenant's email alert is enabled, since Butler lets an unused block hold placeholders.
+    pub smtp: Option<SmtpConfig>,
     /// Files the configuration was read from, in merge order (main file, then extensions).
     pub sources: Vec<PathBuf>,
 }
@@ -124,7 +127,7 @@ pub struct TenantAlerts {
     pub teams: Option<TeamsAlert>,
     /// `alert.slackNotification.reloadAppFailure`.
     pub slack: Option<SlackAlert>,
-    /// `alert.emailNotification.reloadAppFailure` (parsed; delivery is a later issue).
+    /// `alert.emailNotification.reloadAppFailure`.
     pub email: Option<EmailAlert>,
 }
 
@@ -190,12 +193,14 @@ pub struct SlackAlert {
     pub icon_emoji: Option<String>,
 }
 
-/// `alert.emailNotification.reloadAppFailure` when enabled. Parsed and kept; SMTP settings and
-/// delivery belong to a later issue.
+/// `alert.emailNotification.reloadAppFailure` when enabled.
 #[derive(Debug, Clone)]
 pub struct EmailAlert {
+    /// `alertEnableByTag`: as in Butler, it decides whether `recipients` get the email; app
+    /// owner alerts do not depend on it.
     pub alert_enable_by_tag: AlertEnableByTag,
     pub app_owner_alert: AppOwnerAlert,
+    /// `rateLimit` seconds per app *and* recipient (default 300, as Butler).
     pub rate_limit: Duration,
     pub head_script_log_lines: usize,
     pub tail_script_log_lines: usize,
@@ -205,7 +210,16 @@ pub struct EmailAlert {
     pub subject: String,
     pub body_file_directory: Option<PathBuf>,
     pub html_template_file: Option<String>,
+    /// The HTML template file `bodyFileDirectory` + `htmlTemplateFile` resolve to (checked to
+    /// exist); `None` when neither is set: the built-in template is used.
+    pub html_template_path: Option<PathBuf>,
+    /// Extension `textTemplateFile` in `bodyFileDirectory`: the plain-text part's template;
+    /// `None`: the built-in one.
+    pub text_template_path: Option<PathBuf>,
+    /// `fromAddress`, e.g. `Qlik Sense (no-reply) <qliksense-noreply@example.com>`; checked to
+    /// be a mailbox.
     pub from_address: String,
+    /// `recipients`: checked to be addresses.
     pub recipients: Vec<String>,
 }
 
@@ -226,6 +240,95 @@ pub struct AppOwnerAlert {
     pub include: Vec<String>,
     /// `excludeOwner.user[].email`.
     pub exclude: Vec<String>,
+}
+
+impl AppOwnerAlert {
+    /// Whether the app owner with this email address gets the alert: owner alerts on, the
+    /// owner included (`includeAll` or listed) and not excluded. The exclude list wins, as in
+    /// Butler. Addresses compare without regard to case (mail systems treat them so, and
+    /// the users API and a hand-written list may differ in case).
+    pub fn allows(&self, owner_email: &str) -> bool {
+        let listed = |list: &[String]| list.iter().any(|e| e.eq_ignore_ascii_case(owner_email));
+        self.enable
+            && !owner_email.is_empty()
+            && (self.include_all || listed(&self.include))
+            && !listed(&self.exclude)
+    }
+}
+
+/// `Butler.emailNotification.smtp`, with nodemailer's meaning of each key (Butler hands them to
+/// nodemailer as they are).
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// `host`.
+    pub host: String,
+    /// `port`.
+    pub port: u16,
+    /// `secure`: `true` speaks TLS from the first byte (SMTPS, usually port 465); `false`
+    /// connects in plain text and upgrades with STARTTLS (see [`Self::security`]).
+    pub secure: bool,
+    /// `tls.serverName`: the name expected in the server certificate (and sent as SNI) when it
+    /// differs from `host`, e.g. when `host` is an IP address.
+    pub server_name: Option<String>,
+    /// `tls.ignoreTLS`: never use STARTTLS, even when offered (only with `secure: false`).
+    pub ignore_tls: bool,
+    /// `tls.requireTLS`: fail unless the server offers STARTTLS (only with `secure: false`).
+    pub require_tls: bool,
+    /// `tls.rejectUnauthorized` (default `true`): `false` accepts any certificate, also a
+    /// self-signed or expired one or one for another name. The connection is then encrypted
+    /// but not authenticated: anyone in the network path can read it, password included.
+    pub reject_unauthorized: bool,
+    /// Extension `tls.caFile`: PEM file with CA certificates to trust besides the system
+    /// roots (a company CA, a self-signed server certificate). Safer than
+    /// `rejectUnauthorized: false`.
+    pub ca_file: Option<PathBuf>,
+    /// `auth` when `auth.enable` is true.
+    pub auth: Option<SmtpAuth>,
+    /// Extension `timeoutSeconds` (default 30): per SMTP command, connecting included.
+    pub timeout: Duration,
+}
+
+impl SmtpConfig {
+    /// How the connection is secured, from `secure`, `tls.ignoreTLS` and `tls.requireTLS`.
+    pub fn security(&self) -> SmtpSecurity {
+        if self.secure {
+            SmtpSecurity::ImplicitTls
+        } else if self.ignore_tls {
+            SmtpSecurity::Plain
+        } else if self.require_tls {
+            SmtpSecurity::StartTlsRequired
+        } else {
+            SmtpSecurity::StartTlsOpportunistic
+        }
+    }
+
+    /// The name checked against the server certificate.
+    pub fn tls_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(&self.host)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `secure: true`.
+    ImplicitTls,
+    /// `secure: false`, `tls.requireTLS: true`.
+    StartTlsRequired,
+    /// `secure: false`: STARTTLS when the server offers it, plain text otherwise (nodemailer's
+    /// default).
+    StartTlsOpportunistic,
+    /// `secure: false`, `tls.ignoreTLS: true`.
+    Plain,
+}
+
+/// `Butler.emailNotification.smtp.auth` when enabled. `Debug` never shows the password.
+#[derive(Debug, Clone)]
+pub struct SmtpAuth {
+    /// `user`.
+    pub user: String,
+    /// `password`, or `SMTP_PASSWORD` from the environment.
+    pub password: SecretString,
+    pub password_source: SecretSource,
 }
 
 /// The MQTT broker the relay publishes to and the consumer subscribes on.

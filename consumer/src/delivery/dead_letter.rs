@@ -57,6 +57,13 @@ fn file_part(text: &str) -> String {
         .collect()
 }
 
+/// FNV-1a: a stable hash (unlike std's, which is seeded per process) for file names.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 pub fn now_rfc3339() -> String {
     OffsetDateTime::now_utc()
         .format(&Rfc3339)
@@ -72,8 +79,8 @@ impl DeadLetter {
         &self.dir
     }
 
-    /// Parks an alert for a sink and returns the file. The name is stable per sink and event,
-    /// so parking the same alert twice (a redelivery) keeps one file.
+    /// Parks an alert for a sink and returns the file. The name is stable per sink, event and
+    /// recipient, so parking the same alert twice (a redelivery) keeps one file.
     pub async fn park(
         &self,
         sink: &str,
@@ -89,12 +96,22 @@ impl DeadLetter {
             error: error.to_owned(),
             alert: alert.clone(),
         };
-        let path = self.dir.join(format!(
-            "{}__{}__{}.json",
+        let mut name = format!(
+            "{}__{}__{}",
             file_part(&alert.tenant_id),
             file_part(&alert.event_id),
             file_part(sink)
-        ));
+        );
+        if let Some(recipient) = &alert.recipient {
+            // One file per recipient. The hash keeps addresses that sanitize alike
+            // (`a.b@x`, `a_b@x`) apart.
+            name.push_str(&format!(
+                "__{}-{:08x}",
+                file_part(recipient),
+                fnv1a(&recipient.to_ascii_lowercase()) as u32
+            ));
+        }
+        let path = self.dir.join(format!("{name}.json"));
         let bytes = serde_json::to_vec_pretty(&parked).map_err(|e| DeadLetterError::Write {
             path: path.clone(),
             reason: e.to_string(),

@@ -81,17 +81,40 @@ impl Delivery {
             if !sink.accepts(&alert) {
                 continue;
             }
-            let this = Arc::clone(self);
-            let alert = Arc::clone(&alert);
-            let sink = Arc::clone(sink);
-            tasks.spawn(async move { (index, this.deliver_to(&sink, &alert).await) });
+            // A sink with recipients gets one delivery per recipient, each rate-limited,
+            // retried and parked on its own.
+            let copies: Vec<Arc<Alert>> = match sink.recipients(&alert) {
+                None => vec![Arc::clone(&alert)],
+                Some(recipients) => {
+                    if recipients.is_empty() {
+                        tracing::info!(
+                            sink = sink.name(),
+                            "{}: nobody to send it to (no recipients, or the app is not tagged \
+                             and the owner is not to be alerted)",
+                            alert.describe()
+                        );
+                    }
+                    recipients
+                        .iter()
+                        .map(|r| Arc::new(alert.for_recipient(r)))
+                        .collect()
+                }
+            };
+            for (copy, alert) in copies.into_iter().enumerate() {
+                let this = Arc::clone(self);
+                let sink = Arc::clone(sink);
+                tasks.spawn(async move {
+                    let name = delivery_name(sink.name(), &alert);
+                    ((index, copy), name, this.deliver_to(&sink, &alert).await)
+                });
+            }
         }
         let mut outcomes = Vec::new();
         let mut failure = None;
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((index, Ok(outcome))) => outcomes.push((index, outcome)),
-                Ok((_, Err(e))) => failure = Some(e),
+                Ok((order, name, Ok(outcome))) => outcomes.push((order, name, outcome)),
+                Ok((_, _, Err(e))) => failure = Some(e),
                 Err(e) => {
                     failure = Some(DeliveryError {
                         sink: "?".into(),
@@ -107,22 +130,33 @@ impl Delivery {
         if let Some(e) = failure {
             return Err(e);
         }
-        outcomes.sort_by_key(|(index, _)| *index);
+        outcomes.sort_by_key(|(order, _, _)| *order);
         Ok(outcomes
             .into_iter()
-            .map(|(index, outcome)| (self.sinks[index].name().to_owned(), outcome))
+            .map(|(_, name, outcome)| (name, outcome))
             .collect())
     }
 
     async fn deliver_to(&self, sink: &SharedSink, alert: &Alert) -> Result<Outcome, DeliveryError> {
         let name = sink.name();
         let app = alert.app_id.as_deref().unwrap_or("unknown");
-        if !self.rate_limits.admit(name, app, sink.rate_limit()).await {
+        // Butler keys email rate limits by app and address (`<appId>|<email>`): one recipient's
+        // window does not silence the others.
+        let key = match &alert.recipient {
+            Some(recipient) => format!("{app}|{}", recipient.to_ascii_lowercase()),
+            None => app.to_owned(),
+        };
+        if !self.rate_limits.admit(name, &key, sink.rate_limit()).await {
             tracing::info!(
                 sink = name,
-                "{}: not sent, rate limit of {:?} per app",
+                "{}: not sent, rate limit of {:?} per app{}",
                 alert.describe(),
-                sink.rate_limit()
+                sink.rate_limit(),
+                if alert.recipient.is_some() {
+                    " and recipient"
+                } else {
+                    ""
+                }
             );
             return Ok(Outcome::RateLimited);
         }
@@ -162,6 +196,15 @@ impl Delivery {
                 }
             }
         }
+    }
+}
+
+/// The name an outcome is reported under: the sink's, plus the recipient for a sink that sends
+/// each recipient a copy (`email:<tenantId>/ops@example.com`).
+pub fn delivery_name(sink: &str, alert: &Alert) -> String {
+    match &alert.recipient {
+        Some(recipient) => format!("{sink}/{recipient}"),
+        None => sink.to_owned(),
     }
 }
 

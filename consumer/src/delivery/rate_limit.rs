@@ -1,6 +1,8 @@
 //! Butler's per-app `rateLimit`: after an alert for an app went to a destination, further alerts
 //! for the same app to the same destination are dropped for that many seconds. State is per
-//! sink and app, kept in the state directory so a restart does not reopen every window.
+//! sink and key, kept in the state directory so a restart does not reopen every window. The key
+//! is the app id, or `<appId>|<recipient>` for destinations that send each recipient a copy
+//! (email), as Butler keys its email rate limiter.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,8 @@ const FILE: &str = "rate-limits.json";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
-    /// sink name → app id → Unix seconds of the last admitted alert.
+    /// sink name → key (app id, or `<appId>|<recipient>`) → Unix seconds of the last admitted
+    /// alert.
     last_sent: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
@@ -54,20 +57,21 @@ impl RateLimits {
         }
     }
 
-    /// Whether an alert for `app` may go to `sink` now; if so, the window starts now.
-    pub async fn admit(&self, sink: &str, app: &str, window: Duration) -> bool {
+    /// Whether an alert under `key` (the app id, or `<appId>|<recipient>`) may go to `sink`
+    /// now; if so, the window starts now.
+    pub async fn admit(&self, sink: &str, key: &str, window: Duration) -> bool {
         if window.is_zero() {
             return true;
         }
         let now = now_unix();
         let mut state = self.state.lock().await;
         let per_app = state.last_sent.entry(sink.to_owned()).or_default();
-        if let Some(last) = per_app.get(app)
+        if let Some(last) = per_app.get(key)
             && now.saturating_sub(*last) < window.as_secs()
         {
             return false;
         }
-        per_app.insert(app.to_owned(), now);
+        per_app.insert(key.to_owned(), now);
         // Forget windows long closed, so the file stays small.
         let horizon = now.saturating_sub(window.as_secs().max(86_400));
         per_app.retain(|_, t| *t >= horizon);
@@ -96,6 +100,11 @@ mod tests {
         assert!(!limits.admit("slack:t", "app1", w).await);
         assert!(limits.admit("slack:t", "app2", w).await);
         assert!(limits.admit("teams:t", "app1", w).await);
+        // Per app and recipient: one address's window leaves the others open.
+        assert!(limits.admit("email:t", "app1|a@example.com", w).await);
+        assert!(!limits.admit("email:t", "app1|a@example.com", w).await);
+        assert!(limits.admit("email:t", "app1|b@example.com", w).await);
+        assert!(limits.admit("email:t", "app2|a@example.com", w).await);
         assert!(limits.admit("slack:t", "app1", Duration::ZERO).await);
         let again = RateLimits::load(dir.path());
         assert!(!again.admit("slack:t", "app1", w).await);

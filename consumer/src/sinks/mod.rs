@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::alert::Alert;
 use crate::config::ConsumerConfig;
 
+pub mod email;
 pub mod http;
 pub mod log;
 pub mod mqtt;
@@ -49,8 +50,18 @@ pub trait Sink: Send + Sync {
     }
 
     /// Butler's per-app `rateLimit`: at most one alert per app in this window. Zero: none.
+    /// For a sink with [`Self::recipients`], per app and recipient.
     fn rate_limit(&self) -> Duration {
         Duration::ZERO
+    }
+
+    /// `None` (the default): one delivery of the alert. `Some(list)`: the sink sends each
+    /// recipient a copy of its own (email), and the delivery layer rate-limits, retries and
+    /// parks each copy on its own, handing [`Self::send`] the alert with
+    /// [`Alert::recipient`] set. So one rejected address neither blocks nor repeats the
+    /// others. An empty list means nobody is to get this alert.
+    fn recipients(&self, _alert: &Alert) -> Option<Vec<String>> {
+        None
     }
 
     /// One delivery attempt.
@@ -64,6 +75,7 @@ pub trait DynSink: Send + Sync {
     fn name(&self) -> &str;
     fn accepts(&self, alert: &Alert) -> bool;
     fn rate_limit(&self) -> Duration;
+    fn recipients(&self, alert: &Alert) -> Option<Vec<String>>;
     fn send_boxed<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
@@ -78,6 +90,10 @@ impl<S: Sink> DynSink for S {
 
     fn rate_limit(&self) -> Duration {
         Sink::rate_limit(self)
+    }
+
+    fn recipients(&self, alert: &Alert) -> Option<Vec<String>> {
+        Sink::recipients(self, alert)
     }
 
     fn send_boxed<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), SinkError>> {
@@ -100,6 +116,8 @@ pub enum BuildError {
     },
     #[error("MQTT destination: {0}")]
     Mqtt(String),
+    #[error("{key}: {reason}")]
+    Email { key: String, reason: String },
 }
 
 /// Every destination the configuration enables, in a stable order.
@@ -124,6 +142,10 @@ pub fn build(config: &ConsumerConfig) -> Result<Vec<SharedSink>, BuildError> {
         if let Some(slack) = &tenant.alert.slack {
             let settings = slack::SlackConfig::from_tenant(tenant, slack)?;
             sinks.push(Arc::new(slack::SlackSink::new(settings, client.clone())));
+        }
+        if let Some(email) = &tenant.alert.email {
+            let settings = email::EmailConfig::from_tenant(tenant, email, config.smtp.as_ref())?;
+            sinks.push(Arc::new(email::EmailSink::new(settings)?));
         }
     }
     for destination in &config.destinations.webhooks {

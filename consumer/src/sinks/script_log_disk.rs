@@ -171,6 +171,7 @@ mod tests {
             app_tags: vec![],
             script_log: None,
             context: Default::default(),
+            recipient: None,
         }
     }
 

@@ -1,10 +1,15 @@
-//! Handlebars rendering for destinations whose message body is JSON (Slack blocks, Teams cards).
+//! Handlebars rendering for the destinations' templates.
 //!
-//! Butler's templates are JSON documents with `{{field}}` inside string literals. Handlebars'
-//! default HTML escaping cannot make arbitrary text safe there (a newline or backslash in a
-//! script log breaks the JSON; Butler works around it by pre-escaping some fields). Here every
-//! inserted value is escaped as JSON string content instead, and triple-stash `{{{field}}}` is
-//! treated like `{{field}}`, so a Butler template renders unchanged and the result always parses.
+//! JSON bodies (Slack blocks, Teams cards): Butler's templates are JSON documents with
+//! `{{field}}` inside string literals. Handlebars' default HTML escaping cannot make arbitrary
+//! text safe there (a newline or backslash in a script log breaks the JSON; Butler works around
+//! it by pre-escaping some fields). Here every inserted value is escaped as JSON string content
+//! instead, and triple-stash `{{{field}}}` is treated like `{{field}}`, so a Butler template
+//! renders unchanged and the result always parses.
+//!
+//! HTML bodies (email): every value is HTML-escaped, triple-stash included, because app names,
+//! error messages and script logs are written by whoever can edit an app; unescaped, they could
+//! put links and forms into an email that arrives from a trusted sender.
 
 use handlebars::Handlebars;
 use serde_json::{Map, Value};
@@ -28,14 +33,21 @@ pub fn json_string_content(text: &str) -> String {
         .to_owned()
 }
 
-fn registry(escape_json: bool) -> Handlebars<'static> {
+#[derive(Clone, Copy)]
+enum Escape {
+    Json,
+    Html,
+    None,
+}
+
+fn registry(escape: Escape) -> Handlebars<'static> {
     let mut registry = Handlebars::new();
     // Butler's templates refer to fields that are sometimes absent; they render empty there.
     registry.set_strict_mode(false);
-    if escape_json {
-        registry.register_escape_fn(json_string_content);
-    } else {
-        registry.register_escape_fn(handlebars::no_escape);
+    match escape {
+        Escape::Json => registry.register_escape_fn(json_string_content),
+        Escape::Html => registry.register_escape_fn(handlebars::html_escape),
+        Escape::None => registry.register_escape_fn(handlebars::no_escape),
     }
     registry
 }
@@ -54,7 +66,7 @@ fn without_triple_stash(template: &str) -> String {
 
 /// Renders a JSON template (Slack / Teams `templateFile`) and parses the result.
 pub fn render_json(template: &str, context: &Map<String, Value>) -> Result<Value, TemplateError> {
-    let rendered = registry(true)
+    let rendered = registry(Escape::Json)
         .render_template(&without_triple_stash(template), context)
         .map_err(|e| classify(&e))?;
     match serde_json::from_str::<Value>(&rendered) {
@@ -64,11 +76,29 @@ pub fn render_json(template: &str, context: &Map<String, Value>) -> Result<Value
     }
 }
 
-/// Renders a plain-text template (Butler's `basicMsgTemplate`).
+/// Renders a plain-text template (Butler's `basicMsgTemplate`, an email subject, the text part
+/// of an email).
 pub fn render_text(template: &str, context: &Map<String, Value>) -> Result<String, TemplateError> {
-    registry(false)
+    registry(Escape::None)
         .render_template(template, context)
         .map_err(|e| classify(&e))
+}
+
+/// Renders an HTML template (an email body): every value HTML-escaped, `{{{x}}}` too.
+pub fn render_html(template: &str, context: &Map<String, Value>) -> Result<String, TemplateError> {
+    registry(Escape::Html)
+        .render_template(&without_triple_stash(template), context)
+        .map_err(|e| classify(&e))
+}
+
+/// Text for a one-line header (an email subject): every line break, tab and other control
+/// character becomes a space, runs of spaces shrink to one. Rendered from templates with app
+/// names and error messages in them, it must never start a new header line.
+pub fn one_line(text: &str) -> String {
+    text.split(|c: char| c.is_control() || c.is_whitespace())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn classify(error: &handlebars::RenderError) -> TemplateError {
@@ -198,6 +228,37 @@ mod tests {
             value["blocks"][4]["text"]["text"],
             "```a\r\nb\t\\c\n\"quoted\"```"
         );
+    }
+
+    #[test]
+    fn html_templates_escape_every_value_even_in_triple_stash() {
+        let html = render_html(
+            "<h1>{{appName}}</h1><pre>{{{ scriptLogTail }}}</pre>{{#each genericUrls}}<a href=\"{{url}}\">{{linkText}}</a>{{/each}}",
+            &serde_json::json!({
+                "appName": "<script>alert(1)</script> & \"Sales\"",
+                "scriptLogTail": "a < b\n<b>bold</b>",
+                "genericUrls": [{"linkText": "Docs", "url": "https://x.example/?a=1&b=\"2\""}]
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        )
+        .unwrap();
+        assert_eq!(
+            html,
+            "<h1>&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;Sales&quot;</h1>\
+             <pre>a &lt; b\n&lt;b&gt;bold&lt;/b&gt;</pre>\
+             <a href=\"https://x.example/?a&#x3D;1&amp;b&#x3D;&quot;2&quot;\">Docs</a>"
+        );
+    }
+
+    #[test]
+    fn one_line_removes_every_line_break() {
+        assert_eq!(
+            one_line("Reload failed: \"A\r\nBcc: x@evil.example\n\tC\"\u{0}\u{85}end  "),
+            "Reload failed: \"A Bcc: x@evil.example C\" end"
+        );
+        assert_eq!(one_line("\r\n"), "");
     }
 
     #[test]

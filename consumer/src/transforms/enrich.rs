@@ -66,6 +66,7 @@ impl Enricher {
             app_tags: enrichment.app_tags().to_vec(),
             script_log: enrichment.script_log.clone(),
             context,
+            recipient: None,
         }
     }
 }

@@ -1,0 +1,582 @@
+//! Email over SMTP, as Butler's `alert.emailNotification.reloadAppFailure`, through the server
+//! in `Butler.emailNotification.smtp`.
+//!
+//! As in Butler, every recipient gets an email of their own (one `To:`, one envelope
+//! recipient): [`Sink::recipients`] names them, and the delivery layer rate-limits (per app
+//! and recipient), retries and parks each copy on its own, so a rejected address neither blocks
+//! nor repeats the others. Recipients are Butler's `recipients` (only for apps carrying the
+//! `alertEnableByTag` tag, when that is on) plus the app owner (`appOwnerAlert`, whose address
+//! the tenant's users API gave, with the include and exclude lists applied).
+//!
+//! The body is `multipart/alternative`: the HTML template (every value HTML-escaped) and a
+//! plain-text part. The subject is rendered from `subject` and kept on one line. `priority`
+//! becomes `X-Priority`, `X-MSMail-Priority` and `Importance`, as nodemailer writes them.
+
+use std::time::Duration;
+
+use lettre::message::header::{Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+
+use super::template::{check, one_line, render_html, render_text};
+use super::{BuildError, Sink, SinkError};
+use crate::alert::Alert;
+use crate::config::{
+    AlertEnableByTag, AppOwnerAlert, EmailAlert, EmailPriority, SMTP, SmtpConfig, SmtpSecurity,
+    TenantConfig, parse_mailbox,
+};
+
+/// The HTML body used when `bodyFileDirectory` / `htmlTemplateFile` are not set.
+pub const DEFAULT_HTML_TEMPLATE: &str =
+    include_str!("../../templates/email-failed-reload-qscloud.handlebars");
+/// The plain-text part used when `textTemplateFile` is not set.
+pub const DEFAULT_TEXT_TEMPLATE: &str =
+    include_str!("../../templates/email-failed-reload-qscloud-text.handlebars");
+
+/// One tenant's email alert with the SMTP server it goes through.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub tenant_id: String,
+    pub from: Mailbox,
+    /// Butler's `recipients`.
+    pub recipients: Vec<String>,
+    pub alert_enable_by_tag: AlertEnableByTag,
+    pub app_owner_alert: AppOwnerAlert,
+    pub priority: EmailPriority,
+    /// `subject` (Handlebars).
+    pub subject: String,
+    /// The HTML template's text, read at start-up so a missing file fails early.
+    pub html_template: String,
+    pub text_template: String,
+    pub head_script_log_lines: usize,
+    pub tail_script_log_lines: usize,
+    /// Per app and recipient.
+    pub rate_limit: Duration,
+    pub smtp: SmtpConfig,
+}
+
+impl EmailConfig {
+    pub fn from_tenant(
+        tenant: &TenantConfig,
+        email: &EmailAlert,
+        smtp: Option<&SmtpConfig>,
+    ) -> Result<Self, BuildError> {
+        let key = format!(
+            "{}.alert.emailNotification.reloadAppFailure",
+            tenant.key_path
+        );
+        let refuse = |key: String, reason: String| BuildError::Email { key, reason };
+        // Loading the configuration reads SMTP whenever an email alert is on; without it here,
+        // the configuration was built by hand.
+        let smtp = smtp
+            .cloned()
+            .ok_or_else(|| refuse(SMTP.to_owned(), "missing".to_owned()))?;
+        let from = parse_mailbox(&email.from_address)
+            .map_err(|reason| refuse(format!("{key}.fromAddress"), reason))?;
+        let template = |path: Option<&std::path::PathBuf>, default: &str, name: &str| {
+            let text = match path {
+                Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                    refuse(
+                        format!("{key}.{name}"),
+                        format!("template file {}: {e}", path.display()),
+                    )
+                })?,
+                None => default.to_owned(),
+            };
+            // A broken template fails at start-up, not at the first failed reload.
+            check(&text).map_err(|e| refuse(format!("{key}.{name}"), e.to_string()))?;
+            Ok::<_, BuildError>(text)
+        };
+        let html_template = template(
+            email.html_template_path.as_ref(),
+            DEFAULT_HTML_TEMPLATE,
+            "htmlTemplateFile",
+        )?;
+        let text_template = template(
+            email.text_template_path.as_ref(),
+            DEFAULT_TEXT_TEMPLATE,
+            "textTemplateFile",
+        )?;
+        check(&email.subject).map_err(|e| refuse(format!("{key}.subject"), e.to_string()))?;
+        Ok(Self {
+            tenant_id: tenant.id.clone(),
+            from,
+            recipients: email.recipients.clone(),
+            alert_enable_by_tag: email.alert_enable_by_tag.clone(),
+            app_owner_alert: email.app_owner_alert.clone(),
+            priority: email.priority,
+            subject: email.subject.clone(),
+            html_template,
+            text_template,
+            head_script_log_lines: email.head_script_log_lines,
+            tail_script_log_lines: email.tail_script_log_lines,
+            rate_limit: email.rate_limit,
+            smtp,
+        })
+    }
+}
+
+pub struct EmailSink {
+    name: String,
+    config: EmailConfig,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+/// The SMTP transport with nodemailer's meaning of Butler's keys: `secure` = TLS from the
+/// start; otherwise STARTTLS when offered, required with `requireTLS`, never with `ignoreTLS`.
+/// One connection per email (no pool): alerts are rare and a pooled connection would only go
+/// stale between them.
+fn transport(smtp: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, BuildError> {
+    let refuse = |key: &str, reason: String| BuildError::Email {
+        key: format!("{SMTP}.{key}"),
+        reason,
+    };
+    let parameters = || {
+        let mut builder = TlsParameters::builder(smtp.tls_name().to_owned());
+        if let Some(ca_file) = &smtp.ca_file {
+            let pem = std::fs::read(ca_file)
+                .map_err(|e| refuse("tls.caFile", format!("{}: {e}", ca_file.display())))?;
+            let certificate = Certificate::from_pem(&pem)
+                .map_err(|e| refuse("tls.caFile", format!("{}: {e}", ca_file.display())))?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        if !smtp.reject_unauthorized {
+            // What nodemailer's `rejectUnauthorized: false` does: no check of the chain nor of
+            // the name. Documented as a risk in CONFIG.md.
+            builder = builder
+                .dangerous_accept_invalid_certs(true)
+                .dangerous_accept_invalid_hostnames(true);
+        }
+        builder
+            .build_rustls()
+            .map_err(|e| refuse("tls", e.to_string()))
+    };
+    let tls = match smtp.security() {
+        SmtpSecurity::ImplicitTls => Tls::Wrapper(parameters()?),
+        SmtpSecurity::StartTlsRequired => Tls::Required(parameters()?),
+        SmtpSecurity::StartTlsOpportunistic => Tls::Opportunistic(parameters()?),
+        SmtpSecurity::Plain => Tls::None,
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
+        .port(smtp.port)
+        .tls(tls)
+        .timeout(Some(smtp.timeout));
+    if let Some(auth) = &smtp.auth {
+        builder = builder.credentials(Credentials::new(
+            auth.user.clone(),
+            auth.password.expose_secret().to_owned(),
+        ));
+    }
+    Ok(builder.build())
+}
+
+/// Header types for what lettre has no type for; the value goes through lettre's encoder, so
+/// it cannot break the header block either.
+macro_rules! text_header {
+    ($type:ident, $name:literal) => {
+        #[derive(Clone)]
+        struct $type(String);
+
+        impl Header for $type {
+            fn name() -> HeaderName {
+                HeaderName::new_from_ascii_str($name)
+            }
+
+            fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(Self(s.to_owned()))
+            }
+
+            fn display(&self) -> HeaderValue {
+                HeaderValue::new(Self::name(), self.0.clone())
+            }
+        }
+    };
+}
+
+text_header!(XPriority, "X-Priority");
+text_header!(XMsMailPriority, "X-MSMail-Priority");
+text_header!(Importance, "Importance");
+text_header!(AutoSubmitted, "Auto-Submitted");
+
+/// `(X-Priority, Importance)` as nodemailer writes them for `priority`.
+pub fn priority_headers(priority: EmailPriority) -> (&'static str, &'static str) {
+    match priority {
+        EmailPriority::High => ("1 (Highest)", "High"),
+        EmailPriority::Normal => ("3 (Normal)", "Normal"),
+        EmailPriority::Low => ("5 (Lowest)", "Low"),
+    }
+}
+
+/// FNV-1a, for a Message-ID that is the same every time the same alert goes to the same
+/// recipient (std's hasher is seeded per process).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `<eventId.hash@sender-domain>`: stable per event and recipient, so the duplicate that
+/// at-least-once delivery can produce (a retry after the server took the message but the reply
+/// got lost, a replay) carries the same id and mail systems can drop it.
+fn message_id(alert: &Alert, recipient: &str, from: &Mailbox) -> String {
+    let event: String = alert
+        .event_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    let hash = fnv1a(&format!(
+        "{}\n{}\n{}",
+        alert.tenant_id,
+        alert.event_id,
+        recipient.to_ascii_lowercase()
+    ));
+    format!("<{event}.{hash:016x}@{}>", from.email.domain())
+}
+
+fn permanent(what: &str) -> impl Fn(super::template::TemplateError) -> SinkError + '_ {
+    move |e| SinkError::Permanent(format!("email {what}: {e}"))
+}
+
+impl EmailSink {
+    pub fn new(config: EmailConfig) -> Result<Self, BuildError> {
+        Ok(Self {
+            name: format!("email:{}", config.tenant_id),
+            transport: transport(&config.smtp)?,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &EmailConfig {
+        &self.config
+    }
+
+    /// The email this sink sends for an alert to one recipient.
+    pub fn message(&self, alert: &Alert, recipient: &str) -> Result<Message, SinkError> {
+        let c = &self.config;
+        let context = alert.context_for(c.head_script_log_lines, c.tail_script_log_lines);
+        let subject = one_line(&render_text(&c.subject, &context).map_err(permanent("subject"))?);
+        let html = render_html(&c.html_template, &context).map_err(permanent("HTML template"))?;
+        let text = render_text(&c.text_template, &context).map_err(permanent("text template"))?;
+        let to = recipient.parse::<Address>().map_err(|_| {
+            SinkError::Permanent(format!("email: not an email address: {recipient:?}"))
+        })?;
+        let (x_priority, importance) = priority_headers(c.priority);
+        Message::builder()
+            .from(c.from.clone())
+            .to(Mailbox::new(None, to))
+            .subject(subject)
+            .message_id(Some(message_id(alert, recipient, &c.from)))
+            .header(XPriority(x_priority.to_owned()))
+            .header(XMsMailPriority(importance.to_owned()))
+            .header(Importance(importance.to_owned()))
+            // RFC 3834: automatic mail, so out-of-office replies are not sent back to it.
+            .header(AutoSubmitted("auto-generated".to_owned()))
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|e| SinkError::Permanent(format!("email: cannot build the message: {e}")))
+    }
+
+    fn describe_server(&self) -> String {
+        format!("SMTP {}:{}", self.config.smtp.host, self.config.smtp.port)
+    }
+}
+
+/// 5xx replies (a rejected recipient or sender, failed authentication), TLS failures and
+/// client-side refusals (STARTTLS required but not offered) will not go away by retrying within
+/// minutes: park at once. Connection problems, timeouts and 4xx replies (greylisting, a full
+/// queue) are retried.
+fn classify(error: &lettre::transport::smtp::Error, context: String) -> SinkError {
+    let message = format!("{context}: {error}");
+    if error.is_permanent() || error.is_tls() || error.is_client() {
+        SinkError::Permanent(message)
+    } else {
+        SinkError::Transient(message)
+    }
+}
+
+impl Sink for EmailSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn accepts(&self, alert: &Alert) -> bool {
+        alert.tenant_id == self.config.tenant_id
+    }
+
+    fn rate_limit(&self) -> Duration {
+        self.config.rate_limit
+    }
+
+    /// Butler's rules: `recipients` when the app carries the tag (or tag gating is off), plus
+    /// the app owner when `appOwnerAlert` lets them have it. Each address once.
+    fn recipients(&self, alert: &Alert) -> Option<Vec<String>> {
+        let c = &self.config;
+        let mut list: Vec<String> = Vec::new();
+        if c.alert_enable_by_tag.allows(&alert.app_tags) {
+            list.extend(c.recipients.iter().cloned());
+        } else {
+            tracing::info!(
+                sink = %self.name,
+                "{}: app not tagged \"{}\", recipients list skipped",
+                alert.describe(),
+                c.alert_enable_by_tag.tag
+            );
+        }
+        if c.app_owner_alert.enable {
+            match alert.field("appOwnerEmail") {
+                Some(owner) if owner.parse::<Address>().is_err() => tracing::warn!(
+                    sink = %self.name,
+                    "{}: the app owner's email address from the tenant is not valid ({owner:?}); owner not alerted",
+                    alert.describe()
+                ),
+                Some(owner) if c.app_owner_alert.allows(owner) => list.push(owner.to_owned()),
+                Some(_) => {}
+                None => tracing::info!(
+                    sink = %self.name,
+                    "{}: the app owner's email address is not known; owner not alerted",
+                    alert.describe()
+                ),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        list.retain(|address| seen.insert(address.to_ascii_lowercase()));
+        Some(list)
+    }
+
+    async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
+        let Some(recipient) = alert.recipient.as_deref() else {
+            return Err(SinkError::Permanent(
+                "email alert without a recipient".to_owned(),
+            ));
+        };
+        let message = self.message(alert, recipient)?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e, format!("{}, to {recipient}", self.describe_server())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecretSource;
+    use serde_json::json;
+
+    fn smtp() -> SmtpConfig {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 2525,
+            secure: false,
+            server_name: None,
+            ignore_tls: true,
+            require_tls: false,
+            reject_unauthorized: true,
+            ca_file: None,
+            auth: Some(crate::config::SmtpAuth {
+                user: "butler".into(),
+                password: "smtp-unit-secret".into(),
+                password_source: SecretSource::File("x".into()),
+            }),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn sink(owner: AppOwnerAlert, tag: Option<&str>) -> EmailSink {
+        EmailSink::new(EmailConfig {
+            tenant_id: "t1".into(),
+            from: parse_mailbox("Qlik Sense (no-reply) <noreply@example.com>").unwrap(),
+            recipients: vec!["ops@example.com".into(), "Anna@example.com".into()],
+            alert_enable_by_tag: AlertEnableByTag {
+                enable: tag.is_some(),
+                tag: tag.unwrap_or_default().into(),
+            },
+            app_owner_alert: owner,
+            priority: EmailPriority::High,
+            subject: "Reload failed: {{appName}}".into(),
+            html_template: DEFAULT_HTML_TEMPLATE.into(),
+            text_template: DEFAULT_TEXT_TEMPLATE.into(),
+            head_script_log_lines: 2,
+            tail_script_log_lines: 1,
+            rate_limit: Duration::ZERO,
+            smtp: smtp(),
+        })
+        .unwrap()
+    }
+
+    fn alert(owner_email: &str, tags: &[&str]) -> Alert {
+        Alert {
+            event_id: "ev/1".into(),
+            event_type: "com.qlik.v1.app.reload.finished".into(),
+            tenant_id: "t1".into(),
+            app_id: Some("app1".into()),
+            reload_id: Some("r1".into()),
+            event_time: None,
+            app_tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            script_log: Some("l1\nl2\nl3\nl4".into()),
+            context: json!({
+                "appName": "Sales\r\nBcc: evil@example.com <b>",
+                "appOwnerEmail": owner_email,
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+            recipient: None,
+        }
+    }
+
+    fn owner(include_all: bool, include: &[&str], exclude: &[&str]) -> AppOwnerAlert {
+        AppOwnerAlert {
+            enable: true,
+            include_all,
+            include: include.iter().map(|s| (*s).to_owned()).collect(),
+            exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn recipients_follow_butlers_rules() {
+        let off = AppOwnerAlert::default();
+        // Global list only; the owner's address equal to a listed one (other case) once.
+        assert_eq!(
+            sink(owner(true, &[], &[]), None).recipients(&alert("anna@EXAMPLE.com", &[])),
+            Some(vec!["ops@example.com".into(), "Anna@example.com".into()])
+        );
+        assert_eq!(
+            sink(off.clone(), None).recipients(&alert("bo@example.com", &[])),
+            Some(vec!["ops@example.com".into(), "Anna@example.com".into()])
+        );
+        // Owner included by list, excluded by list (exclude wins), not listed.
+        let listed = owner(false, &["BO@example.com"], &[]);
+        assert_eq!(
+            sink(listed, None).recipients(&alert("bo@example.com", &[])),
+            Some(vec![
+                "ops@example.com".into(),
+                "Anna@example.com".into(),
+                "bo@example.com".into()
+            ])
+        );
+        let excluded = owner(true, &["bo@example.com"], &["bo@example.com"]);
+        assert_eq!(
+            sink(excluded, None)
+                .recipients(&alert("bo@example.com", &[]))
+                .map(|l| l.len()),
+            Some(2)
+        );
+        let not_listed = owner(false, &["someone@example.com"], &[]);
+        assert_eq!(
+            sink(not_listed, None)
+                .recipients(&alert("bo@example.com", &[]))
+                .map(|l| l.len()),
+            Some(2)
+        );
+        // Tag gating: the list only for tagged apps; the owner regardless, as in Butler.
+        let gated = sink(owner(true, &[], &[]), Some("Email me"));
+        assert_eq!(
+            gated.recipients(&alert("bo@example.com", &["Other"])),
+            Some(vec!["bo@example.com".into()])
+        );
+        assert_eq!(
+            gated
+                .recipients(&alert("bo@example.com", &["Email me"]))
+                .map(|l| l.len()),
+            Some(3)
+        );
+        assert_eq!(
+            sink(off, Some("Email me")).recipients(&alert("", &[])),
+            Some(vec![])
+        );
+        // An owner address the tenant got wrong is skipped, not sent to.
+        assert_eq!(
+            sink(owner(true, &[], &[]), Some("x")).recipients(&alert("not an address\r\n", &[])),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn message_has_one_line_subject_priority_and_both_parts() {
+        let s = sink(AppOwnerAlert::default(), None);
+        let message = s
+            .message(&alert("", &[]), "ops@example.com")
+            .expect("message");
+        let raw = String::from_utf8(message.formatted()).expect("utf-8");
+        let headers = raw.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(
+            headers.contains("Subject: Reload failed: Sales Bcc: evil@example.com <b>\r\n"),
+            "{headers}"
+        );
+        assert!(!headers.contains("\r\nBcc:"), "{headers}");
+        assert!(headers.contains("X-Priority: 1 (Highest)\r\n"), "{headers}");
+        assert!(headers.contains("Importance: High\r\n"), "{headers}");
+        assert!(headers.contains("To: ops@example.com\r\n"), "{headers}");
+        assert!(
+            headers.contains("Message-ID: <ev_1."),
+            "stable message id: {headers}"
+        );
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert!(raw.contains("text/plain"), "{raw}");
+        assert!(raw.contains("text/html"), "{raw}");
+        // The same alert to the same recipient gets the same Message-ID; another, another.
+        let again = String::from_utf8(
+            s.message(&alert("", &[]), "ops@example.com")
+                .unwrap()
+                .formatted(),
+        )
+        .unwrap();
+        let id = |raw: &str| {
+            raw.lines()
+                .find(|l| l.starts_with("Message-ID:"))
+                .map(str::to_owned)
+        };
+        assert_eq!(id(&raw), id(&again));
+        let other = String::from_utf8(
+            s.message(&alert("", &[]), "anna@example.com")
+                .unwrap()
+                .formatted(),
+        )
+        .unwrap();
+        assert_ne!(id(&raw), id(&other));
+    }
+
+    #[test]
+    fn priority_headers_match_nodemailer() {
+        assert_eq!(
+            priority_headers(EmailPriority::High),
+            ("1 (Highest)", "High")
+        );
+        assert_eq!(
+            priority_headers(EmailPriority::Normal),
+            ("3 (Normal)", "Normal")
+        );
+        assert_eq!(priority_headers(EmailPriority::Low), ("5 (Lowest)", "Low"));
+    }
+
+    #[test]
+    fn from_address_forms_butler_uses() {
+        let m = parse_mailbox("Qlik Sense (no-reply) <qliksense-noreply@ptarmiganlabs.com>")
+            .expect("Butler's sample");
+        assert_eq!(m.email.to_string(), "qliksense-noreply@ptarmiganlabs.com");
+        assert_eq!(m.name.as_deref(), Some("Qlik Sense (no-reply)"));
+        assert!(parse_mailbox("alerts@example.com").is_ok());
+        assert!(parse_mailbox("\"Ops, EU\" <ops@example.com>").is_ok());
+        assert!(parse_mailbox("Ops <ops@example.com>\r\nBcc: x@example.com").is_err());
+        assert!(parse_mailbox("no address here").is_err());
+    }
+
+    #[test]
+    fn debug_output_has_no_password() {
+        let s = sink(AppOwnerAlert::default(), None);
+        let text = format!("{:?} {:?}", s.config(), s.transport);
+        assert!(!text.contains("smtp-unit-secret"), "{text}");
+    }
+}
