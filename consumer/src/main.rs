@@ -10,6 +10,8 @@ use consumer::config::{self, ConsumerConfig};
 use consumer::delivery::{self, DeadLetter, RetryPolicy};
 use consumer::pipeline::{self, RunOptions};
 
+mod webhook_cmd;
+
 /// Exit codes scripts can rely on.
 mod exit {
     /// Success (for `replay`: nothing is left parked).
@@ -33,7 +35,11 @@ Exit codes:
   1   runtime failure (subscription refused, state directory not writable, alert neither
       delivered nor parked)
   2   command-line usage error
-  75  replay: some alerts could not be delivered and are still parked
+  65  webhook: Qlik refused the request as invalid
+  66  webhook: no webhook with that id or name
+  75  replay: some alerts could not be delivered and are still parked;
+      webhook resend-failed: some resends failed
+  77  webhook: the tenant did not accept the JWT, or its user lacks the rights
   78  configuration invalid (every problem is printed with its key path)
 
 Environment:
@@ -111,6 +117,10 @@ enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// Register the relay's webhooks in Qlik Cloud through the tenant API (create, list,
+    /// delete, enable, disable), and resend failed deliveries after an outage.
+    #[command(subcommand, after_help = webhook_cmd::AFTER_HELP)]
+    Webhook(webhook_cmd::WebhookCommand),
 }
 
 fn init_logging(format: LogFormat) {
@@ -247,6 +257,7 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Run(args) => run(args).await,
             Command::Replay { config, sink, list } => replay(config, sink.as_deref(), *list).await,
+            Command::Webhook(command) => Ok(webhook_cmd::run(command).await),
             Command::CheckConfig(_) => Ok(exit::OK),
         }
     });
