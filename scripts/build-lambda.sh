@@ -9,6 +9,9 @@
 #
 # Usage: scripts/build-lambda.sh [extra `cargo lambda build` arguments]
 #   e.g. scripts/build-lambda.sh --locked
+#        scripts/build-lambda.sh --include certs   # adds ./certs/* to the zip (/var/task/certs/ in
+#                                                   # Lambda); give paths RELATIVE to the repository
+#                                                   # root: an absolute path is stored as such
 # Then: `sam deploy --guided` (see README, "Deploy"), or upload the zip yourself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
