@@ -1,0 +1,804 @@
+//! Email alerts against a real SMTP server on 127.0.0.1 (`support::smtp_server`): one email per
+//! recipient with the rendered subject, priority headers, HTML and text parts and the script log
+//! excerpt; app-owner include/exclude; rate limit per app and recipient; a rejected recipient
+//! parked alone; SMTP down → parked → `consumer replay`; STARTTLS and implicit TLS with a
+//! certificate made here, honouring `rejectUnauthorized` and the CA extension; and Butler's
+//! `alertEnableByTag` on email, Slack and Teams with tags from the tenant's items API.
+
+mod common;
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::*;
+use consumer::alert::Alert;
+use consumer::delivery::Outcome;
+use consumer::transforms::Handled;
+use serde_json::{Value, json};
+use support::fake_tenant::{self, FakeTenant};
+use support::smtp_server::{Mail, SmtpEvent, SmtpOptions, SmtpServer, TestPki};
+
+const SMTP_USER: &str = "butler";
+/// Marker for "never in any output".
+const SMTP_PASSWORD: &str = "smtp-TEST-secret-8412";
+const FROM: &str = "Qlik Sense (no-reply) <qliksense-noreply@example.com>";
+const OWNER: &str = "anna.andersson@example.com";
+
+/// The SMTP server block, `Butler.emailNotification.smtp`.
+struct Smtp {
+    host: &'static str,
+    port: u16,
+    secure: bool,
+    server_name: Option<&'static str>,
+    ignore_tls: bool,
+    require_tls: bool,
+    reject_unauthorized: bool,
+    ca_file: Option<PathBuf>,
+    auth: bool,
+}
+
+impl Smtp {
+    /// Plain text with login, as against a relay on the local network.
+    fn plain(port: u16) -> Self {
+        Self {
+            host: "127.0.0.1",
+            port,
+            secure: false,
+            server_name: None,
+            ignore_tls: true,
+            require_tls: false,
+            reject_unauthorized: true,
+            ca_file: None,
+            auth: true,
+        }
+    }
+}
+
+/// `appOwnerAlert`: `(includeOwner.includeAll, includeOwner.user, excludeOwner.user)`.
+type OwnerLists = (bool, Vec<&'static str>, Vec<&'static str>);
+
+/// `alert.emailNotification.reloadAppFailure`.
+struct Email {
+    recipients: Vec<&'static str>,
+    /// `None`: owner alerts off.
+    owner: Option<OwnerLists>,
+    tag: Option<&'static str>,
+    priority: &'static str,
+    rate_limit: u64,
+    smtp: Smtp,
+}
+
+impl Email {
+    fn to(recipients: &[&'static str], smtp: Smtp) -> Self {
+        Self {
+            recipients: recipients.to_vec(),
+            owner: None,
+            tag: None,
+            priority: "high",
+            rate_limit: 0,
+            smtp,
+        }
+    }
+}
+
+/// Adds Butler's email keys to the Butler file a `common::write_config` wrote.
+fn add_email(setup: &Setup, email: &Email) {
+    let text = std::fs::read_to_string(&setup.butler).expect("Butler file");
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let s = &email.smtp;
+    let mut tls = json!({
+        "ignoreTLS": s.ignore_tls,
+        "requireTLS": s.require_tls,
+        "rejectUnauthorized": s.reject_unauthorized,
+    });
+    if let Some(name) = s.server_name {
+        tls["serverName"] = json!(name);
+    }
+    if let Some(ca) = &s.ca_file {
+        tls["caFile"] = json!(ca.display().to_string());
+    }
+    let smtp = json!({
+        "enable": true,
+        "smtp": {
+            "host": s.host,
+            "port": s.port,
+            "secure": s.secure,
+            "tls": tls,
+            "auth": {"enable": s.auth, "user": SMTP_USER, "password": SMTP_PASSWORD},
+        }
+    });
+    let (owner_enable, include_all, include, exclude) = match &email.owner {
+        Some((all, include, exclude)) => (true, *all, include.clone(), exclude.clone()),
+        None => (false, true, vec![], vec![]),
+    };
+    let alert = json!({
+        "enable": true,
+        "alertEnableByTag": {"enable": email.tag.is_some(), "tag": email.tag.unwrap_or("Butler - Send email if app reload fails")},
+        "appOwnerAlert": {
+            "enable": owner_enable,
+            "includeOwner": {
+                "includeAll": include_all,
+                // Butler's sample writes `- email: x`; its code also meets plain strings.
+                "user": include.iter().map(|e| json!({"email": e})).collect::<Vec<_>>(),
+            },
+            "excludeOwner": {"user": exclude},
+        },
+        "rateLimit": email.rate_limit,
+        "headScriptLogLines": 3,
+        "tailScriptLogLines": 2,
+        "priority": email.priority,
+        "subject": "❌ Qlik Cloud reload failed: \"{{appName}}\"",
+        "bodyFileDirectory": templates_dir().display().to_string(),
+        "htmlTemplateFile": "email-failed-reload-qscloud",
+        "fromAddress": FROM,
+        "recipients": email.recipients,
+    });
+    let butler = doc
+        .get_mut("Butler")
+        .and_then(serde_yaml_ng::Value::as_mapping_mut)
+        .expect("Butler mapping");
+    butler.insert(
+        "emailNotification".into(),
+        serde_yaml_ng::to_value(&smtp).expect("YAML value"),
+    );
+    let tenant_alert = doc
+        .get_mut("Butler")
+        .and_then(|b| b.get_mut("qlikSenseCloud"))
+        .and_then(|q| q.get_mut("event"))
+        .and_then(|e| e.get_mut("mqtt"))
+        .and_then(|m| m.get_mut("tenant"))
+        .and_then(|t| t.get_mut("alert"))
+        .and_then(serde_yaml_ng::Value::as_mapping_mut)
+        .expect("tenant alert mapping");
+    tenant_alert.insert(
+        "emailNotification".into(),
+        serde_yaml_ng::to_value(json!({"reloadAppFailure": alert})).expect("YAML value"),
+    );
+    std::fs::write(&setup.butler, serde_yaml_ng::to_string(&doc).expect("YAML"))
+        .expect("write Butler file");
+}
+
+fn setup_with(
+    broker: &testkit::TestBroker,
+    tenant: Option<&FakeTenant>,
+    email: &Email,
+    d: Destinations,
+) -> Setup {
+    let setup = write_config(
+        broker,
+        &Destinations {
+            tenant_url: tenant.map(FakeTenant::url),
+            jwt: tenant.map(FakeTenant::jwt),
+            ..d
+        },
+    );
+    add_email(&setup, email);
+    setup
+}
+
+fn outcomes(handled: Handled) -> Vec<(String, Outcome)> {
+    match handled {
+        Handled::Alerted { outcomes, .. } => outcomes,
+        other => panic!("expected an alert, got {other:?}"),
+    }
+}
+
+fn email_outcomes(outcomes: &[(String, Outcome)]) -> Vec<(String, Outcome)> {
+    let prefix = format!("email:{TENANT}/");
+    let mut out: Vec<(String, Outcome)> = outcomes
+        .iter()
+        .filter_map(|(name, o)| {
+            name.strip_prefix(&prefix)
+                .map(|recipient| (recipient.to_owned(), o.clone()))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn delivered(o: &Outcome) -> bool {
+    matches!(o, Outcome::Delivered { .. })
+}
+
+fn parked(o: &Outcome) -> bool {
+    matches!(o, Outcome::Parked { .. })
+}
+
+async fn publish_failed_reload(broker: &testkit::TestBroker, setup: &Setup) {
+    publish_failed_reload_of(broker, setup, None).await;
+}
+
+/// A failed reload of the fake app; `app_name` replaces the name the event carries (the
+/// name alerts show).
+async fn publish_failed_reload_of(
+    broker: &testkit::TestBroker,
+    setup: &Setup,
+    app_name: Option<&str>,
+) {
+    let body = event(
+        Sample::CloudEventsAppReload,
+        &testkit::unique("event"),
+        TENANT,
+        fake_tenant::APP_ID,
+    );
+    let mut body: Value = serde_json::from_slice(&body).expect("sample is JSON");
+    if let Some(name) = app_name {
+        body["data"]["name"] = json!(name);
+    }
+    publish(
+        broker,
+        &setup.topic,
+        serde_json::to_vec(&body).expect("JSON"),
+    )
+    .await;
+}
+
+fn assert_no_password(text: &str) {
+    assert!(
+        !text.contains(SMTP_PASSWORD),
+        "the SMTP password leaked into output"
+    );
+}
+
+fn parked_text(setup: &Setup) -> String {
+    setup
+        .parked_files()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_recipient_gets_one_email_with_subject_priority_html_text_and_log_excerpt() {
+    let broker = testkit::embedded();
+    let tenant = FakeTenant::start().await;
+    // An app name with markup and a line break that tries to add a header.
+    let app_name = "Sales <b>EU</b> & \"more\"\r\nBcc: evil@example.com";
+    let mut smtp = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+    let mut email = Email::to(
+        &["ops@example.com", "oncall@example.com"],
+        Smtp::plain(smtp.port()),
+    );
+    email.owner = Some((true, vec![], vec![]));
+    let setup = setup_with(&broker, Some(&tenant), &email, Destinations::default());
+    let mut consumer = start(&setup).await;
+    publish_failed_reload_of(&broker, &setup, Some(app_name)).await;
+    let got = email_outcomes(&outcomes(consumer.handled().await));
+    let names: Vec<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        names,
+        [OWNER, "oncall@example.com", "ops@example.com"],
+        "{got:?}"
+    );
+    assert!(got.iter().all(|(_, o)| delivered(o)), "{got:?}");
+
+    let mut mails: Vec<Mail> = vec![smtp.mail().await, smtp.mail().await, smtp.mail().await];
+    mails.sort_by(|a, b| a.to.cmp(&b.to));
+    let to: Vec<Vec<String>> = mails.iter().map(|m| m.to.clone()).collect();
+    assert_eq!(
+        to,
+        [
+            vec![OWNER.to_owned()],
+            vec!["oncall@example.com".to_owned()],
+            vec!["ops@example.com".to_owned()]
+        ],
+        "one envelope recipient per email"
+    );
+    for mail in &mails {
+        assert_eq!(mail.from, "qliksense-noreply@example.com");
+        assert_eq!(mail.auth_user.as_deref(), Some(SMTP_USER));
+        assert_eq!(mail.header("To").as_deref(), Some(mail.to[0].as_str()));
+        assert!(
+            mail.header("From")
+                .is_some_and(|f| f.contains("Qlik Sense (no-reply)")
+                    && f.contains("<qliksense-noreply@example.com>")),
+            "{:?}",
+            mail.header("From")
+        );
+    }
+    let mail = &mails[2];
+    let headers = mail.header_block();
+    // Subject rendered from Butler's template, on one line: the app name's line break
+    // did not start a Bcc header.
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("❌ Qlik Cloud reload failed: \"Sales <b>EU</b> & \"more\" Bcc: evil@example.com\""),
+        "{headers}"
+    );
+    assert!(
+        !headers
+            .split("\r\n")
+            .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+        "{headers}"
+    );
+    assert_eq!(mail.header("X-Priority").as_deref(), Some("1 (Highest)"));
+    assert_eq!(mail.header("Importance").as_deref(), Some("High"));
+    assert!(
+        mail.header("Content-Type")
+            .is_some_and(|c| c.starts_with("multipart/alternative")),
+        "{headers}"
+    );
+
+    // HTML: every value escaped; the shipped template's fields filled in.
+    let html = mail.part("text/html").expect("HTML part");
+    assert!(
+        html.contains("Sales &lt;b&gt;EU&lt;/b&gt; &amp; &quot;more&quot;"),
+        "{html}"
+    );
+    assert!(!html.contains("<b>EU</b>"), "{html}");
+    assert!(html.contains("Anna Andersson"), "{html}");
+    assert!(
+        html.contains("RELOADS-007") || html.contains("Amount"),
+        "{html}"
+    );
+    assert!(
+        html.contains("https://acme.eu.qlikcloud.com/console"),
+        "{html}"
+    );
+    // Plain text: the same content unescaped.
+    let text = mail.part("text/plain").expect("text part");
+    assert!(text.contains("Sales <b>EU</b> & \"more\""), "{text}");
+
+    // Script log: the first 3 and last 2 lines (headScriptLogLines / tailScriptLogLines).
+    let log = fake_tenant::script_log(40);
+    let lines: Vec<&str> = log.lines().collect();
+    for wanted in lines[..3].iter().chain(&lines[38..]) {
+        assert!(html.contains(wanted), "{wanted} missing from HTML");
+        assert!(text.contains(wanted), "{wanted} missing from text");
+    }
+    for unwanted in &lines[3..38] {
+        let unwanted = unwanted.replace('\'', "&#x27;");
+        assert!(
+            !html.contains(&unwanted),
+            "{unwanted} should not be in HTML"
+        );
+    }
+    assert!(text.contains("The last 2:"), "{text}");
+    assert!(text.contains("40 lines"), "{text}");
+    consumer.stop().await;
+}
+
+#[tokio::test]
+async fn app_owner_include_and_exclude_lists() {
+    // (includeAll, include, exclude) → does the owner get it?
+    let cases: [(OwnerLists, bool); 5] = [
+        ((true, vec![], vec![]), true),
+        ((false, vec!["ANNA.andersson@example.com"], vec![]), true),
+        ((false, vec!["someone@example.com"], vec![]), false),
+        ((true, vec![], vec![OWNER]), false),
+        // Listed and excluded: exclude wins, as in Butler.
+        (
+            (false, vec![OWNER], vec!["Anna.Andersson@example.com"]),
+            false,
+        ),
+    ];
+    let broker = testkit::embedded();
+    let tenant = FakeTenant::start().await;
+    for (owner, owner_gets_it) in cases {
+        let mut smtp = SmtpServer::start(SmtpOptions {
+            auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+            ..Default::default()
+        })
+        .await;
+        let mut email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
+        email.owner = Some(owner.clone());
+        let setup = setup_with(&broker, Some(&tenant), &email, Destinations::default());
+        let mut consumer = start(&setup).await;
+        publish_failed_reload(&broker, &setup).await;
+        let got = email_outcomes(&outcomes(consumer.handled().await));
+        let mut want = vec!["ops@example.com"];
+        if owner_gets_it {
+            want.insert(0, OWNER);
+        }
+        let names: Vec<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(names, want, "case {owner:?}");
+        // Delivery is over when the message is handled: everything sent has arrived.
+        let mut to: Vec<String> = smtp.drain().into_iter().flat_map(|m| m.to).collect();
+        to.sort();
+        assert_eq!(to, want, "case {owner:?}");
+        consumer.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_recipient_is_parked_alone_and_replayed_alone() {
+    let broker = testkit::embedded();
+    let mut smtp = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        reject: vec!["gone@example.com".into()],
+        ..Default::default()
+    })
+    .await;
+    let email = Email::to(
+        &["ops@example.com", "gone@example.com", "oncall@example.com"],
+        Smtp::plain(smtp.port()),
+    );
+    let setup = setup_with(
+        &broker,
+        None,
+        &email,
+        Destinations {
+            max_attempts: 3,
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    publish_failed_reload(&broker, &setup).await;
+    let got = email_outcomes(&outcomes(consumer.handled().await));
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (recipient, outcome) in &got {
+        if recipient == "gone@example.com" {
+            // 550 is final: parked after one attempt, not retried.
+            match outcome {
+                Outcome::Parked { error, .. } => {
+                    assert!(error.contains("550"), "{error}");
+                    assert!(error.contains("gone@example.com"), "{error}");
+                }
+                other => panic!("{other:?}"),
+            }
+        } else {
+            assert!(delivered(outcome), "{recipient}: {outcome:?}");
+        }
+    }
+    assert_eq!(
+        smtp.event().await,
+        SmtpEvent::Rejected("gone@example.com".into())
+    );
+    let mut to: Vec<String> = smtp.drain().into_iter().flat_map(|m| m.to).collect();
+    to.sort();
+    assert_eq!(to, ["oncall@example.com", "ops@example.com"]);
+    consumer.stop().await;
+
+    let files = setup.parked_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let parked = read_json(&files[0]);
+    assert_eq!(parked["sink"], format!("email:{TENANT}"));
+    assert_eq!(parked["alert"]["recipient"], "gone@example.com");
+    assert_eq!(parked["attempts"], 1);
+    assert_no_password(&parked_text(&setup));
+
+    // Still rejected: replay keeps it (exit 75) and sends nobody else anything.
+    let (code, out, err) = run_command(&setup, &["replay"]).await;
+    assert_eq!(code, 75, "{out}{err}");
+    assert_no_password(&format!("{out}{err}"));
+    assert!(smtp.drain().is_empty());
+    // The mailbox exists again: replay delivers to that recipient only and removes the file.
+    smtp.set_reject(&[]);
+    let (code, out, err) = run_command(&setup, &["replay"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let mail = smtp.mail().await;
+    assert_eq!(mail.to, ["gone@example.com"]);
+    assert!(smtp.drain().is_empty());
+    assert!(setup.parked_files().is_empty());
+}
+
+#[tokio::test]
+async fn smtp_down_parks_each_recipient_and_replay_delivers() {
+    let broker = testkit::embedded();
+    let mut smtp = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+    smtp.stop();
+    let email = Email::to(
+        &["ops@example.com", "oncall@example.com"],
+        Smtp::plain(smtp.port()),
+    );
+    let setup = setup_with(
+        &broker,
+        None,
+        &email,
+        Destinations {
+            max_attempts: 2,
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    publish_failed_reload(&broker, &setup).await;
+    let got = email_outcomes(&outcomes(consumer.handled().await));
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (recipient, outcome) in &got {
+        match outcome {
+            Outcome::Parked { error, .. } => {
+                assert!(
+                    error.contains(&format!("SMTP 127.0.0.1:{}", smtp.port())),
+                    "{error}"
+                );
+                assert_no_password(error);
+            }
+            other => panic!("{recipient}: {other:?}"),
+        }
+    }
+    consumer.stop().await;
+    assert_eq!(setup.parked_files().len(), 2);
+    let text = parked_text(&setup);
+    assert!(
+        text.contains("\"attempts\": 2"),
+        "retried before parking: {text}"
+    );
+    assert_no_password(&text);
+
+    let (code, out, err) = run_command(&setup, &["replay", "--list"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("to ops@example.com"), "{out}");
+
+    smtp.restart().await;
+    let (code, out, err) = run_command(&setup, &["replay"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_no_password(&format!("{out}{err}"));
+    let mut to: Vec<String> = vec![smtp.mail().await, smtp.mail().await]
+        .into_iter()
+        .flat_map(|m| m.to)
+        .collect();
+    to.sort();
+    assert_eq!(to, ["oncall@example.com", "ops@example.com"]);
+    assert!(setup.parked_files().is_empty());
+}
+
+#[tokio::test]
+async fn rate_limit_is_per_app_and_recipient() {
+    let broker = testkit::embedded();
+    let tenant = FakeTenant::start().await;
+    let mut smtp = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+    let mut email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
+    email.owner = Some((true, vec![], vec![]));
+    email.rate_limit = 3600;
+    let setup = setup_with(&broker, Some(&tenant), &email, Destinations::default());
+    let mut consumer = start(&setup).await;
+
+    publish_failed_reload(&broker, &setup).await;
+    let got = email_outcomes(&outcomes(consumer.handled().await));
+    assert!(
+        got.len() == 2 && got.iter().all(|(_, o)| delivered(o)),
+        "{got:?}"
+    );
+    assert_eq!(smtp.drain().len(), 2);
+
+    // The same app fails again, now owned by someone else: ops is inside its window, the new
+    // owner is not.
+    tenant.data(|d| d.owner_email = "bo@example.com".to_owned());
+    publish_failed_reload(&broker, &setup).await;
+    let got = email_outcomes(&outcomes(consumer.handled().await));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, "bo@example.com");
+    assert!(delivered(&got[0].1), "{got:?}");
+    assert_eq!(got[1], ("ops@example.com".into(), Outcome::RateLimited));
+    let mails = smtp.drain();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, ["bo@example.com"]);
+    consumer.stop().await;
+
+    let state = std::fs::read_to_string(setup.state_dir.join("rate-limits.json")).expect("state");
+    assert!(
+        state.contains(&format!("{}|ops@example.com", fake_tenant::APP_ID)),
+        "{state}"
+    );
+}
+
+/// Butler's `alertEnableByTag` on all three channels, with the tags the tenant's items API
+/// returns: the fake app first carries only the Teams tag, then only the Slack and email tags.
+#[tokio::test]
+async fn alert_by_tag_gates_email_slack_and_teams() {
+    const SLACK_TAG: &str = "Butler - Send Slack alert if app reload fails";
+    const TEAMS_TAG: &str = "Butler - Send Teams alert if app reload fails";
+    const EMAIL_TAG: &str = "Butler - Send email if app reload fails";
+    let broker = testkit::embedded();
+    let tenant = FakeTenant::start().await;
+    tenant.data(|d| d.tags = vec!["Finance".into(), TEAMS_TAG.into()]);
+    let mut slack = Receiver::start().await;
+    let mut teams = Receiver::start().await;
+    let mut smtp = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+    let mut email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
+    email.tag = Some(EMAIL_TAG);
+    let setup = setup_with(
+        &broker,
+        Some(&tenant),
+        &email,
+        Destinations {
+            slack: Some(slack.url("services/slack-token")),
+            teams: Some(teams.url("webhookb2/teams-token")),
+            slack_tag: Some(SLACK_TAG.into()),
+            teams_tag: Some(TEAMS_TAG.into()),
+            max_attempts: 1,
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    let sinks = |outcomes: &[(String, Outcome)]| {
+        let mut kinds: Vec<String> = outcomes
+            .iter()
+            .filter(|(_, o)| delivered(o))
+            .filter_map(|(name, _)| name.split(':').next().map(str::to_owned))
+            .filter(|kind| ["email", "slack", "teams"].contains(&kind.as_str()))
+            .collect();
+        kinds.sort();
+        kinds
+    };
+
+    publish_failed_reload(&broker, &setup).await;
+    let first = outcomes(consumer.handled().await);
+    assert_eq!(sinks(&first), ["teams"], "{first:?}");
+    teams.delivered().await;
+    assert!(slack.drain_delivered().is_empty());
+    assert!(smtp.drain().is_empty());
+
+    tenant.data(|d| d.tags = vec![SLACK_TAG.into(), EMAIL_TAG.into()]);
+    publish_failed_reload(&broker, &setup).await;
+    let second = outcomes(consumer.handled().await);
+    assert_eq!(sinks(&second), ["email", "slack"], "{second:?}");
+    slack.delivered().await;
+    assert_eq!(smtp.mail().await.to, ["ops@example.com"]);
+    assert!(teams.drain_delivered().is_empty());
+    consumer.stop().await;
+}
+
+// ---------------------------------------------------------------- TLS, straight to delivery
+
+/// A failed-reload alert as the pipeline builds it, for tests that need no broker.
+fn sample_alert() -> Alert {
+    let context = json!({
+        "appName": "Sales dashboard",
+        "appId": fake_tenant::APP_ID,
+        "appUrl": format!("https://acme.eu.qlikcloud.com/sense/app/{}", fake_tenant::APP_ID),
+        "errorMessage": "Field 'Amount' not found",
+        "appOwnerEmail": OWNER,
+    });
+    Alert {
+        event_id: testkit::unique("event"),
+        event_type: "com.qlik.v1.app.reload.finished".into(),
+        tenant_id: TENANT.into(),
+        app_id: Some(fake_tenant::APP_ID.into()),
+        reload_id: Some(fake_tenant::RELOAD_ID.into()),
+        event_time: Some("2026-11-30T07:06:22Z".into()),
+        app_tags: vec![],
+        script_log: Some(fake_tenant::script_log(10)),
+        context: match context {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        },
+        recipient: None,
+    }
+}
+
+/// Loads the test's configuration, builds the sinks and delivers one alert through the delivery
+/// layer (retry, park), as the pipeline does after enrichment.
+async fn deliver_once(email: &Email) -> (Vec<(String, Outcome)>, Setup) {
+    let broker = testkit::embedded();
+    let setup = setup_with(
+        &broker,
+        None,
+        email,
+        Destinations {
+            max_attempts: 1,
+            ..Default::default()
+        },
+    );
+    let config = setup.config();
+    let delivery = consumer::pipeline::delivery_for(&config).expect("sinks build");
+    let outcomes = delivery.deliver(&sample_alert()).await.expect("handled");
+    (email_outcomes(&outcomes), setup)
+}
+
+fn starttls(port: u16, reject_unauthorized: bool, ca_file: Option<PathBuf>) -> Smtp {
+    Smtp {
+        host: "127.0.0.1",
+        port,
+        secure: false,
+        server_name: Some("localhost"),
+        ignore_tls: false,
+        require_tls: true,
+        reject_unauthorized,
+        ca_file,
+        auth: true,
+    }
+}
+
+#[tokio::test]
+async fn starttls_with_a_self_signed_certificate_honours_reject_unauthorized() {
+    let pki = Arc::new(TestPki::generate());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).expect("CA file");
+    let mut smtp = SmtpServer::start(SmtpOptions {
+        starttls: Some(Arc::clone(&pki)),
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+
+    // rejectUnauthorized: true and a certificate no system root vouches for: refused.
+    let (got, setup) = deliver_once(&Email::to(
+        &["ops@example.com"],
+        starttls(smtp.port(), true, None),
+    ))
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(parked(&got[0].1), "{got:?}");
+    assert_eq!(smtp.event().await, SmtpEvent::TlsFailed);
+    assert!(
+        smtp.drain().is_empty(),
+        "nothing sent over a refused connection"
+    );
+    assert_no_password(&parked_text(&setup));
+
+    // rejectUnauthorized: false: accepted (encrypted, not authenticated).
+    let (got, _setup) = deliver_once(&Email::to(
+        &["ops@example.com"],
+        starttls(smtp.port(), false, None),
+    ))
+    .await;
+    assert!(delivered(&got[0].1), "{got:?}");
+    let mail = smtp.mail().await;
+    assert!(mail.tls, "sent after STARTTLS");
+    assert_eq!(mail.auth_user.as_deref(), Some(SMTP_USER));
+
+    // The CA extension: verified, with tls.serverName naming the certificate.
+    let (got, _setup) = deliver_once(&Email::to(
+        &["ops@example.com"],
+        starttls(smtp.port(), true, Some(ca_file.clone())),
+    ))
+    .await;
+    assert!(delivered(&got[0].1), "{got:?}");
+    assert!(smtp.mail().await.tls);
+}
+
+#[tokio::test]
+async fn implicit_tls_and_required_starttls() {
+    let pki = Arc::new(TestPki::generate());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).expect("CA file");
+
+    // secure: true → TLS from the first byte.
+    let mut smtps = SmtpServer::start(SmtpOptions {
+        implicit_tls: Some(Arc::clone(&pki)),
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+    let mut secure = starttls(smtps.port(), true, Some(ca_file.clone()));
+    secure.secure = true;
+    let (got, _setup) = deliver_once(&Email::to(&["ops@example.com"], secure)).await;
+    assert!(delivered(&got[0].1), "{got:?}");
+    assert!(smtps.mail().await.tls);
+
+    // requireTLS against a server without STARTTLS: refused before anything is sent (the
+    // password included), parked at once.
+    let mut plain = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+    let (got, _setup) = deliver_once(&Email::to(
+        &["ops@example.com"],
+        starttls(plain.port(), true, Some(ca_file)),
+    ))
+    .await;
+    match &got[0].1 {
+        Outcome::Parked { error, .. } => assert!(error.contains("STARTTLS"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(plain.drain().is_empty());
+
+    // Opportunistic (neither flag): STARTTLS when offered, plain text otherwise.
+    let mut opportunistic = starttls(plain.port(), true, None);
+    opportunistic.require_tls = false;
+    let (got, _setup) = deliver_once(&Email::to(&["ops@example.com"], opportunistic)).await;
+    assert!(delivered(&got[0].1), "{got:?}");
+    assert!(!plain.mail().await.tls);
+}
