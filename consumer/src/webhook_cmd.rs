@@ -845,12 +845,10 @@ async fn resend_failed(
                 println!("skip    {describe}: delivered successfully later");
                 continue;
             }
-            if let Some(ev) = &event {
-                if resent_events.contains(ev) {
-                    counts.already_delivered += 1;
-                    println!("skip    {describe}: same event resent just now");
-                    continue;
-                }
+            if event.as_ref().is_some_and(|ev| resent_events.contains(ev)) {
+                counts.already_delivered += 1;
+                println!("skip    {describe}: same event resent just now");
+                continue;
             }
             if dry_run {
                 println!("would resend {describe}");

@@ -128,26 +128,42 @@ fn status_message(
         .iter()
         .map(|e| {
             let mut one = String::new();
-            if let Some(title) = e.title.as_deref().filter(|t| !t.is_empty()) {
+            // A title that only repeats the reason phrase adds nothing.
+            if let Some(title) = e
+                .title
+                .as_deref()
+                .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(reason))
+            {
                 one.push_str(title);
             }
-            if let Some(detail) = e.detail.as_deref().filter(|d| !d.is_empty()) {
-                if e.title.as_deref() != Some(detail) {
-                    if !one.is_empty() {
-                        one.push_str(": ");
-                    }
-                    one.push_str(detail);
+            if let Some(detail) = e
+                .detail
+                .as_deref()
+                .filter(|d| !d.is_empty() && e.title.as_deref() != Some(*d))
+            {
+                if !one.is_empty() {
+                    one.push_str(": ");
                 }
+                one.push_str(detail);
             }
             if let Some(code) = e.code.as_deref().filter(|c| !c.is_empty()) {
-                let _ = write!(one, " (code {code})");
+                if one.is_empty() {
+                    let _ = write!(one, "(code {code})");
+                } else {
+                    let _ = write!(one, " (code {code})");
+                }
             }
-            one.trim().to_owned()
+            one
         })
         .filter(|s| !s.is_empty())
         .collect();
     if !details.is_empty() {
-        let _ = write!(out, ": {}", details.join("; "));
+        let sep = if details.iter().all(|d| d.starts_with("(code ")) {
+            " "
+        } else {
+            ": "
+        };
+        let _ = write!(out, "{sep}{}", details.join("; "));
     } else if let Some(excerpt) = excerpt {
         let _ = write!(out, ": {excerpt}");
     }
@@ -648,7 +664,13 @@ mod tests {
             "creating webhook \"x\": HTTP 400 Bad Request: Invalid filter: data.status cannot be combined (code WEBHOOK-9) [traceId abc]"
         );
         assert_eq!(e.kind(), WebhookErrorKind::Rejected);
-        let e = status_error("listing webhooks", StatusCode::FORBIDDEN, b"", 1);
+        let forbidden = br#"{"errors":[{"code":"HTTP-403","title":"Forbidden","status":"403"}]}"#;
+        let e = status_error("listing webhooks", StatusCode::FORBIDDEN, forbidden, 1);
+        assert!(
+            e.to_string()
+                .starts_with("listing webhooks: HTTP 403 Forbidden (code HTTP-403). The JWT"),
+            "{e}"
+        );
         assert!(e.to_string().contains("TenantAdmin"), "{e}");
         assert_eq!(e.kind(), WebhookErrorKind::Forbidden);
         let e = status_error(

@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod fake_tenant;
+pub mod fake_webhooks;
 pub mod smtp_server;

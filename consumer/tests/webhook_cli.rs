@@ -1,0 +1,889 @@
+//! `consumer webhook …` run as the real binary against a fake of Qlik's webhooks API on
+//! 127.0.0.1: the JSON sent, the Bearer JWT, pagination, resending failed deliveries, Qlik's
+//! error shapes and exit codes, and that neither the JWT nor the webhook secret is ever printed.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::fake_webhooks::{APP_RELOAD, FakeWebhooks, RELOAD, TENANT_ID};
+use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt;
+
+const SECRET: &str = "wh-secret-0123456789abcdefghijklmnopqrstuv";
+const RELAY_URL: &str = "https://abc123xyz.lambda-url.eu-west-1.on.aws/";
+const OTHER_TENANT: &str = "Dev7Tenant0000000000000000000001";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+/// A Butler file with the fake as the tenant (and optionally a second tenant), fast retries.
+fn setup(api: &FakeWebhooks, jwt: &str, second: Option<&FakeWebhooks>) -> Setup {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tenants = second
+        .map(|other| {
+            format!(
+                "
+                tenants:
+                    - id: {OTHER_TENANT}
+                      tenantUrl: {}
+                      authType: jwt
+                      auth:
+                          jwt:
+                              token: {}",
+                other.url(),
+                other.jwt()
+            )
+        })
+        .unwrap_or_default();
+    let text = format!(
+        "Butler:
+    mqttConfig:
+        qlikSenseCloud:
+            event:
+                mqttForward:
+                    enable: true
+                    broker:
+                        host: 127.0.0.1
+                        port: 1
+                    topic:
+                        subscriptionRoot: qscloud/#
+                        appReload: qscloud/app/reload
+    qlikSenseCloud:
+        enable: true
+        consumer:
+            stateDirectory: {}
+            enrichment:
+                timeoutSeconds: 5
+                maxRetries: 2
+                maxRetryAfterSeconds: 1
+                initialBackoffMs: 10
+        event:
+            mqtt:
+                tenant:
+                    id: {TENANT_ID}
+                    tenantUrl: {}
+                    authType: jwt
+                    auth:
+                        jwt:
+                            token: {jwt}{tenants}
+",
+        dir.path().join("state").display(),
+        api.url(),
+    );
+    let config = dir.path().join("butler.yaml");
+    std::fs::write(&config, text).expect("write config");
+    Setup { _dir: dir, config }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `consumer webhook <args> --config …` with `WEBHOOK_SECRET` as given and `stdin`.
+async fn webhook(setup: &Setup, args: &[&str], secret: Option<&str>, stdin: Option<&str>) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer"));
+    command
+        .arg("webhook")
+        .args(args)
+        .arg("--config")
+        .arg(&setup.config)
+        .env("NO_COLOR", "1")
+        .env_remove("WEBHOOK_SECRET")
+        .env_remove("QLIK_TENANT_JWT")
+        .env_remove("CONSUMER_CONFIG")
+        .env_remove("CONSUMER_EXTENSIONS")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(secret) = secret {
+        command.env("WEBHOOK_SECRET", secret);
+    }
+    let mut child = command.spawn().expect("consumer runs");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).await.expect("write stdin");
+        drop(pipe);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("consumer finishes")
+        .expect("consumer output");
+    if std::env::var_os("SHOW_WEBHOOK_OUTPUT").is_some() {
+        eprintln!(
+            "=== {args:?} -> {:?}\n{}{}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn assert_no_secrets(run: &Run, jwt: &str) {
+    let all = run.all();
+    assert!(!all.contains(SECRET), "secret printed:\n{all}");
+    assert!(!all.contains(jwt), "JWT printed:\n{all}");
+    // Not even a recognizable part of them.
+    assert!(!all.contains(&jwt[..20]), "JWT part printed:\n{all}");
+    assert!(!all.contains(&SECRET[..20]), "secret part printed:\n{all}");
+}
+
+fn minutes_ago(m: i64) -> OffsetDateTime {
+    OffsetDateTime::now_utc() - time::Duration::minutes(m)
+}
+
+fn posts(api: &FakeWebhooks, path: &str) -> Vec<Value> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == path)
+        .filter_map(|r| r.body)
+        .collect()
+}
+
+#[tokio::test]
+async fn create_sends_one_filtered_webhook_for_app_reloads_and_one_for_reloads() {
+    let api = FakeWebhooks::start().await;
+    let s = setup(&api, &api.jwt(), None);
+    let run = webhook(
+        &s,
+        &[
+            "create",
+            "--name",
+            "relay",
+            "--url",
+            RELAY_URL,
+            "--description",
+            "to MQTT",
+        ],
+        Some(SECRET),
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_no_secrets(&run, &api.jwt());
+
+    let creates: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/api/v1/webhooks")
+        .collect();
+    assert_eq!(creates.len(), 2, "{creates:?}");
+    for r in &creates {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {}", api.jwt()).as_str())
+        );
+    }
+    let first = creates[0].body.clone().expect("json body");
+    assert_eq!(first["name"], "relay (app reload failed)");
+    assert_eq!(first["url"], RELAY_URL);
+    assert_eq!(first["eventTypes"], json!([APP_RELOAD]));
+    assert_eq!(first["filter"], r#"data.status eq "error""#);
+    assert_eq!(first["secret"], SECRET);
+    assert_eq!(first["enabled"], true);
+    assert_eq!(first["level"], "tenant");
+    assert_eq!(first["description"], "to MQTT");
+    let second = creates[1].body.clone().expect("json body");
+    assert_eq!(second["name"], "relay (reload finished)");
+    assert_eq!(second["eventTypes"], json!([RELOAD]));
+    assert!(second.get("filter").is_none(), "{second}");
+    assert_eq!(second["secret"], SECRET);
+
+    // Both ids and settings are printed; the secret only as "set".
+    for hook in api.webhooks() {
+        let id = hook["id"].as_str().expect("id");
+        assert!(
+            run.stdout.contains(&format!("created webhook {id}")),
+            "{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout
+            .contains(r#"filter:       data.status eq "error""#),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("secret:       set (not shown)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("2 webhook(s) created"),
+        "{}",
+        run.stderr
+    );
+
+    // A second create to the same URL warns about double deliveries.
+    let again = webhook(
+        &s,
+        &[
+            "create",
+            "--name",
+            "relay",
+            "--url",
+            RELAY_URL,
+            "--event-type",
+            RELOAD,
+        ],
+        Some(SECRET),
+        None,
+    )
+    .await;
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(
+        again
+            .stderr
+            .contains("already sends com.qlik.v1.reload.finished"),
+        "{}",
+        again.stderr
+    );
+    assert_no_secrets(&again, &api.jwt());
+}
+
+#[tokio::test]
+async fn create_one_type_disabled_with_a_secret_from_stdin_and_an_encrypted_header() {
+    let api = FakeWebhooks::start().await;
+    let s = setup(&api, &api.jwt(), None);
+    let mut command = vec![
+        "create",
+        "--name",
+        "relay",
+        "--url",
+        RELAY_URL,
+        "--event-type",
+        APP_RELOAD,
+        "--disabled",
+        "--json",
+    ];
+    // --header-env needs the variable: without it, a usage error and nothing sent.
+    command.extend(["--header-env", "X-Relay-Token=RELAY_TOKEN_FOR_TEST_UNSET"]);
+    let run = webhook(&s, &command, None, Some(&format!("{SECRET}\n"))).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(posts(&api, "/api/v1/webhooks").is_empty());
+
+    command.truncate(command.len() - 2);
+    let run = webhook(&s, &command, None, Some(&format!("{SECRET}\n"))).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_no_secrets(&run, &api.jwt());
+    let bodies = posts(&api, "/api/v1/webhooks");
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["name"], "relay");
+    assert_eq!(bodies[0]["enabled"], false);
+    assert_eq!(bodies[0]["eventTypes"], json!([APP_RELOAD]));
+    assert_eq!(bodies[0]["filter"], r#"data.status eq "error""#);
+    assert_eq!(bodies[0]["secret"], SECRET, "the newline is not part of it");
+    let printed: Value = serde_json::from_str(&run.stdout).expect("JSON output");
+    assert_eq!(printed[0]["enabled"], false);
+    assert_eq!(printed[0]["name"], "relay");
+    assert!(printed[0].get("secret").is_none(), "{printed}");
+}
+
+#[tokio::test]
+async fn create_refuses_bad_secrets_urls_and_filters_before_calling_qlik() {
+    let api = FakeWebhooks::start().await;
+    let s = setup(&api, &api.jwt(), None);
+    let base = ["create", "--name", "relay", "--url", RELAY_URL];
+    let long = "x".repeat(65);
+    // (arguments, WEBHOOK_SECRET, stdin, expected message)
+    type Case<'a> = (Vec<&'a str>, Option<&'a str>, Option<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            base.to_vec(),
+            Some("too-short-secret"),
+            None,
+            "32 to 64 characters",
+        ),
+        (base.to_vec(), Some(long.as_str()), None, "it has 65"),
+        (
+            base.to_vec(),
+            Some(
+                "wh-secret-0123456789abcdefghijklmnopqrstuv,wh-secret-9876543210abcdefghijklmnopq",
+            ),
+            None,
+            "comma",
+        ),
+        (base.to_vec(), None, None, "no webhook secret"),
+        (base.to_vec(), None, Some("short\n"), "32 to 64 characters"),
+        (
+            vec![
+                "create",
+                "--name",
+                "relay",
+                "--url",
+                "http://relay.example.com/",
+            ],
+            Some(SECRET),
+            None,
+            "https",
+        ),
+        (
+            [&base[..], &["--filter", r#"data.status eq "error""#][..]].concat(),
+            Some(SECRET),
+            None,
+            "only event type",
+        ),
+    ];
+    for (args, secret, stdin, expected) in cases {
+        let run = webhook(&s, &args, secret, stdin).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.all());
+        assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
+        assert_no_secrets(&run, &api.jwt());
+        if let Some(secret) = secret.filter(|s| s.len() > 8) {
+            assert!(!run.all().contains(secret), "{args:?} printed the secret");
+        }
+    }
+    assert!(posts(&api, "/api/v1/webhooks").is_empty());
+    // There is no option that takes the secret itself.
+    let run = webhook(
+        &s,
+        &[&base[..], &["--secret", SECRET][..]].concat(),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 2);
+}
+
+#[tokio::test]
+async fn list_shows_enabled_state_and_disabled_reason_across_pages() {
+    let api = FakeWebhooks::start().await;
+    api.set_page_size(2);
+    let enabled = api.add_webhook(json!({
+        "name": "relay (app reload failed)", "url": RELAY_URL, "eventTypes": [APP_RELOAD],
+        "filter": "data.status eq \"error\"", "enabled": true, "secret": SECRET,
+        "headers": {"X-Relay-Token": "header-value-must-not-show"},
+        "updatedAt": "2026-11-30T08:00:00.000Z"
+    }));
+    let disabled = api.add_webhook(json!({
+        "name": "relay (reload finished)", "url": RELAY_URL, "eventTypes": [RELOAD],
+        "enabled": false, "secret": SECRET,
+        "disabledReason": "Webhook disabled after too many failed deliveries",
+        "disabledReasonCode": "WEBHOOK-DISABLED-FAILURES",
+        "updatedAt": "2026-11-30T09:00:00.000Z"
+    }));
+    for i in 0..3 {
+        api.add_webhook(json!({"name": format!("automation {i}"),
+            "url": "https://hooks.example.com/x", "eventTypes": ["com.qlik.v1.app.created"],
+            "enabled": true}));
+    }
+    let s = setup(&api, &api.jwt(), None);
+    let run = webhook(&s, &["list"], None, None).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_no_secrets(&run, &api.jwt());
+    assert!(
+        !run.all().contains("header-value-must-not-show"),
+        "{}",
+        run.all()
+    );
+    assert!(run.stdout.contains(&enabled) && run.stdout.contains(&disabled));
+    assert!(
+        run.stdout.contains("automation 2"),
+        "last page missing: {}",
+        run.stdout
+    );
+    assert!(run.stdout.contains(
+        "enabled:      no, disabled: Webhook disabled after too many failed deliveries (code WEBHOOK-DISABLED-FAILURES)"
+    ), "{}", run.stdout);
+    assert!(run.stdout.contains("enabled:      yes"));
+    assert!(
+        run.stdout
+            .contains("headers:      X-Relay-Token (values not shown)")
+    );
+    assert!(
+        run.stdout
+            .contains("updated:      2026-11-30T09:00:00.000Z")
+    );
+    assert!(run.stderr.contains("5 webhook(s)") && run.stderr.contains("1 disabled"));
+    let pages = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v1/webhooks")
+        .count();
+    assert_eq!(pages, 3);
+
+    let run = webhook(&s, &["list", "--json"], None, None).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_no_secrets(&run, &api.jwt());
+    let hooks: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let hooks = hooks.as_array().expect("array");
+    assert_eq!(hooks.len(), 5);
+    let d = hooks
+        .iter()
+        .find(|h| h["id"] == disabled.as_str())
+        .expect("disabled one");
+    assert_eq!(d["enabled"], false);
+    assert_eq!(d["disabledReasonCode"], "WEBHOOK-DISABLED-FAILURES");
+    assert_eq!(d["eventTypes"], json!([RELOAD]));
+    assert_eq!(d["updatedAt"], "2026-11-30T09:00:00.000Z");
+    let e = hooks
+        .iter()
+        .find(|h| h["id"] == enabled.as_str())
+        .expect("enabled one");
+    assert_eq!(e["headerNames"], json!(["X-Relay-Token"]));
+    assert!(!run.stdout.contains("header-value-must-not-show"));
+}
+
+#[tokio::test]
+async fn delete_by_id_and_name_and_not_found_exits_66() {
+    let api = FakeWebhooks::start().await;
+    let a = api.add_webhook(json!({"name": "relay a", "url": RELAY_URL}));
+    let b = api.add_webhook(json!({"name": "relay b", "url": RELAY_URL}));
+    api.add_webhook(json!({"name": "twin", "url": RELAY_URL}));
+    api.add_webhook(json!({"name": "twin", "url": RELAY_URL}));
+    let s = setup(&api, &api.jwt(), None);
+
+    let run = webhook(&s, &["delete", "--id", &a], None, None).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains(&format!("deleted webhook {a}")));
+    assert!(!api.webhooks().iter().any(|h| h["id"] == a.as_str()));
+
+    let run = webhook(&s, &["delete", "--id", &a], None, None).await;
+    assert_eq!(run.code, 66, "{}", run.all());
+    assert!(
+        run.stderr.contains(&format!("no webhook {a}")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("HTTP 404 Not Found"), "{}", run.stderr);
+
+    let run = webhook(&s, &["delete", "--name", "relay b"], None, None).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(!api.webhooks().iter().any(|h| h["id"] == b.as_str()));
+
+    let run = webhook(&s, &["delete", "--name", "nope"], None, None).await;
+    assert_eq!(run.code, 66, "{}", run.all());
+    assert!(
+        run.stderr.contains("no webhook named \"nope\""),
+        "{}",
+        run.stderr
+    );
+
+    let run = webhook(&s, &["delete", "--name", "twin"], None, None).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("2 webhooks are named \"twin\""),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(api.webhooks().len(), 2);
+
+    let run = webhook(&s, &["delete"], None, None).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+}
+
+#[tokio::test]
+async fn enable_and_disable_patch_the_webhook() {
+    let api = FakeWebhooks::start().await;
+    let id = api.add_webhook(json!({"name": "relay", "url": RELAY_URL, "enabled": false,
+        "disabledReason": "too many failures", "disabledReasonCode": "X"}));
+    let s = setup(&api, &api.jwt(), None);
+    let run = webhook(&s, &["enable", "--id", &id], None, None).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(api.webhooks()[0]["enabled"], true);
+    let patch = api
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PATCH")
+        .and_then(|r| r.body)
+        .expect("patch body");
+    assert_eq!(
+        patch,
+        json!([{"op": "replace", "path": "/enabled", "value": true}])
+    );
+    let run = webhook(&s, &["disable", "--id", &id], None, None).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(api.webhooks()[0]["enabled"], false);
+    let run = webhook(&s, &["enable", "--id", "wh-missing"], None, None).await;
+    assert_eq!(run.code, 66, "{}", run.all());
+}
+
+/// Two relay webhooks and an unrelated one, with deliveries inside and outside a 2h window.
+/// Returns (api, relay hook ids, the failed delivery ids that must be resent).
+async fn outage() -> (FakeWebhooks, Vec<String>, Vec<String>) {
+    let api = FakeWebhooks::start().await;
+    api.set_page_size(2);
+    let app = api.add_webhook(
+        json!({"name": "relay (app reload failed)", "url": RELAY_URL,
+        "eventTypes": [APP_RELOAD], "enabled": true}),
+    );
+    let reload = api.add_webhook(json!({"name": "relay (reload finished)", "url": RELAY_URL,
+        "eventTypes": [RELOAD], "enabled": false, "disabledReason": "too many failures"}));
+    let other = api.add_webhook(
+        json!({"name": "automation", "url": "https://hooks.example.com/x",
+        "eventTypes": [APP_RELOAD], "enabled": true}),
+    );
+    let mut expected = Vec::new();
+    // Newest first across pages of 2: f1, s1 | f2, f3 | s4, f4 | old, older | oldest; the
+    // fourth page reaches past the 2h window, so the fifth is never read.
+    expected.push(api.add_delivery(&app, "fail", minutes_ago(10), "ev-1"));
+    api.add_delivery(&app, "success", minutes_ago(20), "ev-ok");
+    expected.push(api.add_delivery(&app, "fail", minutes_ago(30), "ev-2"));
+    expected.push(api.add_delivery(&app, "fail", minutes_ago(50), "ev-3"));
+    api.add_delivery(&app, "success", minutes_ago(60), "ev-4");
+    let f4 = api.add_delivery(&app, "fail", minutes_ago(70), "ev-4");
+    let old = api.add_delivery(&app, "fail", minutes_ago(180), "ev-old");
+    api.add_delivery(&app, "fail", minutes_ago(240), "ev-older");
+    api.add_delivery(&app, "fail", minutes_ago(300), "ev-oldest");
+    expected.push(api.add_delivery(&reload, "fail", minutes_ago(15), "ev-5"));
+    api.add_delivery(&other, "fail", minutes_ago(5), "ev-other");
+    assert!(!expected.contains(&f4) && !expected.contains(&old));
+    (api, vec![app, reload], expected)
+}
+
+#[tokio::test]
+async fn resend_failed_resends_each_failed_delivery_in_the_window_once_across_pages() {
+    let (api, hooks, expected) = outage().await;
+    let s = setup(&api, &api.jwt(), None);
+    let run = webhook(
+        &s,
+        &["resend-failed", "--since", "2h", "--url", RELAY_URL],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_no_secrets(&run, &api.jwt());
+    let resent: Vec<String> = api.resends().into_iter().map(|(_, d)| d).collect();
+    let unique: HashSet<&String> = resent.iter().collect();
+    assert_eq!(unique.len(), resent.len(), "resent twice: {resent:?}");
+    assert_eq!(
+        unique,
+        expected.iter().collect::<HashSet<_>>(),
+        "{}",
+        run.all()
+    );
+    for (hook, _) in api.resends() {
+        assert!(
+            hooks.contains(&hook),
+            "resent a delivery of an unrelated webhook"
+        );
+    }
+    assert!(
+        run.stderr.contains("found 5 failed deliveries") && run.stderr.contains("resent 4"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("1 delivered later"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is disabled (too many failures)"),
+        "{}",
+        run.stderr
+    );
+    // Deliveries were read newest first and not beyond the window's page.
+    let app_pages: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "GET" && r.path == format!("/api/v1/webhooks/{}/deliveries", hooks[0])
+        })
+        .collect();
+    assert_eq!(app_pages.len(), 4, "{app_pages:?}");
+    assert!(
+        app_pages[0]
+            .query
+            .as_deref()
+            .unwrap_or("")
+            .contains("sort=-triggeredAt")
+    );
+    for r in api.requests() {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {}", api.jwt()).as_str())
+        );
+    }
+
+    // Run again: Qlik recorded each resend as a successful delivery of the same event, so
+    // nothing is resent twice.
+    let again = webhook(
+        &s,
+        &[
+            "resend-failed",
+            "--since",
+            "2h",
+            "--id",
+            &hooks[0],
+            "--id",
+            &hooks[1],
+        ],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(api.resends().len(), expected.len(), "{}", again.all());
+    assert!(again.stderr.contains("resent 0"), "{}", again.stderr);
+}
+
+#[tokio::test]
+async fn resend_failed_dry_run_resends_nothing() {
+    let (api, _, expected) = outage().await;
+    let s = setup(&api, &api.jwt(), None);
+    let run = webhook(
+        &s,
+        &["resend-failed", "--since", "2h", "--all", "--dry-run"],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(api.resends().is_empty());
+    assert!(
+        !api.requests()
+            .iter()
+            .any(|r| r.path.ends_with("/actions/resend"))
+    );
+    for id in &expected {
+        assert!(
+            run.stdout.contains(&format!("would resend {id} ")),
+            "{}",
+            run.stdout
+        );
+    }
+    // --all includes the unrelated webhook's failure.
+    assert_eq!(
+        run.stdout.matches("would resend").count(),
+        expected.len() + 1
+    );
+    assert!(run.stderr.contains("(dry run)"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn resend_failed_exits_75_when_a_resend_fails_and_does_not_repeat_it() {
+    let (api, _, expected) = outage().await;
+    api.fail_resend_of(&expected[1], 503);
+    let s = setup(&api, &api.jwt(), None);
+    let run = webhook(
+        &s,
+        &["resend-failed", "--since", "2h", "--url", RELAY_URL],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 75, "{}", run.all());
+    assert_eq!(api.resends().len(), expected.len() - 1);
+    let attempts = api
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path
+                .contains(&format!("/deliveries/{}/actions/resend", expected[1]))
+        })
+        .count();
+    assert_eq!(attempts, 1, "a POST answered 5xx is not repeated");
+    assert!(
+        run.stdout.contains(&format!("FAILED  {}", expected[1])),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("HTTP 503 Service Unavailable"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("failed 1"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn resend_failed_needs_a_scope_and_at_most_7_days() {
+    let api = FakeWebhooks::start().await;
+    let s = setup(&api, &api.jwt(), None);
+    for args in [
+        vec!["resend-failed", "--since", "2h"],
+        vec!["resend-failed", "--since", "8d", "--all"],
+        vec!["resend-failed", "--since", "soon", "--all"],
+    ] {
+        let run = webhook(&s, &args, None, None).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.all());
+    }
+    let run = webhook(&s, &["resend-failed", "--since", "8d", "--all"], None, None).await;
+    assert!(run.stderr.contains("7 days"), "{}", run.stderr);
+    assert!(api.requests().is_empty());
+}
+
+#[tokio::test]
+async fn qlik_error_shapes_give_precise_messages_and_exit_codes() {
+    let api = FakeWebhooks::start().await;
+    let s = setup(&api, &api.jwt(), None);
+
+    // 400 with Qlik's errors[]: title, detail and code are shown; exit 65.
+    api.fail_next(200, json!(null)); // consumed by the duplicate check's list: ignored
+    api.fail_next(
+        400,
+        json!([{"code": "WEBHOOKS-7", "title": "Invalid URL",
+                "detail": "url must be a fully qualified domain name", "status": "400"}]),
+    );
+    let run = webhook(
+        &s,
+        &[
+            "create",
+            "--name",
+            "relay",
+            "--url",
+            RELAY_URL,
+            "--event-type",
+            RELOAD,
+        ],
+        Some(SECRET),
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 65, "{}", run.all());
+    assert!(
+        run.stderr.contains(
+            "creating webhook \"relay\": HTTP 400 Bad Request: Invalid URL: url must be a fully qualified domain name (code WEBHOOKS-7)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_no_secrets(&run, &api.jwt());
+
+    // 403: the JWT is fine but lacks rights; exit 77.
+    api.fail_next(403, json!(null));
+    let run = webhook(&s, &["list"], None, None).await;
+    assert_eq!(run.code, 77, "{}", run.all());
+    assert!(run.stderr.contains("HTTP 403 Forbidden"), "{}", run.stderr);
+    assert!(run.stderr.contains("TenantAdmin"), "{}", run.stderr);
+
+    // 401: a JWT the tenant does not accept; exit 77, and the JWT is not shown.
+    let wrong_jwt = "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJ3cm9uZy11c2VyIn0.d3JvbmctdG9rZW4tc2lnbmF0dXJl";
+    let bad = setup(&api, wrong_jwt, None);
+    for args in [
+        vec!["list"],
+        vec!["resend-failed", "--since", "1h", "--all"],
+        vec!["create", "--name", "r", "--url", RELAY_URL],
+    ] {
+        let run = webhook(&bad, &args, Some(SECRET), None).await;
+        assert_eq!(run.code, 77, "{args:?}: {}", run.all());
+        assert!(
+            run.stderr.contains("HTTP 401 Unauthorized"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("did not accept the JWT"),
+            "{}",
+            run.stderr
+        );
+        assert_no_secrets(&run, wrong_jwt);
+    }
+
+    // 503 on a GET is retried; still failing: exit 1 with the attempts.
+    for _ in 0..3 {
+        api.fail_next(503, json!(null));
+    }
+    let run = webhook(&s, &["list"], None, None).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("after 3 attempts"), "{}", run.stderr);
+
+    // 429 on create is retried after Retry-After, and creates one webhook.
+    let before = api.webhooks().len();
+    api.fail_next(200, json!(null)); // the duplicate check's list
+    api.rate_limit_next("0");
+    let run = webhook(
+        &s,
+        &[
+            "create",
+            "--name",
+            "relay",
+            "--url",
+            RELAY_URL,
+            "--event-type",
+            RELOAD,
+        ],
+        Some(SECRET),
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(api.webhooks().len(), before + 1);
+}
+
+#[tokio::test]
+async fn several_tenants_need_tenant_and_use_that_tenants_jwt() {
+    let first = FakeWebhooks::start().await;
+    let second = FakeWebhooks::start().await;
+    second.add_webhook(json!({"name": "on the second tenant", "url": RELAY_URL, "enabled": true}));
+    let s = setup(&first, &first.jwt(), Some(&second));
+    let run = webhook(&s, &["list"], None, None).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("--tenant") && run.stderr.contains(OTHER_TENANT),
+        "{}",
+        run.stderr
+    );
+
+    let run = webhook(&s, &["list", "--tenant", OTHER_TENANT], None, None).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("on the second tenant"),
+        "{}",
+        run.stdout
+    );
+    assert!(first.requests().is_empty());
+
+    let run = webhook(&s, &["list", "--tenant", "nope"], None, None).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+}
+
+#[tokio::test]
+async fn help_documents_the_commands_and_exit_codes() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer"))
+        .args(["webhook", "--help"])
+        .output()
+        .await
+        .expect("runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0));
+    for word in [
+        "create",
+        "list",
+        "delete",
+        "resend-failed",
+        "65",
+        "66",
+        "75",
+        "77",
+        "78",
+    ] {
+        assert!(help.contains(word), "{word}: {help}");
+    }
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer"))
+        .args(["webhook", "create", "--help"])
+        .output()
+        .await
+        .expect("runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for word in [
+        "--secret-env",
+        "WEBHOOK_SECRET",
+        "--event-type",
+        "--disabled",
+        "--filter",
+    ] {
+        assert!(help.contains(word), "{word}: {help}");
+    }
+}
