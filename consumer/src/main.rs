@@ -45,6 +45,7 @@ Exit codes:
 Environment:
   QLIK_TENANT_JWT_<TENANTID>, QLIK_TENANT_JWT   tenant API token instead of auth.jwt.token
   MQTT_PASSWORD                                 broker password instead of broker.password
+  SMTP_PASSWORD                                 SMTP password instead of emailNotification.smtp.auth.password
   RUST_LOG                                      log filter, e.g. info or consumer=debug";
 
 #[derive(Parser)]
@@ -54,7 +55,7 @@ Environment:
     about = "Qlik Cloud reload-failure alerts from MQTT, configured by Butler's own YAML file",
     long_about = "Subscribes to the Qlik Cloud events a relay puts on MQTT (legacy, hybrid and \
 CloudEvents envelopes), keeps those of the configured tenants, and turns failed reloads into \
-alerts: log, script log on disk, Slack, Teams, generic webhooks, MQTT. Nothing is lost: messages \
+alerts: log, script log on disk, Slack, Teams, email, generic webhooks, MQTT. Nothing is lost: messages \
 are acknowledged only after the alert was delivered or parked in the dead-letter directory, \
 which `consumer replay` re-sends.",
     after_help = AFTER_HELP
