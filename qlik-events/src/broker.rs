@@ -50,7 +50,7 @@ pub enum BrokerError {
         path: PathBuf,
         reason: String,
     },
-    #[error("{what} file {path} holds no usable PEM {expected}")]
+    #[error("{what} {path} holds no usable PEM {expected}")]
     Pem {
         what: &'static str,
         path: PathBuf,
@@ -63,7 +63,7 @@ pub enum BrokerError {
 }
 
 /// Where a TLS connection gets its trust anchors and (optionally) its client identity.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct TlsSettings {
     /// PEM file with the CA certificate(s) to trust instead of the system roots.
     pub ca_file: Option<PathBuf>,
@@ -71,6 +71,23 @@ pub struct TlsSettings {
     /// (AWS IoT Core, Azure Event Grid).
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
+    /// The same as text, for deployments where files are awkward (a Lambda function reads them
+    /// from Secrets Manager). Text takes precedence over the files.
+    pub ca_pem: Option<String>,
+    pub client_identity_pem: Option<ClientIdentityPem>,
+}
+
+/// A client certificate chain and its private key, as PEM text.
+#[derive(Clone)]
+pub struct ClientIdentityPem {
+    pub certificate: String,
+    pub key: SecretString,
+}
+
+impl std::fmt::Debug for ClientIdentityPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentityPem(certificate, key: ***)")
+    }
 }
 
 #[derive(Clone)]
@@ -189,16 +206,23 @@ impl BrokerSettings {
         let Some(tls) = &self.tls else {
             return Ok(None);
         };
-        if tls.client_cert.is_some() != tls.client_key.is_some() {
+        if tls.client_identity_pem.is_none()
+            && tls.client_cert.is_some() != tls.client_key.is_some()
+        {
             return Err(BrokerError::ClientAuthIncomplete);
         }
         let mut roots = rustls::RootCertStore::empty();
-        match &tls.ca_file {
-            Some(path) => {
-                for cert in read_certs(path, "CA")? {
-                    roots.add(cert).map_err(|e| {
-                        BrokerError::Tls(format!("CA file {}: {e}", path.display()))
-                    })?;
+        let ca_certs = match (&tls.ca_pem, &tls.ca_file) {
+            (Some(pem), _) => Some(parse_certs(pem.as_bytes(), "CA certificate text", None)?),
+            (None, Some(path)) => Some(read_certs(path, "CA")?),
+            (None, None) => None,
+        };
+        match ca_certs {
+            Some(certs) => {
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| BrokerError::Tls(format!("CA certificate: {e}")))?;
                 }
             }
             None => {
@@ -217,16 +241,23 @@ impl BrokerSettings {
             .with_safe_default_protocol_versions()
             .map_err(|e| BrokerError::Tls(e.to_string()))?
             .with_root_certificates(roots);
-        let config = match (&tls.client_cert, &tls.client_key) {
-            (None, None) => builder.with_no_client_auth(),
-            (Some(cert), Some(key)) => {
-                let chain = read_certs(cert, "client certificate")?;
-                let key = read_key(key)?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| BrokerError::Tls(format!("client certificate/key: {e}")))?
-            }
+        let identity = match (&tls.client_identity_pem, &tls.client_cert, &tls.client_key) {
+            (Some(pem), _, _) => Some((
+                parse_certs(pem.certificate.as_bytes(), "client certificate text", None)?,
+                parse_key(pem.key.expose_secret().as_bytes(), "client key text", None)?,
+            )),
+            (None, Some(cert), Some(key)) => Some((
+                read_certs(cert, "client certificate")?,
+                parse_key(&read_file(key, "client key")?, "client key", Some(key))?,
+            )),
+            (None, None, None) => None,
             _ => return Err(BrokerError::ClientAuthIncomplete),
+        };
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| BrokerError::Tls(format!("client certificate/key: {e}")))?,
         };
         Ok(Some(Arc::new(config)))
     }
@@ -297,28 +328,39 @@ fn read_certs(
     path: &Path,
     what: &'static str,
 ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, BrokerError> {
-    let pem = read_file(path, what)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+    parse_certs(&read_file(path, what)?, what, Some(path))
+}
+
+/// `path` names where the text came from, for the error; `None` for text given inline.
+fn parse_certs(
+    pem: &[u8],
+    what: &'static str,
+    path: Option<&Path>,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, BrokerError> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
         return Err(BrokerError::Pem {
             what,
-            path: path.to_owned(),
+            path: path.map(Path::to_owned).unwrap_or_default(),
             expected: "certificate",
         });
     }
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<rustls_pki_types::PrivateKeyDer<'static>, BrokerError> {
-    let pem = read_file(path, "client key")?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
+fn parse_key(
+    pem: &[u8],
+    what: &'static str,
+    path: Option<&Path>,
+) -> Result<rustls_pki_types::PrivateKeyDer<'static>, BrokerError> {
+    rustls_pemfile::private_key(&mut &pem[..])
         .ok()
         .flatten()
         .ok_or_else(|| BrokerError::Pem {
-            what: "client key",
-            path: path.to_owned(),
+            what,
+            path: path.map(Path::to_owned).unwrap_or_default(),
             expected: "private key",
         })
 }

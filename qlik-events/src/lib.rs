@@ -8,7 +8,7 @@ pub mod envelope;
 pub mod signature;
 pub mod topic;
 
-pub use broker::{BrokerError, BrokerSettings, MqttVersion, TlsSettings};
+pub use broker::{BrokerError, BrokerSettings, ClientIdentityPem, MqttVersion, TlsSettings};
 pub use envelope::{
     APP_RELOAD_FINISHED, Envelope, EnvelopeError, EnvelopeFormat, RELOAD_FINISHED, ReloadEvent,
     ReloadEventKind, with_legacy_fields,

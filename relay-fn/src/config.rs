@@ -39,6 +39,10 @@ pub struct Secrets {
     pub webhook_secret: Option<(SecretString, &'static str)>,
     pub mqtt_password: Option<SecretString>,
     pub required_header_value: Option<SecretString>,
+    /// PEM text from the secret, for brokers that need a private CA or mutual TLS (AWS IoT
+    /// Core) where shipping files inside a Lambda package is awkward.
+    pub mqtt_ca_pem: Option<String>,
+    pub mqtt_client_identity: Option<qlik_events::ClientIdentityPem>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +208,8 @@ impl RelayConfig {
                         ca_file: var(env, "MQTT_CA_FILE").map(PathBuf::from),
                         client_cert: var(env, "MQTT_CLIENT_CERT_FILE").map(PathBuf::from),
                         client_key: var(env, "MQTT_CLIENT_KEY_FILE").map(PathBuf::from),
+                        ca_pem: secrets.mqtt_ca_pem,
+                        client_identity_pem: secrets.mqtt_client_identity,
                     };
                     // Read the files now: a wrong path fails the cold start, not every request.
                     broker.rustls_config().map_err(|e| {
@@ -216,6 +222,13 @@ impl RelayConfig {
                                 | qlik_events::BrokerError::Pem { what: "CA", .. } => {
                                     "MQTT_CA_FILE"
                                 }
+                                qlik_events::BrokerError::Pem {
+                                    what:
+                                        "CA certificate text"
+                                        | "client certificate text"
+                                        | "client key text",
+                                    ..
+                                } => "WEBHOOK_SECRET_ARN",
                                 qlik_events::BrokerError::File {
                                     what: "client key", ..
                                 }
@@ -230,6 +243,12 @@ impl RelayConfig {
                         )
                     })?;
                 } else {
+                    if secrets.mqtt_ca_pem.is_some() || secrets.mqtt_client_identity.is_some() {
+                        return Err(ConfigError::new(
+                            "MQTT_URL",
+                            "is mqtt:// (plain TCP), but the secret holds TLS certificates; use mqtts://",
+                        ));
+                    }
                     for name in [
                         "MQTT_CA_FILE",
                         "MQTT_CLIENT_CERT_FILE",
@@ -273,6 +292,8 @@ pub fn secrets_from_env(env: &dyn Fn(&str) -> Option<String>) -> Secrets {
         webhook_secret: secret("WEBHOOK_SECRET").map(|s| (s, "WEBHOOK_SECRET")),
         mqtt_password: secret("MQTT_PASSWORD"),
         required_header_value: secret("REQUIRED_HEADER_VALUE"),
+        mqtt_ca_pem: None,
+        mqtt_client_identity: None,
     }
 }
 
@@ -407,5 +428,39 @@ mod tests {
         assert_eq!(broker.port, 8884);
         assert!(broker.password.is_some());
         assert!(broker.client_id.starts_with("acme-"));
+    }
+
+    #[test]
+    fn certificates_from_the_secret_need_tls_and_must_be_pem() {
+        let env = |name: &str| match name {
+            "MQTT_URL" => Some("mqtt://broker.example.com".to_owned()),
+            _ => None,
+        };
+        let secrets = || Secrets {
+            webhook_secret: Some((SecretString::from(SECRET.to_owned()), "WEBHOOK_SECRET_ARN")),
+            mqtt_ca_pem: Some("not a certificate".to_owned()),
+            ..Secrets::default()
+        };
+        let e = RelayConfig::from_env(&env, secrets()).unwrap_err();
+        assert_eq!(e.variable, "MQTT_URL");
+        let tls_env = |name: &str| match name {
+            "MQTT_URL" => Some("mqtts://broker.example.com".to_owned()),
+            _ => None,
+        };
+        let e = RelayConfig::from_env(&tls_env, secrets()).unwrap_err();
+        assert_eq!(e.variable, "WEBHOOK_SECRET_ARN");
+        assert!(e.problem.contains("CA certificate text"), "{e}");
+        let identity = Secrets {
+            mqtt_ca_pem: None,
+            mqtt_client_identity: Some(qlik_events::ClientIdentityPem {
+                certificate: "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"
+                    .to_owned(),
+                key: SecretString::from("private-key-material".to_owned()),
+            }),
+            ..secrets()
+        };
+        let e = RelayConfig::from_env(&tls_env, identity).unwrap_err();
+        assert_eq!(e.variable, "WEBHOOK_SECRET_ARN");
+        assert!(!e.to_string().contains("private-key-material"), "{e}");
     }
 }

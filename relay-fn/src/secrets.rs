@@ -1,8 +1,10 @@
 //! Secrets from AWS Secrets Manager, resolved once at cold start.
 //!
 //! `WEBHOOK_SECRET_ARN` names a secret whose value is either the webhook secret list itself or
-//! a JSON object `{"webhookSecret": "...", "mqttPassword": "...", "requiredHeaderValue": "..."}`
-//! (only `webhookSecret` required), so one secret can hold everything the relay needs.
+//! a JSON object `{"webhookSecret": "...", "mqttPassword": "...", "requiredHeaderValue": "...",
+//! "mqttCaCert": "<PEM>", "mqttClientCert": "<PEM>", "mqttClientKey": "<PEM>"}` (only
+//! `webhookSecret` required), so one secret can hold everything the relay needs, including the
+//! device certificate AWS IoT Core requires.
 //! `MQTT_PASSWORD_ARN` may name a separate secret holding only the broker password.
 
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
@@ -16,6 +18,11 @@ struct SecretDocument {
     webhook_secret: String,
     mqtt_password: Option<String>,
     required_header_value: Option<String>,
+    /// PEM: a private CA to trust for the broker.
+    mqtt_ca_cert: Option<String>,
+    /// PEM: client certificate (chain) and key for mutual TLS (AWS IoT Core).
+    mqtt_client_cert: Option<String>,
+    mqtt_client_key: Option<String>,
 }
 
 /// Reads secrets from the environment, fetching those given as ARNs from Secrets Manager.
@@ -48,7 +55,7 @@ pub async fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Secrets, Co
                 ConfigError::new(
                     "WEBHOOK_SECRET_ARN",
                     format!(
-                        "secret is JSON but not {{\"webhookSecret\", \"mqttPassword\"?, \"requiredHeaderValue\"?}}: {}",
+                        "secret is JSON but not {{\"webhookSecret\", \"mqttPassword\"?, \"requiredHeaderValue\"?, \"mqttCaCert\"?, \"mqttClientCert\"?, \"mqttClientKey\"?}}: {}",
                         redact_serde(&e)
                     ),
                 )
@@ -67,6 +74,20 @@ pub async fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Secrets, Co
             if let Some(value) = doc.required_header_value {
                 secrets.required_header_value = Some(SecretString::from(value));
             }
+            secrets.mqtt_ca_pem = doc.mqtt_ca_cert;
+            secrets.mqtt_client_identity = match (doc.mqtt_client_cert, doc.mqtt_client_key) {
+                (None, None) => None,
+                (Some(certificate), Some(key)) => Some(qlik_events::ClientIdentityPem {
+                    certificate,
+                    key: SecretString::from(key),
+                }),
+                _ => {
+                    return Err(ConfigError::new(
+                        "WEBHOOK_SECRET_ARN",
+                        "the secret has only one of mqttClientCert and mqttClientKey; mutual TLS needs both",
+                    ));
+                }
+            };
         } else {
             secrets.webhook_secret = Some((SecretString::from(value), "WEBHOOK_SECRET_ARN"));
         }

@@ -320,10 +320,28 @@ impl InfraBroker {
     ) -> Result<Client, Refusal> {
         let mut settings = self.settings(None, None, &client_id(user));
         settings.version = version;
-        settings.tls = Some(TlsSettings {
-            ca_file: Some(self.certs.join("ca.crt")),
-            client_cert: Some(self.certs.join(format!("client-{user}.crt"))),
-            client_key: Some(self.certs.join(format!("client-{user}.key"))),
+        let read = |name: String| {
+            std::fs::read_to_string(self.certs.join(&name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        settings.tls = Some(if user == RELAY {
+            // The relay in Lambda gets its CA and device certificate as PEM text from Secrets
+            // Manager (mqttCaCert, mqttClientCert, mqttClientKey): exercise that path.
+            TlsSettings {
+                ca_pem: Some(read("ca.crt".into())),
+                client_identity_pem: Some(qlik_events::ClientIdentityPem {
+                    certificate: read(format!("client-{user}.crt")),
+                    key: read(format!("client-{user}.key")).into(),
+                }),
+                ..TlsSettings::default()
+            }
+        } else {
+            TlsSettings {
+                ca_file: Some(self.certs.join("ca.crt")),
+                client_cert: Some(self.certs.join(format!("client-{user}.crt"))),
+                client_key: Some(self.certs.join(format!("client-{user}.key"))),
+                ..TlsSettings::default()
+            }
         });
         Client::connect(&settings, true).await
     }

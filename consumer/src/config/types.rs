@@ -376,6 +376,7 @@ impl BrokerConfig {
             ca_file: self.ca_file.clone(),
             client_cert: self.client_cert_file.clone(),
             client_key: self.client_key_file.clone(),
+            ..Default::default()
         });
         settings.username = self.username.clone();
         settings.password = self.password.clone();
