@@ -526,7 +526,7 @@ async fn alerts_re_published_under_the_subscription_are_not_taken_for_events() {
     let setup = write_config(
         &broker,
         &Destinations {
-            // As with the defaults: `qscloud/#` and `qscloud/alert/{tenantId}/{appId}`.
+            // An alert topic inside the subscription: `qscloud/#` and `qscloud/alert/{tenantId}/{appId}`.
             topic_root: Some(root.clone()),
             mqtt_topic: Some(format!("{root}/alert/{{tenantId}}/{{appId}}")),
             max_attempts: 1,

@@ -1056,7 +1056,7 @@ fn parse_destinations(node: &Node<'_>, p: &mut Problems) -> Destinations {
         let topic = m
             .child("topic")
             .opt_string(p)
-            .unwrap_or_else(|| "qscloud/alert/{tenantId}/{appId}".to_owned());
+            .unwrap_or_else(|| "qscloud-alerts/{tenantId}/{appId}".to_owned());
         if topic.contains(['+', '#', '\0']) || topic.starts_with('$') {
             p.add(
                 format!("{}.topic", m.path),

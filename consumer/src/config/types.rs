@@ -517,7 +517,7 @@ pub struct WebhookDestination {
 /// MQTT re-publish of alerts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttDestination {
-    /// `topic` (default `qscloud/alert/{tenantId}/{appId}`); `{tenantId}` and `{appId}` are
+    /// `topic` (default `qscloud-alerts/{tenantId}/{appId}`, outside the event tree `qscloud/#` so the broker ACL can keep alerts and events apart); `{tenantId}` and `{appId}` are
     /// replaced with sanitized values.
     pub topic: String,
     /// `retain` (default false).

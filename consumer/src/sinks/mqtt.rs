@@ -1,5 +1,5 @@
 //! MQTT re-publish (extension `Butler.qlikSenseCloud.consumer.destinations.mqtt`): the alert as
-//! JSON ([`Alert::payload`]) on `topic` (default `qscloud/alert/{tenantId}/{appId}`), QoS 1, on
+//! JSON ([`Alert::payload`]) on `topic` (default `qscloud-alerts/{tenantId}/{appId}`), QoS 1, on
 //! the consumer's broker. A send counts as delivered only when the broker acknowledged that
 //! very publish (PUBACK with its packet id).
 //!

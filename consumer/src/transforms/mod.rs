@@ -22,7 +22,7 @@ use reload::Reaction;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Handled {
     /// An alert this consumer re-published itself (the MQTT destination's topic lies under the
-    /// subscription, as with the defaults `qscloud/#` and `qscloud/alert/…`): skipped.
+    /// subscription, e.g. `qscloud/#` with an alert topic `qscloud/alert/…`): skipped.
     OwnAlert { topic: String },
     /// Not a Qlik event (bad JSON, unknown envelope): dropped.
     Unparseable { topic: String, reason: String },
