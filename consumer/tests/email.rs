@@ -605,6 +605,8 @@ async fn alert_by_tag_gates_email_slack_and_teams() {
     .await;
     let mut email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
     email.tag = Some(EMAIL_TAG);
+    // With owner alerts on, an untagged app must not mail its owner either.
+    email.owner = Some((true, vec![], vec![]));
     let setup = setup_with(
         &broker,
         Some(&tenant),
@@ -640,9 +642,14 @@ async fn alert_by_tag_gates_email_slack_and_teams() {
     tenant.data(|d| d.tags = vec![SLACK_TAG.into(), EMAIL_TAG.into()]);
     publish_failed_reload(&broker, &setup).await;
     let second = outcomes(consumer.handled().await);
-    assert_eq!(sinks(&second), ["email", "slack"], "{second:?}");
+    assert_eq!(sinks(&second), ["email", "email", "slack"], "{second:?}");
     slack.delivered().await;
-    assert_eq!(smtp.mail().await.to, ["ops@example.com"]);
+    let mut to = vec![smtp.mail().await.to, smtp.mail().await.to];
+    to.sort();
+    assert_eq!(
+        to,
+        [vec![OWNER.to_owned()], vec!["ops@example.com".to_owned()]]
+    );
     assert!(teams.drain_delivered().is_empty());
     consumer.stop().await;
 }

@@ -308,29 +308,21 @@ impl Sink for EmailSink {
         &self.name
     }
 
+    /// `alertEnableByTag` gates the whole email, owner included, as it gates Slack and Teams:
+    /// an untagged app is not to alert anyone. (Butler 16 only gates the recipients list.)
     fn accepts(&self, alert: &Alert) -> bool {
         alert.tenant_id == self.config.tenant_id
+            && self.config.alert_enable_by_tag.allows(&alert.app_tags)
     }
 
     fn rate_limit(&self) -> Duration {
         self.config.rate_limit
     }
 
-    /// Butler's rules: `recipients` when the app carries the tag (or tag gating is off), plus
-    /// the app owner when `appOwnerAlert` lets them have it. Each address once.
+    /// `recipients`, plus the app owner when `appOwnerAlert` lets them have it. Each address once.
     fn recipients(&self, alert: &Alert) -> Option<Vec<String>> {
         let c = &self.config;
-        let mut list: Vec<String> = Vec::new();
-        if c.alert_enable_by_tag.allows(&alert.app_tags) {
-            list.extend(c.recipients.iter().cloned());
-        } else {
-            tracing::info!(
-                sink = %self.name,
-                "{}: app not tagged \"{}\", recipients list skipped",
-                alert.describe(),
-                c.alert_enable_by_tag.tag
-            );
-        }
+        let mut list: Vec<String> = c.recipients.clone();
         if c.app_owner_alert.enable {
             match alert.field("appOwnerEmail") {
                 Some(owner) if owner.parse::<Address>().is_err() => tracing::warn!(
