@@ -17,7 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET=aarch64-unknown-linux-gnu
-ZIP=target/lambda/relay-fn/bootstrap.zip
+# Respect CARGO_TARGET_DIR (a shared or cached target directory).
+ZIP="${CARGO_TARGET_DIR:-$PWD/target}/lambda/relay-fn/bootstrap.zip"
 
 say() { printf '== %s\n' "$*" >&2; }
 
@@ -61,4 +62,4 @@ if [ ! -f "$ZIP" ]; then
 fi
 bytes=$(wc -c <"$ZIP")
 say "built in ${elapsed}s"
-printf '%s\t%s bytes (%s KiB)\n' "$PWD/$ZIP" "$bytes" "$(( (bytes + 1023) / 1024 ))"
+printf '%s\t%s bytes (%s KiB)\n' "$ZIP" "$bytes" "$(( (bytes + 1023) / 1024 ))"
