@@ -281,7 +281,7 @@ impl TenantClient {
                         Err(ReadError::Http(e)) => (
                             EnrichError::Transport {
                                 attempts: attempt,
-                                message: e.without_url().to_string(),
+                                message: transport_reason(e),
                             },
                             None,
                         ),
@@ -303,7 +303,7 @@ impl TenantClient {
                 Err(e) => (
                     EnrichError::Transport {
                         attempts: attempt,
-                        message: e.without_url().to_string(),
+                        message: transport_reason(e),
                     },
                     None,
                 ),
@@ -517,6 +517,25 @@ async fn read_limited(
         body.drain(..body.len() - limit);
     }
     Ok((body, truncated))
+}
+
+/// reqwest's own message ("error sending request") hides the cause; an operator needs the
+/// innermost one (connection refused, DNS, TLS). The URL is dropped: ids in paths are noise and
+/// the tenant is logged beside it anyway. Neither the error nor its sources carry headers, so
+/// the JWT cannot leak through here.
+fn transport_reason(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        source = inner.source();
+    }
+    reason
 }
 
 #[cfg(test)]
