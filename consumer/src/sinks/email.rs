@@ -437,7 +437,7 @@ mod tests {
     }
 
     #[test]
-    fn recipients_follow_butlers_rules() {
+    fn recipients_and_tag_gating() {
         let off = AppOwnerAlert::default();
         // Global list only; the owner's address equal to a listed one (other case) once.
         assert_eq!(
@@ -472,26 +472,18 @@ mod tests {
                 .map(|l| l.len()),
             Some(2)
         );
-        // Tag gating: the list only for tagged apps; the owner regardless, as in Butler.
+        // Tag gating: an untagged app mails nobody, owner included; a tagged one mails everyone.
         let gated = sink(owner(true, &[], &[]), Some("Email me"));
-        assert_eq!(
-            gated.recipients(&alert("bo@example.com", &["Other"])),
-            Some(vec!["bo@example.com".into()])
-        );
-        assert_eq!(
-            gated
-                .recipients(&alert("bo@example.com", &["Email me"]))
-                .map(|l| l.len()),
-            Some(3)
-        );
-        assert_eq!(
-            sink(off, Some("Email me")).recipients(&alert("", &[])),
-            Some(vec![])
-        );
+        assert!(!gated.accepts(&alert("bo@example.com", &["Other"])));
+        assert!(!gated.accepts(&alert("bo@example.com", &[])));
+        let tagged = alert("bo@example.com", &["Email me"]);
+        assert!(gated.accepts(&tagged));
+        assert_eq!(gated.recipients(&tagged).map(|l| l.len()), Some(3));
+        assert!(sink(off, None).accepts(&alert("", &[])));
         // An owner address the tenant got wrong is skipped, not sent to.
         assert_eq!(
-            sink(owner(true, &[], &[]), Some("x")).recipients(&alert("not an address\r\n", &[])),
-            Some(vec![])
+            sink(owner(true, &[], &[]), None).recipients(&alert("not an address\r\n", &[])),
+            Some(vec!["ops@example.com".into(), "Anna@example.com".into()])
         );
     }
 
