@@ -25,8 +25,12 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line that names the variable at fault: in Lambda it lands in CloudWatch as the
-            // reason for the failed cold start.
-            tracing::error!(error = %format!("{e:#}"), "relay cannot start");
+            // reason for the failed cold start, and is reported to the Runtime API as well.
+            let message = format!("{e:#}");
+            tracing::error!(error = %message, "relay cannot start");
+            if let Some(api) = var(&env, "AWS_LAMBDA_RUNTIME_API") {
+                lambda::report_init_error(&api, &message).await;
+            }
             ExitCode::FAILURE
         }
     }

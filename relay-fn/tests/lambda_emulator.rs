@@ -534,10 +534,20 @@ async fn invalid_setting_fails_the_cold_start_naming_the_variable() {
         0,
         "no invocation is fetched before the configuration is valid"
     );
-    // The Lambda service records the init failure either way; reporting it to
-    // /runtime/init/error is optional. Show which one the relay does.
-    eprintln!(
-        "init/error reported: {:?}",
-        emulator.state.init_error.lock().expect("lock")
+    // The reason is reported to /runtime/init/error too, so the invoke error shows it.
+    let reported = emulator
+        .state
+        .init_error
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("the relay reports its init error to the Runtime API");
+    assert!(
+        reported.starts_with("Runtime.ConfigError ") && reported.contains("WEBHOOK_SECRET"),
+        "init error names its type and the variable: {reported}"
+    );
+    assert!(
+        !reported.contains("too-short"),
+        "the secret value is never reported"
     );
 }
