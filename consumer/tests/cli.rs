@@ -127,4 +127,13 @@ async fn a_broken_template_stops_run_at_start_with_its_key() {
         stderr.contains("slackNotification.reloadAppFailure.templateFile"),
         "{stderr}"
     );
+    // check-config catches it too, before anything is deployed.
+    let (code, stdout, stderr) = run_command(&setup, &["check-config"]).await;
+    let output = format!("{stdout}{stderr}");
+    assert_eq!(code, 78, "{output}");
+    assert!(
+        output.contains("slackNotification.reloadAppFailure.templateFile")
+            && output.contains("Configuration NOT OK"),
+        "{output}"
+    );
 }

@@ -58,7 +58,10 @@ impl Fixture {
             "<p>{{appName}}</p>",
         )
         .expect("email template");
-        std::fs::write(dir.path().join("ca.pem"), "not checked at load time").expect("ca");
+        // A real certificate: check-config builds the destinations, which parses the CA file.
+        let ca = rcgen::generate_simple_self_signed(vec!["broker.example.com".to_owned()])
+            .expect("test CA");
+        std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).expect("ca");
         Self { dir }
     }
 
@@ -1034,4 +1037,22 @@ fn email_alert_and_smtp_server() {
     );
     let config = fx.load(&butler, None, &[]).expect("valid");
     assert!(config.smtp.is_none());
+}
+
+#[test]
+fn check_config_reads_the_broker_certificates_as_run_does() {
+    let fx = Fixture::new();
+    let dev_var = config::tenant_jwt_env_var(DEV_TENANT_ID);
+    let env = [(dev_var.as_str(), DEV_JWT)];
+    // The file exists (so loading accepts it) but holds no certificate.
+    std::fs::write(fx.dir.path().join("ca.pem"), "not a certificate").expect("ca");
+    let (code, out) = fx.check(&fx.butler(), Some(&fx.extensions()), &env);
+    assert_eq!(code, config::EXIT_CONFIG_INVALID, "{out}");
+    assert!(
+        out.contains("Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker")
+            && out.contains("ca.pem")
+            && out.contains("Configuration NOT OK"),
+        "{out}"
+    );
+    assert_no_secrets(&out);
 }

@@ -28,11 +28,26 @@ pub fn check_config_with_env(
     out: &mut dyn Write,
 ) -> i32 {
     let (ok, text) = match super::load_with_env(path, extensions, env) {
-        Ok(config) => {
-            let mut text = summary(&config);
-            text.push_str("Configuration OK\n");
-            (true, text)
-        }
+        // What would stop `run` at start-up is reported here, before deployment: the broker's
+        // CA and client certificate files are read, and the destinations are built, compiling
+        // their templates. Building has no side effect: no destination connects before it sends.
+        Ok(config) => match config
+            .broker
+            .broker_settings()
+            .rustls_config()
+            .map_err(|e| format!("{}.broker: {e}", super::parse::FORWARD))
+            .and_then(|_| crate::sinks::build(&config).map_err(|e| e.to_string()))
+        {
+            Ok(_) => {
+                let mut text = summary(&config);
+                text.push_str("Configuration OK\n");
+                (true, text)
+            }
+            Err(problem) => (
+                false,
+                format!("Configuration has 1 problem:\n  {problem}\nConfiguration NOT OK\n"),
+            ),
+        },
         Err(errors) => {
             let mut text = String::new();
             let n = errors.problems.len();
