@@ -41,7 +41,7 @@ async fn run(in_lambda: bool) -> anyhow::Result<()> {
     let mut config = RelayConfig::from_env(&env, secrets)?;
     let broker = match config.broker.take() {
         Some(broker) => broker,
-        None => embedded_broker(in_lambda, &config)?,
+        None => embedded_broker(in_lambda)?,
     };
     tracing::info!(
         mode = if in_lambda { "lambda" } else { "http" },
@@ -64,10 +64,7 @@ async fn run(in_lambda: bool) -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "embedded-broker")]
-fn embedded_broker(
-    in_lambda: bool,
-    _config: &RelayConfig,
-) -> anyhow::Result<qlik_events::BrokerSettings> {
+fn embedded_broker(in_lambda: bool) -> anyhow::Result<qlik_events::BrokerSettings> {
     if in_lambda {
         return Err(ConfigError::new("MQTT_URL", "not set (required in Lambda)").into());
     }
@@ -89,10 +86,7 @@ fn embedded_broker(
 }
 
 #[cfg(not(feature = "embedded-broker"))]
-fn embedded_broker(
-    _in_lambda: bool,
-    _config: &RelayConfig,
-) -> anyhow::Result<qlik_events::BrokerSettings> {
+fn embedded_broker(_in_lambda: bool) -> anyhow::Result<qlik_events::BrokerSettings> {
     Err(ConfigError::new(
         "MQTT_URL",
         "not set: give the broker URL, e.g. mqtts://relay@broker.example.com:8883 \
