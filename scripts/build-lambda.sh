@@ -12,7 +12,7 @@
 #        scripts/build-lambda.sh --include certs   # adds ./certs/* to the zip (/var/task/certs/ in
 #                                                   # Lambda); give paths RELATIVE to the repository
 #                                                   # root: an absolute path is stored as such
-# Then: `sam deploy --guided` (see README, "Deploy"), or upload the zip yourself.
+# Then: `sam deploy --guided` (see docs/deploy-aws.md), or upload the zip yourself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

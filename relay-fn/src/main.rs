@@ -1,7 +1,7 @@
 //! relay-fn: verifies Qlik Cloud webhooks (`Qlik-Signature`) and republishes them to MQTT.
 //!
 //! Runs under the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set, otherwise as an HTTP
-//! server on `LISTEN_ADDR`. Configuration: environment variables, see the README.
+//! server on `LISTEN_ADDR`. Configuration: environment variables, see docs/relay.md.
 
 use std::process::ExitCode;
 

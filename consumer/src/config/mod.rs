@@ -5,7 +5,7 @@
 //! accepted in the main file.
 //!
 //! Everything is validated at load time and every problem is reported with its dotted key path.
-//! See "Consumer configuration reference" in the README.
+//! See docs/configuration.md ("Consumer configuration reference").
 
 mod error;
 mod node;

@@ -145,7 +145,7 @@ fn transport(smtp: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, Bu
         }
         if !smtp.reject_unauthorized {
             // What nodemailer's `rejectUnauthorized: false` does: no check of the chain nor of
-            // the name. Documented as a risk in the README.
+            // the name. Documented as a risk in docs/configuration.md.
             builder = builder
                 .dangerous_accept_invalid_certs(true)
                 .dangerous_accept_invalid_hostnames(true);
