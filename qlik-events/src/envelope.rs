@@ -265,6 +265,17 @@ pub fn with_legacy_fields(body: &[u8], envelope: &Envelope) -> Result<Vec<u8>, E
     add(&mut obj, "eventId", Some(&envelope.id));
     add(&mut obj, "eventTime", envelope.time.as_ref());
     add(&mut obj, "eventType", Some(&envelope.event_type));
+    // Butler's templates show these two; the legacy shape always carried them.
+    add(
+        &mut obj,
+        "eventTypeVersion",
+        Some(&legacy_type_version(&envelope.event_type)),
+    );
+    let content_type = match obj.get("datacontenttype") {
+        Some(Value::String(ct)) => ct.clone(),
+        _ => "application/json".to_owned(),
+    };
+    add(&mut obj, "contentType", Some(&content_type));
     let mut extensions = match obj.remove("extensions") {
         Some(Value::Object(ext)) => ext,
         _ => Map::new(),
@@ -283,6 +294,20 @@ pub fn with_legacy_fields(body: &[u8], envelope: &Envelope) -> Result<Vec<u8>, E
         return Ok(body.to_vec());
     }
     serde_json::to_vec(&Value::Object(obj)).map_err(|e| EnvelopeError::NotJson(e.to_string()))
+}
+
+/// The legacy `eventTypeVersion` for a type: Qlik wrote `1.0.0` for `com.qlik.v1.…` types, so
+/// the major version is the type's `vN` segment.
+pub fn legacy_type_version(event_type: &str) -> String {
+    let major = event_type
+        .split('.')
+        .find_map(|segment| {
+            let digits = segment.strip_prefix('v')?;
+            (!digits.is_empty() && digits.len() <= 4 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then_some(digits)
+        })
+        .unwrap_or("1");
+    format!("{major}.0.0")
 }
 
 #[cfg(test)]
@@ -445,6 +470,8 @@ mod tests {
         assert_eq!(v["cloudEventsVersion"], "0.1");
         assert_eq!(v["extensions"]["tenantId"], TENANT);
         assert_eq!(v["extensions"]["topLevelResourceId"], APP);
+        assert_eq!(v["eventTypeVersion"], "1.0.0");
+        assert_eq!(v["contentType"], "application/json");
         // CloudEvents fields stay as they were.
         assert_eq!(v["tenantid"], TENANT);
         assert_eq!(v["data"]["reloadId"], "674ab6e2c1d0f80012e3f4a5");
@@ -461,5 +488,16 @@ mod tests {
             with_legacy_fields(LEGACY.as_bytes(), &env).unwrap(),
             LEGACY.as_bytes()
         );
+    }
+
+    #[test]
+    fn legacy_type_version_follows_the_type() {
+        assert_eq!(
+            legacy_type_version("com.qlik.v1.app.reload.finished"),
+            "1.0.0"
+        );
+        assert_eq!(legacy_type_version("com.qlik.v2.thing"), "2.0.0");
+        assert_eq!(legacy_type_version("custom"), "1.0.0");
+        assert_eq!(legacy_type_version("com.qlik.vX.thing"), "1.0.0");
     }
 }

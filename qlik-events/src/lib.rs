@@ -14,6 +14,7 @@ pub use envelope::{
     ReloadEventKind, with_legacy_fields,
 };
 pub use signature::{
-    SIGNATURE_HEADER, SecretsError, SignatureError, VerifiedBody, WebhookSecrets, sign,
+    SIGNATURE_HEADER, SecretsError, SignatureError, VerifiedBody, WebhookSecrets, secret_value_eq,
+    sign,
 };
 pub use topic::{TopicError, TopicRouting, TopicTemplate};

@@ -122,6 +122,17 @@ impl WebhookSecrets {
     }
 }
 
+/// Whether a value sent by a client equals a secret, in time that depends on neither the
+/// secret's length nor where they differ: both are hashed first and the fixed-size digests
+/// compared in constant time (a plain slice compare returns early on a length mismatch).
+pub fn secret_value_eq(sent: &[u8], secret: &[u8]) -> bool {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let sent = Sha256::digest(sent);
+    let secret = Sha256::digest(secret);
+    bool::from(sent.as_slice().ct_eq(secret.as_slice()))
+}
+
 /// Lower-case hex HMAC-SHA256 of `body` under `secret`, as Qlik computes it.
 pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac =
@@ -262,5 +273,14 @@ mod tests {
     fn debug_output_never_shows_a_secret() {
         let shown = format!("{:?}", secrets(SECRET));
         assert!(!shown.contains(SECRET), "{shown}");
+    }
+
+    #[test]
+    fn secret_values_compare_whole() {
+        assert!(secret_value_eq(b"s3cret-value", b"s3cret-value"));
+        assert!(!secret_value_eq(b"s3cret-valu", b"s3cret-value"));
+        assert!(!secret_value_eq(b"s3cret-value!", b"s3cret-value"));
+        assert!(!secret_value_eq(b"", b"s3cret-value"));
+        assert!(!secret_value_eq(b"S3cret-value", b"s3cret-value"));
     }
 }

@@ -83,6 +83,16 @@ impl std::str::FromStr for TopicTemplate {
 
 impl TopicTemplate {
     pub fn render(&self, envelope: &Envelope) -> String {
+        let opens_with_value = matches!(self.parts.first(), Some(Part::Value(_)));
+        let topic = self.render_parts(envelope);
+        if opens_with_value {
+            not_reserved(topic)
+        } else {
+            topic
+        }
+    }
+
+    fn render_parts(&self, envelope: &Envelope) -> String {
         let mut topic = String::new();
         for part in &self.parts {
             match part {
@@ -156,7 +166,7 @@ pub fn sanitize(value: &str) -> String {
         .take(MAX_VALUE_LEN)
         .map(|c| match c {
             '+' | '#' | '/' => '_',
-            c if c.is_control() => '_',
+            c if c.is_control() || is_noncharacter(c) => '_',
             c => c,
         })
         .collect();
@@ -165,6 +175,23 @@ pub fn sanitize(value: &str) -> String {
     } else {
         cleaned
     }
+}
+
+/// Unicode noncharacters (U+FDD0–U+FDEF and the last two code points of every plane). Valid
+/// UTF-8, yet some brokers treat them as malformed and drop the connection, which would fail
+/// every publish in flight on it.
+fn is_noncharacter(c: char) -> bool {
+    let code = u32::from(c);
+    (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
+}
+
+/// Topics starting with `$` are the broker's own (`$SYS`, `$aws`, `$share`); a value that opens
+/// the topic may not make one.
+fn not_reserved(mut topic: String) -> String {
+    if topic.starts_with('$') {
+        topic.replace_range(..1, "_");
+    }
+    topic
 }
 
 #[cfg(test)]
@@ -246,5 +273,33 @@ mod tests {
             Err(TopicError::Unclosed)
         );
         assert!(TopicRouting::with_root("a/#").is_err());
+    }
+
+    #[test]
+    fn noncharacters_become_underscores() {
+        for c in [
+            '\u{FFFE}',
+            '\u{FFFF}',
+            '\u{FDD0}',
+            '\u{FDEF}',
+            '\u{1FFFF}',
+            '\u{10FFFE}',
+        ] {
+            assert_eq!(sanitize(&format!("a{c}b")), "a_b", "U+{:04X}", u32::from(c));
+        }
+        assert_eq!(sanitize("\u{FDCF}\u{FDF0}é"), "\u{FDCF}\u{FDF0}é");
+    }
+
+    #[test]
+    fn a_value_cannot_open_a_reserved_topic() {
+        let template: TopicTemplate = "{tenantId}/x".parse().unwrap();
+        assert_eq!(template.render(&envelope("t", "$SYS")), "_SYS/x");
+        let template: TopicTemplate = "a/{tenantId}".parse().unwrap();
+        assert_eq!(template.render(&envelope("t", "$SYS")), "a/$SYS");
+        // The default scheme always opens with its root.
+        assert_eq!(
+            TopicRouting::default().topic_for(&envelope("t", "$SYS")),
+            "qscloud/event/t/$SYS"
+        );
     }
 }

@@ -8,10 +8,9 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use qlik_events::{
     Envelope, EnvelopeError, EnvelopeFormat, SIGNATURE_HEADER, SignatureError, TopicRouting,
-    VerifiedBody, WebhookSecrets, with_legacy_fields,
+    VerifiedBody, WebhookSecrets, secret_value_eq, with_legacy_fields,
 };
 use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 /// Default body limit: Qlik's events are a few KiB; 256 KiB leaves room for large error lists.
@@ -167,7 +166,7 @@ pub fn decide(
             .map(http::HeaderValue::as_bytes)
             .unwrap_or_default();
         let expected = required.value.expose_secret().as_bytes();
-        if !bool::from(sent.ct_eq(expected)) {
+        if !secret_value_eq(sent, expected) {
             return Err(Rejection::RequiredHeader(required.name.to_string()));
         }
     }
