@@ -8,8 +8,11 @@ use lambda_http::{Body as LambdaBody, Error, Request, Response, service_fn};
 use crate::decision::{Body, WebhookRequest};
 use crate::service::Relay;
 
+/// With `AWS_LAMBDA_MAX_CONCURRENCY` above 1 (Lambda Managed Instances) one execution environment
+/// polls for that many invocations at once; the publisher already confirms concurrent publishes
+/// on its one connection. Without it, invocations come one at a time as in classic Lambda.
 pub async fn run(relay: Arc<Relay>) -> Result<(), Error> {
-    lambda_http::run(service_fn(move |request: Request| {
+    lambda_http::run_concurrent(service_fn(move |request: Request| {
         let relay = relay.clone();
         async move { Ok::<_, Error>(handle(&relay, request).await) }
     }))
