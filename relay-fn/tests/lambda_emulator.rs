@@ -50,6 +50,8 @@ struct EmulatorState {
     init_error: Mutex<Option<String>>,
     init_error_reported: Notify,
     next_calls: AtomicUsize,
+    /// The most invocations handed out and not yet answered at one time.
+    most_in_flight: AtomicUsize,
 }
 
 /// A Lambda Runtime API on 127.0.0.1 that hands out the invocations the test queues.
@@ -115,6 +117,20 @@ impl Emulator {
         Proc::relay(&all)
     }
 
+    /// Queues `event` as an invocation without waiting for it.
+    fn queue(&self, event: &[u8]) -> oneshot::Receiver<Outcome> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let (done, outcome) = oneshot::channel();
+        self.queue
+            .send(Invocation {
+                id: format!("8476a536-e9f4-11e8-9739-{n:012x}"),
+                event: event.to_vec(),
+                done,
+            })
+            .expect("emulator queue open");
+        outcome
+    }
+
     /// Hands `event` to the runtime as the next invocation and waits (bounded) for its outcome.
     /// Fails with the relay's output if the process exits or reports an init error meanwhile.
     async fn invoke(&self, relay: &mut Proc, event: &[u8]) -> Outcome {
@@ -163,11 +179,13 @@ async fn next(State(state): State<Arc<EmulatorState>>) -> Response {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     drop(queue);
-    state
-        .pending
-        .lock()
-        .expect("lock")
-        .insert(invocation.id.clone(), invocation.done);
+    {
+        let mut pending = state.pending.lock().expect("lock");
+        pending.insert(invocation.id.clone(), invocation.done);
+        state
+            .most_in_flight
+            .fetch_max(pending.len(), Ordering::Relaxed);
+    }
     let deadline_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
@@ -550,4 +568,82 @@ async fn invalid_setting_fails_the_cold_start_naming_the_variable() {
         !reported.contains("too-short"),
         "the secret value is never reported"
     );
+}
+
+/// Lambda Managed Instances: with `AWS_LAMBDA_MAX_CONCURRENCY=4` one execution environment takes
+/// four invocations at once. A broker that accepts TCP but never answers holds each publish for
+/// its timeout, so the runtime only has four in hand at once if it handles them concurrently
+/// (sequentially it would take one, answer 503 after the timeout, then take the next).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_instances_take_several_invocations_at_once() {
+    let silent_broker = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a silent broker");
+    let silent_addr = silent_broker.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent_broker.accept().await {
+            held.push(socket);
+        }
+    });
+    let emulator = Emulator::start().await;
+    let mut env = relay_env(
+        format!("mqtt://{silent_addr}"),
+        "relay-lambda-concurrent-silent",
+    );
+    env.push(("PUBLISH_TIMEOUT_MS", "1500".to_owned()));
+    env.push(("AWS_LAMBDA_MAX_CONCURRENCY", "4".to_owned()));
+    let mut relay = emulator.spawn_relay(&env);
+    let files = common::event_files();
+    let good = files
+        .iter()
+        .find(|f| f.expect == Expect::Published)
+        .expect("a good event");
+    let outcomes: Vec<_> = (0..4).map(|_| emulator.queue(&good.raw)).collect();
+    for outcome in outcomes {
+        let outcome = tokio::time::timeout(WAIT, outcome)
+            .await
+            .unwrap_or_else(|_| panic!("no answer in time\n{}", relay.output_redacted(&[])))
+            .expect("emulator keeps the invocation");
+        assert_eq!(http_answer(&outcome, &good.name).status, 503);
+    }
+    assert_eq!(
+        emulator.state.most_in_flight.load(Ordering::Relaxed),
+        4,
+        "four invocations in hand at once\n{}",
+        relay.output_redacted(&[])
+    );
+    assert!(relay.exited().is_none());
+
+    // Against a live broker, concurrent invocations are each confirmed and published once.
+    for broker in testkit::brokers() {
+        let root = testkit::unique("relay-lambda-concurrent");
+        let mut subscriber = Subscriber::connect(&broker, &format!("{root}/#")).await;
+        let emulator = Emulator::start().await;
+        let mut env = relay_env(broker.url(), &root);
+        env.push(("AWS_LAMBDA_MAX_CONCURRENCY", "4".to_owned()));
+        let relay = emulator.spawn_relay(&env);
+        let outcomes: Vec<_> = (0..16).map(|_| emulator.queue(&good.raw)).collect();
+        for outcome in outcomes {
+            let outcome = tokio::time::timeout(WAIT, outcome)
+                .await
+                .unwrap_or_else(|_| panic!("no answer in time\n{}", relay.output_redacted(&[])))
+                .expect("emulator keeps the invocation");
+            assert_eq!(http_answer(&outcome, &good.name).status, 200);
+        }
+        for n in 0..16 {
+            let (_, payload) = subscriber
+                .next(WAIT)
+                .await
+                .unwrap_or_else(|| panic!("{}: message {n} of 16 did not arrive", broker.name));
+            assert!(payload == good.body);
+        }
+        assert!(
+            subscriber
+                .next(std::time::Duration::from_millis(200))
+                .await
+                .is_none(),
+            "more than 16 messages"
+        );
+    }
 }
