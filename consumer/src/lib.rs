@@ -10,5 +10,6 @@ pub mod enrich;
 pub mod pipeline;
 pub mod sinks;
 pub mod source;
+pub mod state;
 pub mod transforms;
 pub mod webhooks;
