@@ -7,6 +7,7 @@ pub mod alert;
 pub mod config;
 pub mod delivery;
 pub mod enrich;
+pub mod exit;
 pub mod pipeline;
 pub mod sinks;
 pub mod source;

@@ -20,18 +20,6 @@ use consumer::webhooks::{
 
 use super::{ConfigArgs, exit, load};
 
-/// Exit codes of the webhook commands besides the common ones (0, 1, 2, 78).
-mod codes {
-    /// Qlik refused the request as invalid (HTTP 400/409/422; its message is printed)
-    /// (sysexits `EX_DATAERR`).
-    pub const REJECTED: u8 = 65;
-    /// No webhook with that id or name (HTTP 404) (sysexits `EX_NOINPUT`).
-    pub const NOT_FOUND: u8 = 66;
-    /// The tenant did not accept the JWT (401) or its user lacks the rights (403)
-    /// (sysexits `EX_NOPERM`).
-    pub const NO_PERMISSION: u8 = 77;
-}
-
 pub const AFTER_HELP: &str = "\
 Exit codes:
   0   success
@@ -205,9 +193,9 @@ impl From<WebhookError> for Failure {
 
 fn code_for(e: &WebhookError) -> u8 {
     match e.kind() {
-        WebhookErrorKind::NotFound => codes::NOT_FOUND,
-        WebhookErrorKind::Unauthorized | WebhookErrorKind::Forbidden => codes::NO_PERMISSION,
-        WebhookErrorKind::Rejected => codes::REJECTED,
+        WebhookErrorKind::NotFound => exit::NOT_FOUND,
+        WebhookErrorKind::Unauthorized | WebhookErrorKind::Forbidden => exit::NO_PERMISSION,
+        WebhookErrorKind::Rejected => exit::REJECTED,
         WebhookErrorKind::Other => exit::FAILURE,
     }
 }
@@ -671,7 +659,7 @@ async fn delete(api: &WebhooksApi, id: Option<&str>, name: Option<&str>) -> Resu
             match matching.as_slice() {
                 [] => {
                     return Err(Failure {
-                        code: codes::NOT_FOUND,
+                        code: exit::NOT_FOUND,
                         message: format!(
                             "no webhook named \"{name}\" on tenant {}",
                             api.tenant_id()
@@ -697,7 +685,7 @@ async fn delete(api: &WebhooksApi, id: Option<&str>, name: Option<&str>) -> Resu
             Ok(exit::OK)
         }
         Err(e) if e.kind() == WebhookErrorKind::NotFound => Err(Failure {
-            code: codes::NOT_FOUND,
+            code: exit::NOT_FOUND,
             message: format!(
                 "no webhook {label} on tenant {} (already deleted?): {e}",
                 api.tenant_id()
@@ -717,7 +705,7 @@ async fn set_enabled(api: &WebhooksApi, id: &str, enabled: bool) -> Result<u8, F
             Ok(exit::OK)
         }
         Err(e) if e.kind() == WebhookErrorKind::NotFound => Err(Failure {
-            code: codes::NOT_FOUND,
+            code: exit::NOT_FOUND,
             message: format!("no webhook {id} on tenant {}: {e}", api.tenant_id()),
         }),
         Err(e) => Err(e.into()),
@@ -758,7 +746,7 @@ async fn resend_failed(
                 Ok(hook) => out.push(hook),
                 Err(e) if e.kind() == WebhookErrorKind::NotFound => {
                     return Err(Failure {
-                        code: codes::NOT_FOUND,
+                        code: exit::NOT_FOUND,
                         message: format!("no webhook {id} on tenant {}: {e}", api.tenant_id()),
                     });
                 }
@@ -795,7 +783,7 @@ async fn resend_failed(
             Ok(d) => d,
             Err(e) => {
                 let failure = Failure::from(e);
-                if failure.code == codes::NO_PERMISSION {
+                if failure.code == exit::NO_PERMISSION {
                     return Err(failure);
                 }
                 eprintln!("error: {}", redactor.clean(&failure.message));
@@ -864,7 +852,7 @@ async fn resend_failed(
                 }
                 Err(e) => {
                     let failure = Failure::from(e);
-                    if failure.code == codes::NO_PERMISSION {
+                    if failure.code == exit::NO_PERMISSION {
                         return Err(failure);
                     }
                     counts.failed += 1;
@@ -904,7 +892,7 @@ async fn resend_failed(
         return Ok(code);
     }
     Ok(if total.failed > 0 {
-        exit::STILL_PARKED
+        exit::TRY_AGAIN_LATER
     } else {
         exit::OK
     })
