@@ -12,5 +12,6 @@ pub mod pipeline;
 pub mod sinks;
 pub mod source;
 pub mod state;
+pub mod tenant_api;
 pub mod transforms;
 pub mod webhooks;

@@ -14,9 +14,9 @@ use url::Url;
 
 use consumer::config::TenantConfig;
 use consumer::webhooks::{
-    self, APP_RELOAD_FINISHED, FilterChoice, NewWebhook, RELOAD_FINISHED, Webhook, WebhookError,
-    WebhookErrorKind, WebhooksApi,
+    self, FilterChoice, NewWebhook, Webhook, WebhookError, WebhookErrorKind, WebhooksApi,
 };
+use qlik_events::{APP_RELOAD_FINISHED, RELOAD_FINISHED};
 
 use super::{ConfigArgs, exit, load};
 
@@ -802,7 +802,7 @@ async fn resend_failed(
                 }
             }
         }
-        let mut failed: Vec<&webhooks::Delivery> =
+        let mut failed: Vec<&webhooks::WebhookDelivery> =
             deliveries.iter().filter(|d| d.failed()).collect();
         // Oldest first, so events are resent in the order they happened.
         failed.sort_by_key(|d| d.triggered());
