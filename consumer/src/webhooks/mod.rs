@@ -1,7 +1,8 @@
 //! Qlik Cloud webhook administration through the tenant's `/api/v1/webhooks` API, for the
 //! `consumer webhook …` commands: create the webhooks that send reload events to the relay
 //! ([`plan`]), list them (enabled state, why Qlik disabled one), delete them, and resend the
-//! deliveries that failed during a broker or relay outage (Qlik keeps deliveries for 7 days).
+//! deliveries that failed during a broker or relay outage ([`resend_plan`]; Qlik keeps
+//! deliveries for 7 days).
 //!
 //! Requests go through the tenant API client ([`crate::tenant_api`]): the tenant JWT as a
 //! Bearer header marked sensitive, timeouts and retries from `consumer.enrichment`, no
@@ -12,6 +13,7 @@ mod api;
 mod error;
 mod plan;
 mod records;
+mod resend;
 mod secret;
 mod since;
 
@@ -19,6 +21,7 @@ pub use api::WebhooksApi;
 pub use error::{QlikError, WebhookError, WebhookErrorKind};
 pub use plan::{FilterChoice, Plan, PlanError, plan};
 pub use records::{DeliveryRequest, DeliveryResponse, NewWebhook, Webhook, WebhookDelivery};
+pub use resend::{ResendAction, ResendCounts, resend_plan};
 pub use secret::{SecretProblem, validate_secret};
 pub use since::{MAX_DELIVERY_AGE, SinceError, parse_since};
 
