@@ -137,10 +137,6 @@ pub(super) async fn set_enabled(api: &WebhooksApi, id: &str, enabled: bool) -> R
             );
             Ok(exit::OK)
         }
-        Err(e) if e.kind() == WebhookErrorKind::NotFound => Err(Failure {
-            code: exit::NOT_FOUND,
-            message: format!("no webhook {id} on tenant {}: {e}", api.tenant_id()),
-        }),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(Failure::about_webhook(api, id, e)),
     }
 }

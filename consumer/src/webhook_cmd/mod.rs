@@ -31,6 +31,18 @@ impl Failure {
             message: message.into(),
         }
     }
+
+    /// A failed call about webhook `id`; a 404 says which webhook the tenant does not have.
+    fn about_webhook(api: &WebhooksApi, id: &str, e: WebhookError) -> Self {
+        if e.kind() == WebhookErrorKind::NotFound {
+            Self {
+                code: exit::NOT_FOUND,
+                message: format!("no webhook {id} on tenant {}: {e}", api.tenant_id()),
+            }
+        } else {
+            e.into()
+        }
+    }
 }
 
 impl From<WebhookError> for Failure {

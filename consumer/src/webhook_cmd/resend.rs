@@ -7,9 +7,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use consumer::exit;
-use consumer::webhooks::{
-    ResendAction, ResendCounts, Webhook, WebhookErrorKind, WebhooksApi, resend_plan,
-};
+use consumer::webhooks::{ResendAction, ResendCounts, Webhook, WebhooksApi, resend_plan};
 
 use super::{Failure, Redactor};
 
@@ -30,13 +28,7 @@ async fn chosen_webhooks(
     for id in ids {
         match api.get(id).await {
             Ok(hook) => out.push(hook),
-            Err(e) if e.kind() == WebhookErrorKind::NotFound => {
-                return Err(Failure {
-                    code: exit::NOT_FOUND,
-                    message: format!("no webhook {id} on tenant {}: {e}", api.tenant_id()),
-                });
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Failure::about_webhook(api, id, e)),
         }
     }
     Ok(out)

@@ -200,16 +200,13 @@ mod tests {
     #[test]
     fn a_dry_run_plans_the_same_without_resending() {
         let deliveries = sample();
-        let plan = resend_plan(&deliveries, CUTOFF, true);
-        assert_eq!(
-            ids(&plan),
-            [
-                ("would", "d1"),
-                ("would", "d2"),
-                ("later", "d4"),
-                ("would", "d5")
-            ]
-        );
+        let real: Vec<_> = ids(&resend_plan(&deliveries, CUTOFF, false))
+            .into_iter()
+            .map(|(kind, id)| (if kind == "resend" { "would" } else { kind }, id))
+            .collect();
+        let dry = ids(&resend_plan(&deliveries, CUTOFF, true));
+        assert_eq!(dry, real);
+        assert!(dry.iter().any(|(kind, _)| *kind == "later"));
     }
 
     #[test]
