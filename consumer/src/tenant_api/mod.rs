@@ -3,9 +3,10 @@
 //!
 //! Every call carries the tenant JWT as a Bearer header marked sensitive, has the timeouts of
 //! `consumer.enrichment`, never follows a redirect (the JWT must not go to another host), is
-//! retried on 408/429/5xx and connection failures honouring `Retry-After` ([`send`]), and reads
-//! at most a set number of bytes, saying so when an answer was longer ([`body`]). Errors name the
-//! innermost cause (connection refused, DNS, TLS) and never contain the JWT.
+//! retried on 408/429/5xx and connection failures honouring `Retry-After`
+//! ([`TenantClient::send`]), and reads at most a set number of bytes, saying so when an answer
+//! was longer ([`Overflow`], [`Body::truncated`]). Errors name the innermost cause
+//! (connection refused, DNS, TLS) and never contain the JWT.
 
 mod body;
 mod error;
