@@ -2,13 +2,18 @@
 //!
 //! Pipeline, in the style of Vector: [`source`] (MQTT) → [`transforms`] (parse, tenant filter,
 //! react, dedupe, enrich) → [`delivery`] (rate limit, retry, park) around each of the [`sinks`].
+//! Beside it: [`tenant_api`], the one client for a tenant's REST API (enrichment and the
+//! [`webhooks`] commands), [`state`] for what is kept on disk, and the [`exit`] codes.
 
 pub mod alert;
 pub mod config;
 pub mod delivery;
 pub mod enrich;
+pub mod exit;
 pub mod pipeline;
 pub mod sinks;
 pub mod source;
+pub mod state;
+pub mod tenant_api;
 pub mod transforms;
 pub mod webhooks;

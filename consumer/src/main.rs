@@ -8,26 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use consumer::config::{self, ConsumerConfig};
 use consumer::delivery::{self, DeadLetter, RetryPolicy};
+use consumer::exit;
 use consumer::pipeline::{self, RunOptions};
 
 mod webhook_cmd;
-
-/// Exit codes scripts can rely on.
-mod exit {
-    /// Success (for `replay`: nothing is left parked).
-    pub const OK: u8 = 0;
-    /// A runtime failure: broker refused the subscription, state directory not writable, an
-    /// alert could neither be delivered nor parked.
-    pub const FAILURE: u8 = 1;
-    /// Command-line usage error (clap's own code).
-    #[allow(dead_code)]
-    pub const USAGE: u8 = 2;
-    /// `replay`: some parked alerts could not be delivered and are still parked (sysexits
-    /// `EX_TEMPFAIL`: try again later).
-    pub const STILL_PARKED: u8 = 75;
-    /// The configuration is invalid (sysexits `EX_CONFIG`); the problems are printed.
-    pub const CONFIG_INVALID: u8 = 78;
-}
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -231,7 +215,7 @@ async fn replay(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyho
     Ok(if report.remaining() == 0 {
         exit::OK
     } else {
-        exit::STILL_PARKED
+        exit::TRY_AGAIN_LATER
     })
 }
 

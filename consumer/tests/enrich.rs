@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use consumer::config::{
     AuthType, EnrichmentConfig, SecretSource, TenantAlerts, TenantConfig, load_with_env,
 };
-use consumer::enrich::{Enrichment, Resource, TenantClient, build_context};
+use consumer::enrich::{Enrichment, Resource, build_context};
+use consumer::tenant_api::TenantClient;
 use qlik_events::Envelope;
 use secrecy::SecretString;
 use support::fake_tenant::{self, FakeTenant, Fault, Route};

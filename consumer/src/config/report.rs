@@ -8,11 +8,10 @@ use qlik_events::MqttVersion;
 
 use super::types::*;
 
-/// `check-config` found nothing wrong.
-pub const EXIT_OK: i32 = 0;
-/// The configuration cannot be used (sysexits `EX_CONFIG`), so scripts can tell it apart from
-/// usage errors (2) and runtime failures (1).
-pub const EXIT_CONFIG_INVALID: i32 = 78;
+/// `check-config` found nothing wrong ([`crate::exit::OK`]).
+pub const EXIT_OK: i32 = crate::exit::OK as i32;
+/// The configuration cannot be used ([`crate::exit::CONFIG_INVALID`]).
+pub const EXIT_CONFIG_INVALID: i32 = crate::exit::CONFIG_INVALID as i32;
 
 /// Validates the files and writes either a masked summary or every problem to `out`. Returns
 /// the process exit code: [`EXIT_OK`] or [`EXIT_CONFIG_INVALID`].

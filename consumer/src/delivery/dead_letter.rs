@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::alert::Alert;
-use crate::sinks::script_log_disk::{write_atomically, write_atomically_blocking};
+use crate::state::{fnv1a, write_atomically, write_atomically_blocking};
 
 /// One parked alert, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,13 +55,6 @@ fn file_part(text: &str) -> String {
         })
         .take(80)
         .collect()
-}
-
-/// FNV-1a: a stable hash (unlike std's, which is seeded per process) for file names.
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 pub fn now_rfc3339() -> String {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::sinks::script_log_disk::write_atomically;
+use crate::state::{now_unix, write_atomically};
 
 const FILE: &str = "rate-limits.json";
 
@@ -26,13 +26,6 @@ struct State {
 pub struct RateLimits {
     path: PathBuf,
     state: Mutex<State>,
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 impl RateLimits {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::client::Enrichment;
+use super::fetch::Enrichment;
 use crate::config::{GenericUrl, TenantConfig};
 
 /// `executionDuration`.

@@ -7,6 +7,7 @@ use url::Url;
 
 use super::*;
 use crate::config::{AuthType, SecretSource, TenantAlerts, TenantConfig};
+use crate::tenant_api::{AppInfo, AppItem, ReloadInfo, UserInfo};
 
 const APP_RELOAD: &str =
     include_str!("../../../testdata/qlik-samples/app-reload-failed.cloudevents.json");

@@ -28,6 +28,7 @@ use crate::config::{
     AlertEnableByTag, AppOwnerAlert, EmailAlert, EmailPriority, SMTP, SmtpConfig, SmtpSecurity,
     TenantConfig, parse_mailbox,
 };
+use crate::state::fnv1a;
 
 /// The HTML body used when `bodyFileDirectory` / `htmlTemplateFile` are not set.
 pub const DEFAULT_HTML_TEMPLATE: &str =
@@ -208,14 +209,6 @@ pub fn priority_headers(priority: EmailPriority) -> (&'static str, &'static str)
         EmailPriority::Normal => ("3 (Normal)", "Normal"),
         EmailPriority::Low => ("5 (Lowest)", "Low"),
     }
-}
-
-/// FNV-1a, for a Message-ID that is the same every time the same alert goes to the same
-/// recipient (std's hasher is seeded per process).
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// `<eventId.hash@sender-domain>`: stable per event and recipient, so the duplicate that

@@ -14,6 +14,7 @@ use time::macros::format_description;
 
 use super::{Sink, SinkError};
 use crate::alert::Alert;
+use crate::state::write_atomically;
 
 /// `Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure` (`enable`, `logDirectory`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,39 +122,6 @@ impl Sink for ScriptLogDiskSink {
             .await
             .map_err(|e| SinkError::Transient(format!("{}: {e}", path.display())))
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it into place.
-pub async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let path = path.to_owned();
-    let bytes = bytes.to_vec();
-    tokio::task::spawn_blocking(move || write_atomically_blocking(&path, &bytes))
-        .await
-        .map_err(std::io::Error::other)?
-}
-
-pub fn write_atomically_blocking(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sinks::script_log_disk::write_atomically;
+use crate::state::{now_unix, write_atomically};
 
 pub const FILE: &str = "seen-events.json";
 /// Far above the number of failed reloads a tenant produces in a week.
@@ -40,13 +40,6 @@ pub struct Dedupe {
     max_entries: usize,
     order: VecDeque<(String, u64)>,
     index: HashMap<String, u64>,
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// The dedupe key: event ids are only unique per tenant.

@@ -8,7 +8,8 @@ use qlik_events::{Envelope, ReloadEvent};
 
 use crate::alert::Alert;
 use crate::config::{ConsumerConfig, TenantConfig};
-use crate::enrich::{EnrichError, Enrichment, TenantClient, build_context};
+use crate::enrich::{EnrichError, Enrichment, build_context};
+use crate::tenant_api::TenantClient;
 
 /// Head/tail lines in the shared context (what webhook and MQTT receive); chat destinations
 /// recompute them with their own counts.

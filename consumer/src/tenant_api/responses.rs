@@ -1,5 +1,6 @@
-//! What the tenant REST API returns, reduced to the fields alerts use. Every field is optional:
-//! Qlik adds and drops attributes over time and an alert must not fail because of that.
+//! What the tenant REST API answers to the reads alerts are enriched with, reduced to the
+//! fields alerts use. Every field is optional: Qlik adds and drops attributes over time and an
+//! alert must not fail because of that.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

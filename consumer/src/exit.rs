@@ -1,0 +1,27 @@
+//! The process exit codes of every `consumer` command, defined once: scripts and service
+//! managers rely on them, and the `--help` texts in `main.rs` list them. The non-zero codes
+//! besides 1 and 2 follow sysexits.h, so they mean what an operator expects.
+
+/// Success (for `replay`: nothing is left parked).
+pub const OK: u8 = 0;
+/// A runtime failure: broker refused the subscription, state directory not writable, an alert
+/// could neither be delivered nor parked; for `webhook`: tenant unreachable, timeouts, HTTP 5xx
+/// after retries, an unexpected answer.
+pub const FAILURE: u8 = 1;
+/// Command-line usage error (clap's own code; also a missing or invalid webhook secret, several
+/// tenants and no `--tenant`, `--since` beyond 7 days).
+pub const USAGE: u8 = 2;
+/// `webhook`: Qlik refused the request as invalid (HTTP 400/409/422; its message is printed)
+/// (`EX_DATAERR`).
+pub const REJECTED: u8 = 65;
+/// `webhook`: no webhook with that id or name (HTTP 404) (`EX_NOINPUT`).
+pub const NOT_FOUND: u8 = 66;
+/// Something is left to do and a later run may succeed (`EX_TEMPFAIL`): `replay` left parked
+/// alerts that still fail, `webhook resend-failed` could not resend some deliveries.
+pub const TRY_AGAIN_LATER: u8 = 75;
+/// `webhook`: the tenant did not accept the JWT (401) or its user lacks the rights (403)
+/// (`EX_NOPERM`).
+pub const NO_PERMISSION: u8 = 77;
+/// The configuration is invalid (`EX_CONFIG`), so scripts can tell it apart from usage errors
+/// and runtime failures; every problem is printed with its key path.
+pub const CONFIG_INVALID: u8 = 78;
