@@ -230,11 +230,7 @@ fn butler_production_file_loads_unchanged() {
             .alert_enable_by_tag
             .allows(&["Butler - Send Slack alert if app reload fails".to_owned()])
     );
-    assert!(
-        !slack
-            .alert_enable_by_tag
-            .allows(&["other".to_owned()])
-    );
+    assert!(!slack.alert_enable_by_tag.allows(&["other".to_owned()]));
     let email = t.alert.get::<EmailAlert>().expect("email enabled");
     assert_eq!(
         email.recipients,

@@ -83,9 +83,7 @@ pub(crate) fn parse_extension(ext: &Node<'_>, p: &mut Problems) -> Extension {
         .unwrap_or_else(|| state_dir.join("dead-letter"));
     let dedupe = DedupeConfig {
         retention: Duration::from_secs(
-            ext.at("dedupe.retentionHours")
-                .u64_or(p, 168, 1, 24 * 365)
-                * 3600,
+            ext.at("dedupe.retentionHours").u64_or(p, 168, 1, 24 * 365) * 3600,
         ),
     };
     Extension {

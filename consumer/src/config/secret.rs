@@ -61,7 +61,10 @@ pub(crate) fn resolve_secret(
 ) -> Option<(SecretString, SecretSource)> {
     for var in vars {
         if let Some(value) = env_var(env, var) {
-            return Some((SecretString::from(value), SecretSource::Env((*var).to_owned())));
+            return Some((
+                SecretString::from(value),
+                SecretSource::Env((*var).to_owned()),
+            ));
         }
     }
     let in_env: Vec<String> = vars.iter().map(|v| format!("${v}")).collect();

@@ -81,7 +81,11 @@ impl TenantConfig {
         if let Some(hub) = &self.hub_url {
             let _ = writeln!(s, "      hub link: {hub}");
         }
-        let alerts: Vec<String> = self.alert.iter().filter_map(|a| a.alert_summary()).collect();
+        let alerts: Vec<String> = self
+            .alert
+            .iter()
+            .filter_map(|a| a.alert_summary())
+            .collect();
         if alerts.is_empty() {
             let _ = writeln!(s, "      alerts: none enabled");
         }

@@ -212,11 +212,13 @@ impl<F: ChatFormat> Destination for ChatAlert<F> {
     }
 
     fn tenant_api(&self) -> Option<TenantApi> {
-        Some(match (self.basic_content_only, self.alert_enable_by_tag.enable) {
-            (false, _) => TenantApi::Everything,
-            (true, true) => TenantApi::Tags,
-            (true, false) => TenantApi::Nothing,
-        })
+        Some(
+            match (self.basic_content_only, self.alert_enable_by_tag.enable) {
+                (false, _) => TenantApi::Everything,
+                (true, true) => TenantApi::Tags,
+                (true, false) => TenantApi::Nothing,
+            },
+        )
     }
 
     fn build(
@@ -224,12 +226,7 @@ impl<F: ChatFormat> Destination for ChatAlert<F> {
         _config: &ConsumerConfig,
         client: &reqwest::Client,
     ) -> Result<SharedSink, BuildError> {
-        Ok(Arc::new(ChatSink {
-            name: format!("{}:{}", F::SINK, self.tenant_id),
-            template: self.read_template()?,
-            alert: self.clone(),
-            client: client.clone(),
-        }))
+        Ok(Arc::new(ChatSink::new(self.clone(), client.clone())?))
     }
 }
 
@@ -243,6 +240,15 @@ pub struct ChatSink<F> {
 }
 
 impl<F: ChatFormat> ChatSink<F> {
+    pub fn new(alert: ChatAlert<F>, client: reqwest::Client) -> Result<Self, BuildError> {
+        Ok(Self {
+            name: format!("{}:{}", F::SINK, alert.tenant_id),
+            template: alert.read_template()?,
+            alert,
+            client,
+        })
+    }
+
     /// The JSON body this sink posts for an alert.
     pub fn message(&self, alert: &Alert) -> Result<Value, SinkError> {
         let c = &self.alert;
@@ -263,8 +269,8 @@ impl<F: ChatFormat> ChatSink<F> {
                     .basic_msg_template
                     .as_deref()
                     .unwrap_or(DEFAULT_BASIC_TEMPLATE);
-                let text =
-                    render_text(template, &context).map_err(|e| permanent("basicMsgTemplate", e))?;
+                let text = render_text(template, &context)
+                    .map_err(|e| permanent("basicMsgTemplate", e))?;
                 c.format.basic_message(&text, alert)
             }
         };
@@ -297,5 +303,86 @@ impl<F: ChatFormat> Sink for ChatSink<F> {
             http::DEFAULT_TIMEOUT,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::slack::{Slack, SlackSink};
+
+    fn alert() -> Alert {
+        Alert {
+            event_id: "e1".into(),
+            event_type: qlik_events::APP_RELOAD_FINISHED.into(),
+            tenant_id: "t1".into(),
+            app_id: Some("a1".into()),
+            reload_id: Some("r1".into()),
+            event_time: None,
+            app_tags: vec![],
+            script_log: Some("first line\nlast line".into()),
+            context: serde_json::json!({
+                "appName": "Sales",
+                "scriptLogTail": "last line",
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+            recipient: None,
+        }
+    }
+
+    fn sink(basic_content_only: bool, message_type: MessageType) -> SlackSink {
+        let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("templates/slack-failed-reload-qscloud.handlebars");
+        let alert = ChatAlert {
+            tenant_id: "t1".into(),
+            key: "k".into(),
+            alert_enable_by_tag: AlertEnableByTag::default(),
+            basic_content_only,
+            webhook_url: SecretUrl::new(url::Url::parse("https://hooks.example/x").unwrap()),
+            message_type,
+            basic_msg_template: Some("{{appName}}: {{scriptLogTail}}".into()),
+            template_file: Some(template),
+            head_script_log_lines: 1,
+            tail_script_log_lines: 1,
+            rate_limit: Duration::ZERO,
+            format: Slack {
+                channel: Some("ops".into()),
+                from_user: None,
+                icon_emoji: None,
+            },
+        };
+        ChatSink::new(alert, reqwest::Client::new()).unwrap()
+    }
+
+    #[test]
+    fn basic_content_only_sends_the_basic_message_without_script_log() {
+        let basic = sink(false, MessageType::Basic).message(&alert()).unwrap();
+        assert_eq!(basic["text"], "Sales: last line");
+        assert_eq!(basic["channel"], "ops");
+        let formatted = sink(false, MessageType::Formatted)
+            .message(&alert())
+            .unwrap();
+        assert!(
+            formatted.to_string().contains("Script log: 2 rows"),
+            "{formatted}"
+        );
+        for message_type in [MessageType::Basic, MessageType::Formatted] {
+            let only = sink(true, message_type).message(&alert()).unwrap();
+            assert_eq!(only["text"], "Sales: ", "{only}");
+            assert_eq!(only["blocks"][0]["type"], "header");
+            assert_eq!(only["channel"], "ops");
+        }
+    }
+
+    #[test]
+    fn basic_content_only_asks_the_tenant_api_for_what_the_gate_needs() {
+        let mut gated = sink(true, MessageType::Basic).alert;
+        assert_eq!(gated.tenant_api(), Some(TenantApi::Nothing));
+        gated.alert_enable_by_tag.enable = true;
+        assert_eq!(gated.tenant_api(), Some(TenantApi::Tags));
+        gated.basic_content_only = false;
+        assert_eq!(gated.tenant_api(), Some(TenantApi::Everything));
     }
 }

@@ -299,7 +299,11 @@ impl Destination for EmailAlert {
         Some(line)
     }
 
-    fn build(&self, config: &ConsumerConfig, _: &reqwest::Client) -> Result<SharedSink, BuildError> {
+    fn build(
+        &self,
+        config: &ConsumerConfig,
+        _: &reqwest::Client,
+    ) -> Result<SharedSink, BuildError> {
         let settings = EmailConfig::new(self, config.smtp.as_ref())?;
         Ok(Arc::new(EmailSink::new(settings)?))
     }
@@ -509,7 +513,8 @@ impl EmailSink {
         let c = &self.config;
         let context =
             alert.context_for(c.alert.head_script_log_lines, c.alert.tail_script_log_lines);
-        let subject = one_line(&render_text(&c.alert.subject, &context).map_err(permanent("subject"))?);
+        let subject =
+            one_line(&render_text(&c.alert.subject, &context).map_err(permanent("subject"))?);
         let html = render_html(&c.html_template, &context).map_err(permanent("HTML template"))?;
         let text = render_text(&c.text_template, &context).map_err(permanent("text template"))?;
         let to = recipient.parse::<Address>().map_err(|_| {

@@ -143,9 +143,7 @@ pub(crate) enum Kind {
     Global(fn(node: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>>),
     /// Read from each tenant's `alert` block (`node`), for Butler's per-tenant alerts, with the
     /// tenant's id. `None` when the block is absent or disabled.
-    Tenant(
-        fn(node: &Node<'_>, tenant_id: &str, p: &mut Problems) -> Option<Arc<dyn Destination>>,
-    ),
+    Tenant(fn(node: &Node<'_>, tenant_id: &str, p: &mut Problems) -> Option<Arc<dyn Destination>>),
 }
 
 /// What a destination needs from the tenant REST API for an alert, ordered by how much.
@@ -202,7 +200,8 @@ impl DestinationList {
 
     /// Every destination of type `T`.
     pub fn all<T: Destination>(&self) -> impl Iterator<Item = &T> {
-        self.iter().filter_map(|d| (d as &dyn Any).downcast_ref::<T>())
+        self.iter()
+            .filter_map(|d| (d as &dyn Any).downcast_ref::<T>())
     }
 
     /// The first destination of type `T`.

@@ -45,7 +45,6 @@ impl ChatFormat for Slack {
     const LABEL: &'static str = "Slack";
     const SINK: &'static str = "slack";
 
-
     /// Butler's basic Slack message: header, divider, buttons to what the alert links to.
     /// `text` is the notification fallback Slack shows where blocks are not rendered.
     fn basic_message(&self, text: &str, alert: &Alert) -> Value {

@@ -27,7 +27,6 @@ impl ChatFormat for Teams {
     const LABEL: &'static str = "Teams";
     const SINK: &'static str = "teams";
 
-
     /// Butler's basic Teams message: an Adaptive Card with the text as heading and link buttons.
     fn basic_message(&self, text: &str, alert: &Alert) -> Value {
         let actions: Vec<Value> = [("Open QMC", "qlikSenseQMC"), ("Open app", "appUrl")]
