@@ -16,26 +16,29 @@ use crate::alert::Alert;
 use crate::config::{ConsumerConfig, Node, Problems};
 
 pub mod chat;
-pub mod email;
 pub mod http;
-pub mod log;
-pub mod mqtt;
-pub mod script_log_disk;
-pub mod slack;
-pub mod teams;
 pub mod template;
-pub mod webhook;
 
-/// Every kind of destination, in the order `check-config` lists them and alerts are handed out.
-/// Butler's per-tenant alerts come tenant by tenant at the place of the first of them.
-pub(crate) const REGISTRY: &[Kind] = &[
-    log::KIND,
-    script_log_disk::KIND,
-    teams::KIND,
-    slack::KIND,
-    email::KIND,
-    webhook::KIND,
-    mqtt::KIND,
+/// Declares each destination's module and lists its [`Kind`] in [`REGISTRY`].
+macro_rules! registry {
+    ($($destination:ident),* $(,)?) => {
+        $(pub mod $destination;)*
+
+        /// Every kind of destination, in the order `check-config` lists them and alerts are
+        /// handed out. Butler's per-tenant alerts come tenant by tenant at the place of the
+        /// first of them.
+        pub(crate) const REGISTRY: &[Kind] = &[$($destination::KIND),*];
+    };
+}
+
+registry![
+    log,
+    script_log_disk,
+    teams,
+    slack,
+    email,
+    webhook,
+    mqtt,
 ];
 
 /// Why one delivery attempt failed. Messages never hold a secret (webhook URLs are masked).
