@@ -31,15 +31,7 @@ macro_rules! registry {
     };
 }
 
-registry![
-    log,
-    script_log_disk,
-    teams,
-    slack,
-    email,
-    webhook,
-    mqtt,
-];
+registry![log, script_log_disk, teams, slack, email, webhook, mqtt,];
 
 /// Why one delivery attempt failed. Messages never hold a secret (webhook URLs are masked).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -49,7 +49,12 @@ fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
                 .into_iter()
                 .filter_map(|h| parse_header(&h, p))
                 .collect();
-            let timeout = Duration::from_secs(w.child("timeoutSeconds").u64_or(p, 10, 1, 300));
+            let timeout = Duration::from_secs(w.child("timeoutSeconds").u64_or(
+                p,
+                http::DEFAULT_TIMEOUT.as_secs(),
+                1,
+                300,
+            ));
             let rate_limit = rate_limit(&w, 0, p);
             Some(Arc::new(WebhookDestination {
                 name,
