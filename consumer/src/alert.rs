@@ -117,6 +117,14 @@ impl Alert {
         context
     }
 
+    /// The context for a destination with Butler's `basicContentOnly`: the shared context
+    /// without the script log, even when another destination had it fetched.
+    pub fn basic_context(&self) -> Map<String, Value> {
+        let mut context = self.context.clone();
+        context.retain(|key, _| !key.starts_with("scriptLog"));
+        context
+    }
+
     /// [`Self::context_for`] for Slack and Teams, whose text fields have a size limit: the
     /// head keeps its start and the tail its end, cut to Butler's limit and marked as cut.
     pub fn chat_context_for(&self, head: usize, tail: usize) -> Map<String, Value> {

@@ -6,8 +6,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use consumer::config::{
-    self, ConfigErrors, ConsumerConfig, EXIT_CONFIG_INVALID, EXIT_OK, MessageType, SecretSource,
+    self, ConfigErrors, ConsumerConfig, EXIT_CONFIG_INVALID, EXIT_OK, SecretSource,
 };
+use consumer::sinks::chat::MessageType;
+use consumer::sinks::email::EmailAlert;
+use consumer::sinks::log::LogDestination;
+use consumer::sinks::mqtt::MqttDestination;
+use consumer::sinks::script_log_disk::ScriptLogDiskConfig;
+use consumer::sinks::slack::SlackAlert;
+use consumer::sinks::teams::TeamsAlert;
+use consumer::sinks::webhook::WebhookDestination;
 use qlik_events::MqttVersion;
 use secrecy::ExposeSecret;
 use serde_yaml_ng::{Mapping, Value};
@@ -180,7 +188,7 @@ fn butler_production_file_loads_unchanged() {
     let fx = Fixture::new();
     let config = fx.load(&fx.butler(), None, &[]).expect("valid");
 
-    assert!(config.enabled);
+    // `Butler.qlikSenseCloud.enable` is true: loading refuses a config where it is false.
     assert_eq!(config.tenants.len(), 1);
     let t = &config.tenants[0];
     assert_eq!(t.id, TENANT_ID);
@@ -201,35 +209,29 @@ fn butler_production_file_loads_unchanged() {
     assert_eq!(t.comment.as_deref(), Some("Production tenant, EU region"));
     assert_eq!(t.key_path, T);
 
-    let teams = t.alert.teams.as_ref().expect("teams enabled");
-    assert_eq!(teams.common.message_type, MessageType::Formatted);
-    assert_eq!(teams.common.rate_limit, Duration::from_secs(15));
-    assert_eq!(teams.common.head_script_log_lines, 15);
+    let teams = t.alert.get::<TeamsAlert>().expect("teams enabled");
+    assert_eq!(teams.message_type, MessageType::Formatted);
+    assert_eq!(teams.rate_limit, Duration::from_secs(15));
+    assert_eq!(teams.head_script_log_lines, 15);
     assert_eq!(
-        teams.common.webhook_url.expose().as_str(),
+        teams.webhook_url.expose().as_str(),
         "https://acme.webhook.office.com/webhookb2/TEAMS-SECRET-PATH"
     );
-    assert!(!teams.common.alert_enable_by_tag.enable);
-    let slack = t.alert.slack.as_ref().expect("slack enabled");
-    assert_eq!(slack.common.message_type, MessageType::Basic);
-    assert_eq!(slack.channel.as_deref(), Some("sense-task-failure"));
-    assert_eq!(slack.from_user.as_deref(), Some("Qlik Sense"));
-    assert_eq!(slack.icon_emoji.as_deref(), Some(":ghost:"));
-    assert_eq!(slack.common.tail_script_log_lines, 20);
-    assert!(slack.common.alert_enable_by_tag.enable);
+    assert!(!teams.alert_enable_by_tag.enable);
+    let slack = t.alert.get::<SlackAlert>().expect("slack enabled");
+    assert_eq!(slack.message_type, MessageType::Basic);
+    assert_eq!(slack.format.channel.as_deref(), Some("sense-task-failure"));
+    assert_eq!(slack.format.from_user.as_deref(), Some("Qlik Sense"));
+    assert_eq!(slack.format.icon_emoji.as_deref(), Some(":ghost:"));
+    assert_eq!(slack.tail_script_log_lines, 20);
+    assert!(slack.alert_enable_by_tag.enable);
     assert!(
         slack
-            .common
             .alert_enable_by_tag
             .allows(&["Butler - Send Slack alert if app reload fails".to_owned()])
     );
-    assert!(
-        !slack
-            .common
-            .alert_enable_by_tag
-            .allows(&["other".to_owned()])
-    );
-    let email = t.alert.email.as_ref().expect("email enabled");
+    assert!(!slack.alert_enable_by_tag.allows(&["other".to_owned()]));
+    let email = t.alert.get::<EmailAlert>().expect("email enabled");
     assert_eq!(
         email.recipients,
         ["emma@somecompany.com", "patrick@somecompany.com"]
@@ -256,15 +258,18 @@ fn butler_production_file_loads_unchanged() {
     assert!(config.topics.is_app_reload_topic("qscloud/app/reload/Xq7v"));
     assert!(!config.topics.is_app_reload_topic("qscloud/app/reloaded"));
     assert_eq!(
-        config.script_log.log_directory.as_deref(),
+        config
+            .destinations
+            .get::<ScriptLogDiskConfig>()
+            .map(|d| d.log_directory.as_path()),
         Some(Path::new("/var/log/butler/scriptlogs/qscloud"))
     );
     assert_eq!(config.generic_urls.len(), 2);
     assert_eq!(config.state_dir, Path::new(".state"));
     assert_eq!(config.dead_letter_dir, Path::new(".state/dead-letter"));
-    assert!(config.destinations.log);
-    assert!(config.destinations.webhooks.is_empty());
-    assert!(config.destinations.mqtt.is_none());
+    assert!(config.destinations.get::<LogDestination>().is_some());
+    assert!(config.destinations.get::<WebhookDestination>().is_none());
+    assert!(config.destinations.get::<MqttDestination>().is_none());
 
     let settings = b.broker_settings();
     assert_eq!(
@@ -294,7 +299,7 @@ fn extension_file_adds_tenants_broker_settings_and_destinations() {
     assert_eq!(dev.jwt.expose_secret(), DEV_JWT);
     assert_eq!(dev.jwt_source, SecretSource::Env(dev_var.clone()));
     assert_eq!(dev.key_path, "Butler.qlikSenseCloud.event.mqtt.tenants[0]");
-    assert!(dev.alert.teams.is_none());
+    assert!(dev.alert.get::<TeamsAlert>().is_none());
 
     let b = &config.broker;
     assert_eq!(b.client_id, "qscloud-consumer-prod-1");
@@ -317,14 +322,20 @@ fn extension_file_adds_tenants_broker_settings_and_destinations() {
     assert_eq!(config.retry.initial_backoff, Duration::from_millis(200));
     assert_eq!(config.enrichment.request_timeout, Duration::from_secs(5));
     assert_eq!(config.enrichment.max_retries, 2);
-    let hook = &config.destinations.webhooks[0];
+    let hook = config
+        .destinations
+        .get::<WebhookDestination>()
+        .expect("webhook destination");
     assert_eq!(hook.name, "ops-portal");
     assert_eq!(hook.headers[0].0, "Authorization");
     assert_eq!(
         hook.headers[0].1.expose_secret(),
         "Bearer HEADER-SECRET-VALUE"
     );
-    let mqtt = config.destinations.mqtt.as_ref().expect("mqtt destination");
+    let mqtt = config
+        .destinations
+        .get::<MqttDestination>()
+        .expect("mqtt destination");
     assert_eq!(mqtt.topic, "butler/alerts/{tenantId}/{appId}");
     assert_eq!(config.sources.len(), 2);
 }
@@ -729,7 +740,7 @@ fn disabled_blocks_may_hold_anything_as_in_butler() {
     set(&mut butler, &format!("{teams}.webhookURL"), s("<not set>"));
     set(&mut butler, &format!("{teams}.messageType"), s("whatever"));
     let config = fx.load(&butler, None, &[]).expect("valid");
-    assert!(config.tenants[0].alert.teams.is_none());
+    assert!(config.tenants[0].alert.get::<TeamsAlert>().is_none());
 }
 
 #[test]
@@ -844,7 +855,7 @@ fn email_alert_and_smtp_server() {
     let auth = server.auth.as_ref().expect("auth enabled");
     assert_eq!(auth.user, "butler@somecompany.com");
     assert_eq!(auth.password.expose_secret(), SMTP_FILE_PASSWORD);
-    let e = config.tenants[0].alert.email.as_ref().expect("email");
+    let e = config.tenants[0].alert.get::<EmailAlert>().expect("email");
     assert_eq!(
         e.html_template_path.as_deref(),
         Some(
@@ -1009,8 +1020,7 @@ fn email_alert_and_smtp_server() {
     let config = fx.load(&butler, None, &[]).expect("valid");
     let owner = &config.tenants[0]
         .alert
-        .email
-        .as_ref()
+        .get::<EmailAlert>()
         .expect("email")
         .app_owner_alert;
     assert_eq!(owner.include, ["plain@example.com"]);

@@ -1,13 +1,14 @@
 //! Alerts enriched through the (fake) tenant REST API: the script log lands on disk whole, chat
 //! messages carry the owner and the script log excerpt with each destination's line counts,
 //! Butler's `alertEnableByTag` picks destinations by app tag, and when the tenant API is down
-//! the alert still goes out and says what is missing.
+//! the alert still goes out and says what is missing. Butler's `basicContentOnly` sends the
+//! basic message and spares the tenant API.
 
 mod common;
 mod support;
 
 use common::*;
-use support::fake_tenant::{self, FakeTenant, Fault};
+use support::fake_tenant::{self, FakeTenant, Fault, Route};
 
 #[tokio::test]
 async fn enriched_alert_reaches_each_destination_with_its_script_log_excerpt() {
@@ -143,5 +144,112 @@ async fn tenant_api_down_still_alerts_and_says_what_is_missing() {
     let content = std::fs::read_to_string(&file).expect("placeholder script log file");
     assert!(content.starts_with("Script log not available"), "{content}");
     assert!(content.contains("503"), "{content}");
+    consumer.stop().await;
+}
+
+/// Publishes one failed app reload and returns once the consumer alerted.
+async fn alert_once(broker: &testkit::TestBroker, setup: &Setup, consumer: &mut Running) {
+    let id = testkit::unique("event");
+    publish(
+        broker,
+        &setup.topic,
+        event(
+            Sample::CloudEventsAppReload,
+            &id,
+            TENANT,
+            fake_tenant::APP_ID,
+        ),
+    )
+    .await;
+    let handled = consumer.handled().await;
+    assert!(
+        matches!(handled, consumer::transforms::Handled::Alerted { .. }),
+        "{handled:?}"
+    );
+}
+
+/// With `basicContentOnly` on every destination that needs anything (the log line shows what
+/// the alert carries and asks for nothing), the tenant API is not called at all and the
+/// destination gets the basic message even when `messageType` is `formatted`.
+#[tokio::test]
+async fn basic_content_only_sends_the_basic_message_without_tenant_api_calls() {
+    let broker = testkit::embedded();
+    let tenant = FakeTenant::start().await;
+    let mut slack = Receiver::start().await;
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            slack: Some(slack.url("services/slack-token")),
+            slack_formatted: true,
+            basic_content_only: true,
+            tenant_url: Some(tenant.url()),
+            jwt: Some(tenant.jwt()),
+            max_attempts: 1,
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    alert_once(&broker, &setup, &mut consumer).await;
+    let message = slack.delivered().await.body;
+    assert_eq!(message["blocks"][0]["type"], "header", "{message}");
+    assert!(
+        message["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Qlik Cloud app reload failed")),
+        "{message}"
+    );
+    let requests: Vec<Route> = tenant.requests().iter().map(|r| r.route).collect();
+    assert!(requests.is_empty(), "{requests:?}");
+    consumer.stop().await;
+}
+
+/// `basicContentOnly` with `alertEnableByTag`: only the app's tags are fetched, which is what
+/// the gate needs; the tagged destination gets its basic message, the other none. A destination
+/// without `basicContentOnly` (the script log) brings back the full enrichment.
+#[tokio::test]
+async fn basic_content_only_with_tag_gating_fetches_only_the_tags() {
+    let broker = testkit::embedded();
+    let tenant = FakeTenant::start().await;
+    let mut slack = Receiver::start().await;
+    let mut teams = Receiver::start().await;
+    let mut destinations = Destinations {
+        slack: Some(slack.url("services/slack-token")),
+        teams: Some(teams.url("webhookb2/teams-token")),
+        teams_formatted: true,
+        // The fake app carries the Teams tag but not this one.
+        slack_tag: Some("Butler - Send Slack alert if app reload fails".into()),
+        teams_tag: Some("Butler - Send Teams alert if app reload fails".into()),
+        basic_content_only: true,
+        tenant_url: Some(tenant.url()),
+        jwt: Some(tenant.jwt()),
+        max_attempts: 1,
+        ..Default::default()
+    };
+    let setup = write_config(&broker, &destinations);
+    let mut consumer = start(&setup).await;
+    alert_once(&broker, &setup, &mut consumer).await;
+    let card = teams.delivered().await.body;
+    let content = &card["attachments"][0]["content"];
+    assert_eq!(content["body"][0]["style"], "heading", "{card}");
+    assert!(!card.to_string().contains("Execution finished."), "{card}");
+    assert!(slack.drain_delivered().is_empty());
+    let requests: Vec<Route> = tenant.requests().iter().map(|r| r.route).collect();
+    assert!(!requests.is_empty(), "the tags are fetched");
+    assert!(requests.iter().all(|r| *r == Route::Items), "{requests:?}");
+    consumer.stop().await;
+
+    destinations.script_log = true;
+    let setup = write_config(&broker, &destinations);
+    let before = tenant.requests().len();
+    let mut consumer = start(&setup).await;
+    alert_once(&broker, &setup, &mut consumer).await;
+    let card = teams.delivered().await.body;
+    assert!(!card.to_string().contains("Execution finished."), "{card}");
+    assert!(
+        tenant.requests()[before..]
+            .iter()
+            .any(|r| r.route == Route::ScriptLog),
+        "the script log destination needs the full enrichment"
+    );
     consumer.stop().await;
 }

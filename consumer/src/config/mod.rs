@@ -7,23 +7,92 @@
 //! Everything is validated at load time and every problem is reported with its dotted key path.
 //! See docs/configuration.md ("Consumer configuration reference").
 
+mod alert;
+mod broker;
 mod error;
+mod extension;
 mod node;
 mod parse;
 mod report;
-mod types;
+mod secret;
+mod smtp;
+mod tenant;
 
 use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
+pub use alert::AlertEnableByTag;
+pub(crate) use alert::{BUTLER_RATE_LIMIT_SECS, block_enabled, rate_limit, script_log_lines};
+pub use broker::{BrokerConfig, FORWARD, MQTT_PASSWORD_ENV, TopicConfig};
 pub use error::{ConfigErrors, Problem};
-pub use parse::{
-    CONSUMER, FORWARD, MQTT_PASSWORD_ENV, QSC, SCRIPT_LOG, SMTP, SMTP_PASSWORD_ENV, TENANT,
-    TENANT_JWT_ENV, TENANTS, parse_mailbox, tenant_jwt_env_var,
-};
+pub use extension::{CONSUMER, DedupeConfig, EnrichmentConfig, RetryConfig};
+pub(crate) use node::{Node, Problems, is_placeholder};
+pub use parse::QSC;
 pub use report::{EXIT_CONFIG_INVALID, EXIT_OK, check_config, check_config_with_env, summary};
-pub use types::*;
+pub use secret::{SecretSource, SecretUrl};
+pub use smtp::{SMTP, SMTP_PASSWORD_ENV, SmtpAuth, SmtpConfig, SmtpSecurity, parse_mailbox};
+pub use tenant::{AuthType, TENANT, TENANT_JWT_ENV, TENANTS, TenantConfig, tenant_jwt_env_var};
+
+pub use crate::sinks::script_log_disk::SCRIPT_LOG;
+pub use crate::sinks::{Destinations, TenantAlerts};
+
+/// Everything the consumer needs, read from Butler's YAML plus the optional extension file.
+///
+/// Every field is already checked: URLs parse and obey the loopback rule, required Butler keys
+/// are present, secrets are resolved (file or environment). Code that builds sources and sinks
+/// can use these values without re-validating them. Secrets are `SecretString` or
+/// [`SecretUrl`], so a `{:?}` of any of these types never prints one.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Butler's single `Butler.qlikSenseCloud.event.mqtt.tenant` (when present) followed by the
+    /// extension list `Butler.qlikSenseCloud.event.mqtt.tenants`. At least one; ids are unique.
+    pub tenants: Vec<TenantConfig>,
+    /// `Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker` plus its extension keys.
+    pub broker: BrokerConfig,
+    /// `Butler.mqttConfig.qlikSenseCloud.event.mqttForward.topic`.
+    pub topics: TopicConfig,
+    /// `Butler.genericUrls`: passed to templates as `genericUrls`, as Butler does.
+    pub generic_urls: Vec<GenericUrl>,
+    /// Extension `Butler.qlikSenseCloud.consumer.stateDirectory` (default `.state`): dedupe and
+    /// rate-limit state that must survive restarts.
+    pub state_dir: PathBuf,
+    /// Extension `Butler.qlikSenseCloud.consumer.deadLetterDirectory`
+    /// (default `<stateDirectory>/dead-letter`): parked alerts that `consumer replay` re-sends.
+    pub dead_letter_dir: PathBuf,
+    /// Extension `Butler.qlikSenseCloud.consumer.dedupe`.
+    pub dedupe: DedupeConfig,
+    /// Extension `Butler.qlikSenseCloud.consumer.retry`: delivery retries before parking.
+    pub retry: RetryConfig,
+    /// Extension `Butler.qlikSenseCloud.consumer.enrichment`: tenant REST API behaviour.
+    pub enrichment: EnrichmentConfig,
+    /// Destinations for failed reloads of every configured tenant: the extension's
+    /// `Butler.qlikSenseCloud.consumer.destinations` and Butler's script log to disk. Butler's
+    /// per-tenant alerts are in [`TenantConfig::alert`].
+    pub destinations: Destinations,
+    /// `Butler.emailNotification.smtp` plus its extension keys. Read (and required) only when
+    /// some tenant's email alert is enabled, since Butler lets an unused block hold placeholders.
+    pub smtp: Option<SmtpConfig>,
+    /// Files the configuration was read from, in merge order (main file, then extensions).
+    pub sources: Vec<PathBuf>,
+}
+
+impl ConsumerConfig {
+    /// The tenant with this id (as sent in the event's `tenantid` / `extensions.tenantId`).
+    pub fn tenant(&self, tenant_id: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.id == tenant_id)
+    }
+}
+
+/// One entry of `Butler.genericUrls`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GenericUrl {
+    pub id: String,
+    #[serde(rename = "linkText")]
+    pub link_text: String,
+    pub comment: String,
+    pub url: String,
+}
 
 /// Loads and validates the configuration, taking secrets from the process environment
 /// (`QLIK_TENANT_JWT_<TENANTID>`, `QLIK_TENANT_JWT`, `MQTT_PASSWORD`, `SMTP_PASSWORD`) where set.

@@ -219,6 +219,19 @@ impl<'v> Node<'v> {
         }
     }
 
+    /// An optional path to a file that must exist (a CA bundle, a certificate). The path is
+    /// returned even when the file is missing, so later checks see it is set.
+    pub fn existing_file(&self, problems: &mut Problems) -> Option<std::path::PathBuf> {
+        let path = std::path::PathBuf::from(self.opt_string(problems)?);
+        if !path.is_file() {
+            problems.add(
+                &self.path,
+                format!("file `{}` does not exist", path.display()),
+            );
+        }
+        Some(path)
+    }
+
     /// An optional URL shown to people (QMC / hub links): http or https, any host, since it is
     /// only a link in a message.
     pub fn link(&self, problems: &mut Problems) -> Option<String> {

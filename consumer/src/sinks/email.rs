@@ -12,6 +12,9 @@
 //! plain-text part. The subject is rendered from `subject` and kept on one line. `priority`
 //! becomes `X-Priority`, `X-MSMail-Priority` and `Importance`, as nodemailer writes them.
 
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::header::{Header, HeaderName, HeaderValue};
@@ -22,11 +25,11 @@ use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executo
 use secrecy::ExposeSecret;
 
 use super::template::{check, one_line, render_html, render_text};
-use super::{BuildError, Sink, SinkError};
+use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError};
 use crate::alert::Alert;
 use crate::config::{
-    AlertEnableByTag, AppOwnerAlert, EmailAlert, EmailPriority, SMTP, SmtpConfig, SmtpSecurity,
-    TenantConfig, parse_mailbox,
+    AlertEnableByTag, BUTLER_RATE_LIMIT_SECS, ConsumerConfig, Node, Problems, SMTP, SmtpConfig,
+    SmtpSecurity, block_enabled, is_placeholder, parse_mailbox, rate_limit, script_log_lines,
 };
 use crate::state::fnv1a;
 
@@ -37,47 +40,300 @@ pub const DEFAULT_HTML_TEMPLATE: &str =
 pub const DEFAULT_TEXT_TEMPLATE: &str =
     include_str!("../../templates/email-failed-reload-qscloud-text.handlebars");
 
-/// One tenant's email alert with the SMTP server it goes through.
+pub(crate) const KIND: Kind = Kind::Tenant(parse);
+
+/// A tenant's `alert.emailNotification.reloadAppFailure` when enabled.
 #[derive(Debug, Clone)]
-pub struct EmailConfig {
+pub struct EmailAlert {
     pub tenant_id: String,
-    pub from: Mailbox,
-    /// Butler's `recipients`.
-    pub recipients: Vec<String>,
+    /// The block's key path, for problems found when building.
+    pub key: String,
+    /// `alertEnableByTag`: gates the whole email, owner included (see [`EmailSink`]).
     pub alert_enable_by_tag: AlertEnableByTag,
     pub app_owner_alert: AppOwnerAlert,
+    /// `rateLimit` seconds per app *and* recipient (default 300, as Butler).
+    pub rate_limit: Duration,
+    pub head_script_log_lines: usize,
+    pub tail_script_log_lines: usize,
+    /// `priority`: high / normal / low.
     pub priority: EmailPriority,
     /// `subject` (Handlebars).
     pub subject: String,
+    /// The HTML template file `bodyFileDirectory` + `htmlTemplateFile` resolve to (checked to
+    /// exist); `None` when neither is set: the built-in template is used.
+    pub html_template_path: Option<PathBuf>,
+    /// Extension `textTemplateFile` in `bodyFileDirectory`: the plain-text part's template;
+    /// `None`: the built-in one.
+    pub text_template_path: Option<PathBuf>,
+    /// `fromAddress`, e.g. `Qlik Sense (no-reply) <qliksense-noreply@example.com>`; checked to
+    /// be a mailbox.
+    pub from_address: String,
+    /// `recipients`: checked to be addresses.
+    pub recipients: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailPriority {
+    High,
+    Normal,
+    Low,
+}
+
+/// `appOwnerAlert` of the email block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppOwnerAlert {
+    pub enable: bool,
+    /// `includeOwner.includeAll`.
+    pub include_all: bool,
+    /// `includeOwner.user[].email`.
+    pub include: Vec<String>,
+    /// `excludeOwner.user[].email`.
+    pub exclude: Vec<String>,
+}
+
+impl AppOwnerAlert {
+    /// Whether the app owner with this email address gets the alert: owner alerts on, the
+    /// owner included (`includeAll` or listed) and not excluded. The exclude list wins, as in
+    /// Butler. Addresses compare without regard to case (mail systems treat them so, and
+    /// the users API and a hand-written list may differ in case).
+    pub fn allows(&self, owner_email: &str) -> bool {
+        let listed = |list: &[String]| list.iter().any(|e| e.eq_ignore_ascii_case(owner_email));
+        self.enable
+            && !owner_email.is_empty()
+            && (self.include_all || listed(&self.include))
+            && !listed(&self.exclude)
+    }
+}
+
+/// Email addresses in a list: plain strings (`recipients`) or Butler's `- email: x` entries.
+fn emails(node: &Node<'_>, p: &mut Problems) -> Vec<String> {
+    node.items(p)
+        .into_iter()
+        .filter_map(|item| {
+            let item = if matches!(item.value, Some(serde_yaml_ng::Value::Mapping(_))) {
+                item.child("email")
+            } else {
+                item
+            };
+            let email = item.string(p)?;
+            if is_placeholder(&email) || email.parse::<lettre::Address>().is_err() {
+                p.add(&item.path, format!("not an email address (got `{email}`)"));
+                return None;
+            }
+            Some(email)
+        })
+        .collect()
+}
+
+fn parse(alert: &Node<'_>, tenant_id: &str, p: &mut Problems) -> Option<Arc<dyn Destination>> {
+    let node = alert.at("emailNotification.reloadAppFailure");
+    if !block_enabled(&node, p) {
+        return None;
+    }
+    let alert_enable_by_tag = AlertEnableByTag::parse(&node, p);
+    let owner = node.child("appOwnerAlert");
+    let app_owner_alert = AppOwnerAlert {
+        enable: owner.child("enable").bool_or(p, false),
+        include_all: owner.at("includeOwner.includeAll").bool_or(p, true),
+        include: emails(&owner.at("includeOwner.user"), p),
+        exclude: emails(&owner.at("excludeOwner.user"), p),
+    };
+    let priority = match node
+        .child("priority")
+        .opt_string(p)
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("normal") => EmailPriority::Normal,
+        Some("high") => EmailPriority::High,
+        Some("low") => EmailPriority::Low,
+        Some(other) => {
+            p.add(
+                format!("{}.priority", node.path),
+                format!("must be high, normal or low (got `{other}`)"),
+            );
+            EmailPriority::Normal
+        }
+    };
+    let subject = node.child("subject").string(p);
+    if let Some(subject) = &subject
+        && let Err(e) = check(subject)
+    {
+        p.add(format!("{}.subject", node.path), e.to_string());
+    }
+    let from_address = node.child("fromAddress").real_string(p);
+    if let Some(from) = &from_address
+        && let Err(e) = parse_mailbox(from)
+    {
+        p.add(format!("{}.fromAddress", node.path), e);
+    }
+    let recipients = emails(&node.child("recipients"), p);
+    if recipients.is_empty() && !app_owner_alert.enable {
+        p.add(
+            format!("{}.recipients", node.path),
+            "empty, and appOwnerAlert is off: nobody would get the email",
+        );
+    }
+    let rate_limit = rate_limit(&node, BUTLER_RATE_LIMIT_SECS, p);
+    let head_script_log_lines = script_log_lines(&node, "headScriptLogLines", p);
+    let tail_script_log_lines = script_log_lines(&node, "tailScriptLogLines", p);
+    let (html_template_path, text_template_path) = template_paths(&node, p);
+    Some(Arc::new(EmailAlert {
+        tenant_id: tenant_id.to_owned(),
+        key: node.path.clone(),
+        alert_enable_by_tag,
+        app_owner_alert,
+        rate_limit,
+        head_script_log_lines,
+        tail_script_log_lines,
+        priority,
+        subject: subject?,
+        html_template_path,
+        text_template_path,
+        from_address: from_address?,
+        recipients,
+    }))
+}
+
+/// `bodyFileDirectory` with `htmlTemplateFile` and the extension `textTemplateFile`.
+fn template_paths(node: &Node<'_>, p: &mut Problems) -> (Option<PathBuf>, Option<PathBuf>) {
+    let dir = node
+        .child("bodyFileDirectory")
+        .opt_string(p)
+        .map(PathBuf::from);
+    let html = node.child("htmlTemplateFile").opt_string(p);
+    let text = node.child("textTemplateFile").opt_string(p);
+    let dir_key = format!("{}.bodyFileDirectory", node.path);
+    let html_path = match (&dir, &html) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            p.add(&dir_key, "missing: needed with htmlTemplateFile");
+            None
+        }
+        (Some(_), None) => {
+            p.add(
+                format!("{}.htmlTemplateFile", node.path),
+                "missing: needed with bodyFileDirectory",
+            );
+            None
+        }
+        (Some(dir), Some(file)) => {
+            template_in(dir, file, &format!("{}.htmlTemplateFile", node.path), p)
+        }
+    };
+    let text_path = match (&dir, &text) {
+        (_, None) => None,
+        (None, Some(_)) => {
+            p.add(&dir_key, "missing: needed with textTemplateFile");
+            None
+        }
+        (Some(dir), Some(file)) => {
+            template_in(dir, file, &format!("{}.textTemplateFile", node.path), p)
+        }
+    };
+    (html_path, text_path)
+}
+
+/// Butler's email template lookup: `<bodyFileDirectory>/<name>.handlebars` (the extension is
+/// added, as nodemailer-express-handlebars does), or the name as written when it already has
+/// its extension. The template must exist and compile.
+fn template_in(dir: &Path, name: &str, key: &str, p: &mut Problems) -> Option<PathBuf> {
+    let candidates = [dir.join(format!("{name}.handlebars")), dir.join(name)];
+    let Some(path) = candidates.iter().find(|c| c.is_file()) else {
+        p.add(
+            key,
+            format!(
+                "no template `{}` (nor `{}`)",
+                candidates[0].display(),
+                candidates[1].display()
+            ),
+        );
+        return None;
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            if let Err(e) = check(&text) {
+                p.add(key, format!("`{}`: {e}", path.display()));
+            }
+        }
+        Err(e) => p.add(key, format!("`{}` is unreadable: {e}", path.display())),
+    }
+    Some(path.clone())
+}
+
+impl Destination for EmailAlert {
+    fn summary(&self, config: &ConsumerConfig) -> Option<String> {
+        let smtp = config.smtp.as_ref()?;
+        Some(format!(
+            "email ({}) via {}:{}",
+            self.tenant_id, smtp.host, smtp.port
+        ))
+    }
+
+    fn alert_summary(&self) -> Option<String> {
+        let mut line = format!(
+            "email to {} recipient(s){}, priority {:?}, script log head/tail {}/{} lines, rate limit {}s per app and recipient",
+            self.recipients.len(),
+            if self.app_owner_alert.enable {
+                " and the app owner"
+            } else {
+                ""
+            },
+            self.priority,
+            self.head_script_log_lines,
+            self.tail_script_log_lines,
+            self.rate_limit.as_secs()
+        );
+        match &self.html_template_path {
+            Some(path) => {
+                let _ = write!(line, ", template {}", path.display());
+            }
+            None => line.push_str(", built-in template"),
+        }
+        if self.alert_enable_by_tag.enable {
+            let _ = write!(
+                line,
+                ", recipients only for apps tagged \"{}\"",
+                self.alert_enable_by_tag.tag
+            );
+        }
+        Some(line)
+    }
+
+    fn build(
+        &self,
+        config: &ConsumerConfig,
+        _: &reqwest::Client,
+    ) -> Result<SharedSink, BuildError> {
+        let settings = EmailConfig::new(self, config.smtp.as_ref())?;
+        Ok(Arc::new(EmailSink::new(settings)?))
+    }
+}
+
+/// A tenant's email alert, ready to send: templates read, sender parsed, with the SMTP server
+/// it goes through.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub alert: EmailAlert,
+    pub from: Mailbox,
     /// The HTML template's text, read at start-up so a missing file fails early.
     pub html_template: String,
     pub text_template: String,
-    pub head_script_log_lines: usize,
-    pub tail_script_log_lines: usize,
-    /// Per app and recipient.
-    pub rate_limit: Duration,
     pub smtp: SmtpConfig,
 }
 
 impl EmailConfig {
-    pub fn from_tenant(
-        tenant: &TenantConfig,
-        email: &EmailAlert,
-        smtp: Option<&SmtpConfig>,
-    ) -> Result<Self, BuildError> {
-        let key = format!(
-            "{}.alert.emailNotification.reloadAppFailure",
-            tenant.key_path
-        );
+    pub fn new(alert: &EmailAlert, smtp: Option<&SmtpConfig>) -> Result<Self, BuildError> {
+        let key = &alert.key;
         let refuse = |key: String, reason: String| BuildError::Email { key, reason };
         // Loading the configuration reads SMTP whenever an email alert is on; without it here,
         // the configuration was built by hand.
         let smtp = smtp
             .cloned()
             .ok_or_else(|| refuse(SMTP.to_owned(), "missing".to_owned()))?;
-        let from = parse_mailbox(&email.from_address)
+        let from = parse_mailbox(&alert.from_address)
             .map_err(|reason| refuse(format!("{key}.fromAddress"), reason))?;
-        let template = |path: Option<&std::path::PathBuf>, default: &str, name: &str| {
+        let template = |path: Option<&PathBuf>, default: &str, name: &str| {
             let text = match path {
                 Some(path) => std::fs::read_to_string(path).map_err(|e| {
                     refuse(
@@ -92,29 +348,21 @@ impl EmailConfig {
             Ok::<_, BuildError>(text)
         };
         let html_template = template(
-            email.html_template_path.as_ref(),
+            alert.html_template_path.as_ref(),
             DEFAULT_HTML_TEMPLATE,
             "htmlTemplateFile",
         )?;
         let text_template = template(
-            email.text_template_path.as_ref(),
+            alert.text_template_path.as_ref(),
             DEFAULT_TEXT_TEMPLATE,
             "textTemplateFile",
         )?;
-        check(&email.subject).map_err(|e| refuse(format!("{key}.subject"), e.to_string()))?;
+        check(&alert.subject).map_err(|e| refuse(format!("{key}.subject"), e.to_string()))?;
         Ok(Self {
-            tenant_id: tenant.id.clone(),
+            alert: alert.clone(),
             from,
-            recipients: email.recipients.clone(),
-            alert_enable_by_tag: email.alert_enable_by_tag.clone(),
-            app_owner_alert: email.app_owner_alert.clone(),
-            priority: email.priority,
-            subject: email.subject.clone(),
             html_template,
             text_template,
-            head_script_log_lines: email.head_script_log_lines,
-            tail_script_log_lines: email.tail_script_log_lines,
-            rate_limit: email.rate_limit,
             smtp,
         })
     }
@@ -243,7 +491,7 @@ fn permanent(what: &str) -> impl Fn(super::template::TemplateError) -> SinkError
 impl EmailSink {
     pub fn new(config: EmailConfig) -> Result<Self, BuildError> {
         Ok(Self {
-            name: format!("email:{}", config.tenant_id),
+            name: format!("email:{}", config.alert.tenant_id),
             transport: transport(&config.smtp)?,
             config,
         })
@@ -256,14 +504,16 @@ impl EmailSink {
     /// The email this sink sends for an alert to one recipient.
     pub fn message(&self, alert: &Alert, recipient: &str) -> Result<Message, SinkError> {
         let c = &self.config;
-        let context = alert.context_for(c.head_script_log_lines, c.tail_script_log_lines);
-        let subject = one_line(&render_text(&c.subject, &context).map_err(permanent("subject"))?);
+        let context =
+            alert.context_for(c.alert.head_script_log_lines, c.alert.tail_script_log_lines);
+        let subject =
+            one_line(&render_text(&c.alert.subject, &context).map_err(permanent("subject"))?);
         let html = render_html(&c.html_template, &context).map_err(permanent("HTML template"))?;
         let text = render_text(&c.text_template, &context).map_err(permanent("text template"))?;
         let to = recipient.parse::<Address>().map_err(|_| {
             SinkError::Permanent(format!("email: not an email address: {recipient:?}"))
         })?;
-        let (x_priority, importance) = priority_headers(c.priority);
+        let (x_priority, importance) = priority_headers(c.alert.priority);
         Message::builder()
             .from(c.from.clone())
             .to(Mailbox::new(None, to))
@@ -304,17 +554,17 @@ impl Sink for EmailSink {
     /// `alertEnableByTag` gates the whole email, owner included, as it gates Slack and Teams:
     /// an untagged app is not to alert anyone. (Butler 16 only gates the recipients list.)
     fn accepts(&self, alert: &Alert) -> bool {
-        alert.tenant_id == self.config.tenant_id
-            && self.config.alert_enable_by_tag.allows(&alert.app_tags)
+        let c = &self.config.alert;
+        alert.tenant_id == c.tenant_id && c.alert_enable_by_tag.allows(&alert.app_tags)
     }
 
     fn rate_limit(&self) -> Duration {
-        self.config.rate_limit
+        self.config.alert.rate_limit
     }
 
     /// `recipients`, plus the app owner when `appOwnerAlert` lets them have it. Each address once.
     fn recipients(&self, alert: &Alert) -> Option<Vec<String>> {
-        let c = &self.config;
+        let c = &self.config.alert;
         let mut list: Vec<String> = c.recipients.clone();
         if c.app_owner_alert.enable {
             match alert.field("appOwnerEmail") {
@@ -353,207 +603,4 @@ impl Sink for EmailSink {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::SecretSource;
-    use serde_json::json;
-
-    fn smtp() -> SmtpConfig {
-        SmtpConfig {
-            host: "127.0.0.1".into(),
-            port: 2525,
-            secure: false,
-            server_name: None,
-            ignore_tls: true,
-            require_tls: false,
-            reject_unauthorized: true,
-            ca_file: None,
-            auth: Some(crate::config::SmtpAuth {
-                user: "butler".into(),
-                password: "smtp-unit-secret".into(),
-                password_source: SecretSource::File("x".into()),
-            }),
-            timeout: Duration::from_secs(5),
-        }
-    }
-
-    fn sink(owner: AppOwnerAlert, tag: Option<&str>) -> EmailSink {
-        EmailSink::new(EmailConfig {
-            tenant_id: "t1".into(),
-            from: parse_mailbox("Qlik Sense (no-reply) <noreply@example.com>").unwrap(),
-            recipients: vec!["ops@example.com".into(), "Anna@example.com".into()],
-            alert_enable_by_tag: AlertEnableByTag {
-                enable: tag.is_some(),
-                tag: tag.unwrap_or_default().into(),
-            },
-            app_owner_alert: owner,
-            priority: EmailPriority::High,
-            subject: "Reload failed: {{appName}}".into(),
-            html_template: DEFAULT_HTML_TEMPLATE.into(),
-            text_template: DEFAULT_TEXT_TEMPLATE.into(),
-            head_script_log_lines: 2,
-            tail_script_log_lines: 1,
-            rate_limit: Duration::ZERO,
-            smtp: smtp(),
-        })
-        .unwrap()
-    }
-
-    fn alert(owner_email: &str, tags: &[&str]) -> Alert {
-        Alert {
-            event_id: "ev/1".into(),
-            event_type: "com.qlik.v1.app.reload.finished".into(),
-            tenant_id: "t1".into(),
-            app_id: Some("app1".into()),
-            reload_id: Some("r1".into()),
-            event_time: None,
-            app_tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            script_log: Some("l1\nl2\nl3\nl4".into()),
-            context: json!({
-                "appName": "Sales\r\nBcc: evil@example.com <b>",
-                "appOwnerEmail": owner_email,
-            })
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-            recipient: None,
-        }
-    }
-
-    fn owner(include_all: bool, include: &[&str], exclude: &[&str]) -> AppOwnerAlert {
-        AppOwnerAlert {
-            enable: true,
-            include_all,
-            include: include.iter().map(|s| (*s).to_owned()).collect(),
-            exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
-        }
-    }
-
-    #[test]
-    fn recipients_and_tag_gating() {
-        let off = AppOwnerAlert::default();
-        // Global list only; the owner's address equal to a listed one (other case) once.
-        assert_eq!(
-            sink(owner(true, &[], &[]), None).recipients(&alert("anna@EXAMPLE.com", &[])),
-            Some(vec!["ops@example.com".into(), "Anna@example.com".into()])
-        );
-        assert_eq!(
-            sink(off.clone(), None).recipients(&alert("bo@example.com", &[])),
-            Some(vec!["ops@example.com".into(), "Anna@example.com".into()])
-        );
-        // Owner included by list, excluded by list (exclude wins), not listed.
-        let listed = owner(false, &["BO@example.com"], &[]);
-        assert_eq!(
-            sink(listed, None).recipients(&alert("bo@example.com", &[])),
-            Some(vec![
-                "ops@example.com".into(),
-                "Anna@example.com".into(),
-                "bo@example.com".into()
-            ])
-        );
-        let excluded = owner(true, &["bo@example.com"], &["bo@example.com"]);
-        assert_eq!(
-            sink(excluded, None)
-                .recipients(&alert("bo@example.com", &[]))
-                .map(|l| l.len()),
-            Some(2)
-        );
-        let not_listed = owner(false, &["someone@example.com"], &[]);
-        assert_eq!(
-            sink(not_listed, None)
-                .recipients(&alert("bo@example.com", &[]))
-                .map(|l| l.len()),
-            Some(2)
-        );
-        // Tag gating: an untagged app mails nobody, owner included; a tagged one mails everyone.
-        let gated = sink(owner(true, &[], &[]), Some("Email me"));
-        assert!(!gated.accepts(&alert("bo@example.com", &["Other"])));
-        assert!(!gated.accepts(&alert("bo@example.com", &[])));
-        let tagged = alert("bo@example.com", &["Email me"]);
-        assert!(gated.accepts(&tagged));
-        assert_eq!(gated.recipients(&tagged).map(|l| l.len()), Some(3));
-        assert!(sink(off, None).accepts(&alert("", &[])));
-        // An owner address the tenant got wrong is skipped, not sent to.
-        assert_eq!(
-            sink(owner(true, &[], &[]), None).recipients(&alert("not an address\r\n", &[])),
-            Some(vec!["ops@example.com".into(), "Anna@example.com".into()])
-        );
-    }
-
-    #[test]
-    fn message_has_one_line_subject_priority_and_both_parts() {
-        let s = sink(AppOwnerAlert::default(), None);
-        let message = s
-            .message(&alert("", &[]), "ops@example.com")
-            .expect("message");
-        let raw = String::from_utf8(message.formatted()).expect("utf-8");
-        let headers = raw.split("\r\n\r\n").next().unwrap_or_default();
-        assert!(
-            headers.contains("Subject: Reload failed: Sales Bcc: evil@example.com <b>\r\n"),
-            "{headers}"
-        );
-        assert!(!headers.contains("\r\nBcc:"), "{headers}");
-        assert!(headers.contains("X-Priority: 1 (Highest)\r\n"), "{headers}");
-        assert!(headers.contains("Importance: High\r\n"), "{headers}");
-        assert!(headers.contains("To: ops@example.com\r\n"), "{headers}");
-        assert!(
-            headers.contains("Message-ID: <ev_1."),
-            "stable message id: {headers}"
-        );
-        assert!(raw.contains("multipart/alternative"), "{raw}");
-        assert!(raw.contains("text/plain"), "{raw}");
-        assert!(raw.contains("text/html"), "{raw}");
-        // The same alert to the same recipient gets the same Message-ID; another, another.
-        let again = String::from_utf8(
-            s.message(&alert("", &[]), "ops@example.com")
-                .unwrap()
-                .formatted(),
-        )
-        .unwrap();
-        let id = |raw: &str| {
-            raw.lines()
-                .find(|l| l.starts_with("Message-ID:"))
-                .map(str::to_owned)
-        };
-        assert_eq!(id(&raw), id(&again));
-        let other = String::from_utf8(
-            s.message(&alert("", &[]), "anna@example.com")
-                .unwrap()
-                .formatted(),
-        )
-        .unwrap();
-        assert_ne!(id(&raw), id(&other));
-    }
-
-    #[test]
-    fn priority_headers_match_nodemailer() {
-        assert_eq!(
-            priority_headers(EmailPriority::High),
-            ("1 (Highest)", "High")
-        );
-        assert_eq!(
-            priority_headers(EmailPriority::Normal),
-            ("3 (Normal)", "Normal")
-        );
-        assert_eq!(priority_headers(EmailPriority::Low), ("5 (Lowest)", "Low"));
-    }
-
-    #[test]
-    fn from_address_forms_butler_uses() {
-        let m = parse_mailbox("Qlik Sense (no-reply) <qliksense-noreply@ptarmiganlabs.com>")
-            .expect("Butler's sample");
-        assert_eq!(m.email.to_string(), "qliksense-noreply@ptarmiganlabs.com");
-        assert_eq!(m.name.as_deref(), Some("Qlik Sense (no-reply)"));
-        assert!(parse_mailbox("alerts@example.com").is_ok());
-        assert!(parse_mailbox("\"Ops, EU\" <ops@example.com>").is_ok());
-        assert!(parse_mailbox("Ops <ops@example.com>\r\nBcc: x@example.com").is_err());
-        assert!(parse_mailbox("no address here").is_err());
-    }
-
-    #[test]
-    fn debug_output_has_no_password() {
-        let s = sink(AppOwnerAlert::default(), None);
-        let text = format!("{:?} {:?}", s.config(), s.transport);
-        assert!(!text.contains("smtp-unit-secret"), "{text}");
-    }
-}
+mod tests;

@@ -1,11 +1,46 @@
 //! Log destination: one `warn` line per failed reload, so an operator sees every alert in the
 //! consumer's own log even when no chat destination is configured.
 
-use super::{Sink, SinkError};
+use std::sync::Arc;
+
+use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError, TenantApi};
 use crate::alert::Alert;
+use crate::config::{ConsumerConfig, Node, Problems};
+
+pub(crate) const KIND: Kind = Kind::Global(parse);
 
 /// Extension `Butler.qlikSenseCloud.consumer.destinations.log.enable` (default true). No
 /// further settings.
+#[derive(Debug, Default)]
+pub struct LogDestination;
+
+fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
+    let enable = super::extension_key(butler, "log")
+        .child("enable")
+        .bool_or(p, true);
+    if enable {
+        vec![Arc::new(LogDestination)]
+    } else {
+        vec![]
+    }
+}
+
+impl Destination for LogDestination {
+    fn summary(&self, _config: &ConsumerConfig) -> Option<String> {
+        Some("log".to_owned())
+    }
+
+    /// The line shows what the alert carries; it asks for nothing of its own, so it does not
+    /// undo the other destinations' `basicContentOnly`.
+    fn tenant_api(&self) -> Option<TenantApi> {
+        None
+    }
+
+    fn build(&self, _: &ConsumerConfig, _: &reqwest::Client) -> Result<SharedSink, BuildError> {
+        Ok(Arc::new(LogSink::new()))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct LogSink;
 

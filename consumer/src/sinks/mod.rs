@@ -1,26 +1,37 @@
-//! Destinations for alerts. Every destination is one file holding its settings beside its send
-//! code and implementing [`Sink`]; a new destination is one new file plus a line in [`build`].
+//! Destinations for alerts. Every destination is one file holding its settings (a
+//! [`Destination`]: read from Butler's keys, summarized for `check-config`, built into a
+//! [`Sink`]) beside its send code; a new destination is that file plus one line in [`REGISTRY`].
 //!
 //! Sinks make one attempt per call. Retries, rate limits and parking are added around every sink
 //! by [`crate::delivery`], so no sink has its own retry loop.
 
+use std::any::Any;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alert::Alert;
-use crate::config::ConsumerConfig;
+use crate::config::{ConsumerConfig, Node, Problems};
 
-pub mod email;
+pub mod chat;
 pub mod http;
-pub mod log;
-pub mod mqtt;
-pub mod script_log_disk;
-pub mod slack;
-pub mod teams;
 pub mod template;
-pub mod webhook;
+
+/// Declares each destination's module and lists its [`Kind`] in [`REGISTRY`].
+macro_rules! registry {
+    ($($destination:ident),* $(,)?) => {
+        $(pub mod $destination;)*
+
+        /// Every kind of destination, in the order `check-config` lists them and alerts are
+        /// handed out. Butler's per-tenant alerts come tenant by tenant at the place of the
+        /// first of them.
+        pub(crate) const REGISTRY: &[Kind] = &[$($destination::KIND),*];
+    };
+}
+
+registry![log, script_log_disk, teams, slack, email, webhook, mqtt,];
 
 /// Why one delivery attempt failed. Messages never hold a secret (webhook URLs are masked).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,43 +131,131 @@ pub enum BuildError {
     Email { key: String, reason: String },
 }
 
+/// How a kind of destination reads its keys. Problems go to `Problems`, with their key path.
+pub(crate) enum Kind {
+    /// Read once from the whole document (`node` is `Butler`): the consumer's own destinations
+    /// and Butler's script log to disk. Yields every destination of the kind that is enabled.
+    Global(fn(node: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>>),
+    /// Read from each tenant's `alert` block (`node`), for Butler's per-tenant alerts, with the
+    /// tenant's id. `None` when the block is absent or disabled.
+    Tenant(fn(node: &Node<'_>, tenant_id: &str, p: &mut Problems) -> Option<Arc<dyn Destination>>),
+}
+
+/// What a destination needs from the tenant REST API for an alert, ordered by how much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TenantApi {
+    /// Butler's `basicContentOnly`: the event's content is enough.
+    Nothing,
+    /// `basicContentOnly` with `alertEnableByTag`: the app's tags, to decide whether to send.
+    Tags,
+    /// Everything enrichment fetches (script log, reload, app, owner).
+    Everything,
+}
+
+/// One configured destination: its settings, validated at load time.
+pub trait Destination: Any + fmt::Debug + Send + Sync {
+    /// The line under "Destinations for failed reloads:" in `check-config` (secrets masked);
+    /// `None`: not listed.
+    fn summary(&self, config: &ConsumerConfig) -> Option<String>;
+
+    /// For Butler's per-tenant alerts: the details on the tenant's `alert:` line.
+    fn alert_summary(&self) -> Option<String> {
+        None
+    }
+
+    /// What this destination needs from the tenant API; `None`: no need of its own (it shows
+    /// whatever the alert carries).
+    fn tenant_api(&self) -> Option<TenantApi> {
+        Some(TenantApi::Everything)
+    }
+
+    /// The sink, ready to send. Reads and compiles templates, so `check-config` calls it too;
+    /// nothing connects before the first send.
+    fn build(
+        &self,
+        config: &ConsumerConfig,
+        client: &reqwest::Client,
+    ) -> Result<SharedSink, BuildError>;
+}
+
+/// Destinations in the order they were read, with typed access for whoever needs one kind.
+/// Shared, so a configuration stays cheap to clone.
+#[derive(Debug, Default, Clone)]
+pub struct DestinationList(Vec<(usize, Arc<dyn Destination>)>);
+
+/// The consumer's own destinations and Butler's script log to disk, for every tenant.
+pub type Destinations = DestinationList;
+/// A tenant's alerts: Butler's `alert.*.reloadAppFailure` blocks that are enabled.
+pub type TenantAlerts = DestinationList;
+
+impl DestinationList {
+    pub fn iter(&self) -> impl Iterator<Item = &dyn Destination> {
+        self.0.iter().map(|(_, d)| d.as_ref())
+    }
+
+    /// Every destination of type `T`.
+    pub fn all<T: Destination>(&self) -> impl Iterator<Item = &T> {
+        self.iter()
+            .filter_map(|d| (d as &dyn Any).downcast_ref::<T>())
+    }
+
+    /// The first destination of type `T`.
+    pub fn get<T: Destination>(&self) -> Option<&T> {
+        self.all::<T>().next()
+    }
+}
+
+/// `Butler.qlikSenseCloud.consumer.destinations.<key>`: where the consumer's own destinations
+/// are configured (`butler` is the `Butler` node).
+pub(crate) fn extension_key<'v>(butler: &Node<'v>, key: &str) -> Node<'v> {
+    butler.at("qlikSenseCloud.consumer.destinations").child(key)
+}
+
+/// Reads every global destination (`butler` is the `Butler` node), in [`REGISTRY`] order.
+pub(crate) fn parse_global(butler: &Node<'_>, p: &mut Problems) -> Destinations {
+    let mut list = Vec::new();
+    for (index, kind) in REGISTRY.iter().enumerate() {
+        if let Kind::Global(parse) = kind {
+            list.extend(parse(butler, p).into_iter().map(|d| (index, d)));
+        }
+    }
+    DestinationList(list)
+}
+
+/// Reads a tenant's alerts (`alert` is its `alert` node), in [`REGISTRY`] order.
+pub(crate) fn parse_tenant(alert: &Node<'_>, tenant_id: &str, p: &mut Problems) -> TenantAlerts {
+    let mut list = Vec::new();
+    for (index, kind) in REGISTRY.iter().enumerate() {
+        if let Kind::Tenant(parse) = kind {
+            list.extend(parse(alert, tenant_id, p).map(|d| (index, d)));
+        }
+    }
+    DestinationList(list)
+}
+
+/// Every destination in [`REGISTRY`] order: the global ones of kinds before the first
+/// per-tenant kind, then each tenant's alerts, then the remaining global ones.
+pub fn in_order(config: &ConsumerConfig) -> Vec<&dyn Destination> {
+    let first_tenant_kind = REGISTRY
+        .iter()
+        .position(|k| matches!(k, Kind::Tenant(_)))
+        .unwrap_or(REGISTRY.len());
+    let global = &config.destinations.0;
+    let before = global.iter().filter(|(kind, _)| *kind < first_tenant_kind);
+    let after = global.iter().filter(|(kind, _)| *kind >= first_tenant_kind);
+    let tenants = config.tenants.iter().flat_map(|t| t.alert.0.iter());
+    before
+        .chain(tenants)
+        .chain(after)
+        .map(|(_, d)| d.as_ref())
+        .collect()
+}
+
 /// Every destination the configuration enables, in a stable order.
 pub fn build(config: &ConsumerConfig) -> Result<Vec<SharedSink>, BuildError> {
     let client = http::client()?;
-    let mut sinks: Vec<SharedSink> = Vec::new();
-    if config.destinations.log {
-        sinks.push(Arc::new(log::LogSink::new()));
-    }
-    if let Some(dir) = &config.script_log.log_directory {
-        sinks.push(Arc::new(script_log_disk::ScriptLogDiskSink::new(
-            script_log_disk::ScriptLogDiskConfig {
-                log_directory: dir.clone(),
-            },
-        )));
-    }
-    for tenant in &config.tenants {
-        if let Some(teams) = &tenant.alert.teams {
-            let settings = teams::TeamsConfig::from_tenant(tenant, teams)?;
-            sinks.push(Arc::new(teams::TeamsSink::new(settings, client.clone())));
-        }
-        if let Some(slack) = &tenant.alert.slack {
-            let settings = slack::SlackConfig::from_tenant(tenant, slack)?;
-            sinks.push(Arc::new(slack::SlackSink::new(settings, client.clone())));
-        }
-        if let Some(email) = &tenant.alert.email {
-            let settings = email::EmailConfig::from_tenant(tenant, email, config.smtp.as_ref())?;
-            sinks.push(Arc::new(email::EmailSink::new(settings)?));
-        }
-    }
-    for destination in &config.destinations.webhooks {
-        sinks.push(Arc::new(webhook::WebhookSink::new(
-            webhook::WebhookConfig::from(destination),
-            client.clone(),
-        )));
-    }
-    if let Some(mqtt) = &config.destinations.mqtt {
-        let settings = mqtt::MqttSinkConfig::from_config(config, mqtt);
-        sinks.push(Arc::new(mqtt::MqttSink::new(settings)?));
-    }
-    Ok(sinks)
+    in_order(config)
+        .into_iter()
+        .map(|d| d.build(config, &client))
+        .collect()
 }

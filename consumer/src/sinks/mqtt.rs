@@ -7,14 +7,68 @@
 //! session: alerts are rare, and sharing the subscriber's connection would tie delivery to the
 //! subscription's manual acknowledgements.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use tokio::sync::Mutex;
 
-use super::{BuildError, Sink, SinkError};
+use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError};
 use crate::alert::Alert;
-use crate::config::{ConsumerConfig, MqttDestination};
+use crate::config::{ConsumerConfig, Node, Problems, block_enabled, rate_limit};
+
+pub(crate) const KIND: Kind = Kind::Global(parse);
+
+/// Extension `mqtt`: re-publish of alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttDestination {
+    /// `topic` (default `qscloud-alerts/{tenantId}/{appId}`, outside the event tree
+    /// `qscloud/#` so the broker ACL can keep alerts and events apart); `{tenantId}` and
+    /// `{appId}` are replaced with sanitized values.
+    pub topic: String,
+    /// `retain` (default false).
+    pub retain: bool,
+    /// `rateLimit` seconds per app (default 0: none).
+    pub rate_limit: Duration,
+}
+
+fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
+    let m = super::extension_key(butler, "mqtt");
+    if !block_enabled(&m, p) {
+        return vec![];
+    }
+    let topic = m
+        .child("topic")
+        .opt_string(p)
+        .unwrap_or_else(|| "qscloud-alerts/{tenantId}/{appId}".to_owned());
+    if topic.contains(['+', '#', '\0']) || topic.starts_with('$') {
+        p.add(
+            format!("{}.topic", m.path),
+            "must be a topic (no `+`, `#`, leading `$`)",
+        );
+    }
+    vec![Arc::new(MqttDestination {
+        topic,
+        retain: m.child("retain").bool_or(p, false),
+        rate_limit: rate_limit(&m, 0, p),
+    })]
+}
+
+impl Destination for MqttDestination {
+    fn summary(&self, _config: &ConsumerConfig) -> Option<String> {
+        let retained = if self.retain { " (retained)" } else { "" };
+        Some(format!("MQTT re-publish to {}{retained}", self.topic))
+    }
+
+    fn build(
+        &self,
+        config: &ConsumerConfig,
+        _client: &reqwest::Client,
+    ) -> Result<SharedSink, BuildError> {
+        let settings = MqttSinkConfig::from_config(config, self);
+        Ok(Arc::new(MqttSink::new(settings)?))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct MqttSinkConfig {

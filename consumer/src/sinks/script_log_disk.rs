@@ -7,19 +7,52 @@
 //! redelivered event overwrites the same file rather than adding a second one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use super::{Sink, SinkError};
+use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError};
 use crate::alert::Alert;
+use crate::config::{ConsumerConfig, Node, Problems, block_enabled};
 use crate::state::write_atomically;
+
+/// Key path of Butler's script-log-to-disk block for Qlik Cloud.
+pub const SCRIPT_LOG: &str = "Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure";
+
+pub(crate) const KIND: Kind = Kind::Global(parse);
 
 /// `Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure` (`enable`, `logDirectory`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptLogDiskConfig {
     pub log_directory: PathBuf,
+}
+
+fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
+    let node = butler.at("scriptLog.storeOnDisk.qsCloud.appReloadFailure");
+    if !block_enabled(&node, p) {
+        return vec![];
+    }
+    match node.child("logDirectory").real_string(p) {
+        Some(dir) => vec![Arc::new(ScriptLogDiskConfig {
+            log_directory: PathBuf::from(dir),
+        })],
+        None => vec![],
+    }
+}
+
+impl Destination for ScriptLogDiskConfig {
+    fn summary(&self, _config: &ConsumerConfig) -> Option<String> {
+        Some(format!(
+            "script log to disk under {}",
+            self.log_directory.display()
+        ))
+    }
+
+    fn build(&self, _: &ConsumerConfig, _: &reqwest::Client) -> Result<SharedSink, BuildError> {
+        Ok(Arc::new(ScriptLogDiskSink::new(self.clone())))
+    }
 }
 
 #[derive(Debug)]

@@ -1,6 +1,12 @@
 //! Enrich: turn a failed reload into an [`Alert`] with Butler's template fields, fetching what
 //! the event lacks from the tenant REST API ([`crate::enrich`]). Never fails: what could not be
 //! fetched is listed in the context's `missing` field and the alert goes out anyway.
+//!
+//! What is fetched depends on the destinations that may get a tenant's alerts (Butler's
+//! `basicContentOnly`): when every one of them that has a need is content with the event, no
+//! API call is made; when some of them only need the app's tags for `alertEnableByTag`, only
+//! those are fetched. Destinations without a need of their own (the log) do not count; with
+//! none that has one, everything is fetched, as without `basicContentOnly`.
 
 use std::collections::HashMap;
 
@@ -8,7 +14,8 @@ use qlik_events::{Envelope, ReloadEvent};
 
 use crate::alert::Alert;
 use crate::config::{ConsumerConfig, TenantConfig};
-use crate::enrich::{EnrichError, Enrichment, build_context};
+use crate::enrich::{EnrichError, Enrichment, Missing, Resource, build_context};
+use crate::sinks::TenantApi;
 use crate::tenant_api::TenantClient;
 
 /// Head/tail lines in the shared context (what webhook and MQTT receive); chat destinations
@@ -17,8 +24,49 @@ pub const DEFAULT_HEAD_LINES: usize = 10;
 pub const DEFAULT_TAIL_LINES: usize = 10;
 
 pub struct Enricher {
-    /// One API client per tenant id; empty when enrichment is switched off.
-    clients: HashMap<String, TenantClient>,
+    /// One API client per tenant id, with what its alerts need; empty when enrichment is
+    /// switched off.
+    clients: HashMap<String, (TenantClient, TenantApi)>,
+}
+
+/// What the destinations that may get this tenant's alerts need from its API.
+fn tenant_api(config: &ConsumerConfig, tenant: &TenantConfig) -> TenantApi {
+    config
+        .destinations
+        .iter()
+        .chain(tenant.alert.iter())
+        .filter_map(|d| d.tenant_api())
+        .max()
+        .unwrap_or(TenantApi::Everything)
+}
+
+/// Only the app's tags, for `alertEnableByTag` of a `basicContentOnly` destination.
+async fn tags_only(client: &TenantClient, envelope: &Envelope, reload: &ReloadEvent) -> Enrichment {
+    let mut enrichment = Enrichment::event_only();
+    let Some(app_id) = reload.app_id.clone().or_else(|| envelope.app_id()) else {
+        return enrichment;
+    };
+    let item = client
+        .app_item(&app_id)
+        .await
+        .map_err(EnrichError::from)
+        .and_then(|item| item.ok_or(EnrichError::NoItem));
+    match item {
+        Ok(item) => enrichment.app_item = Some(item),
+        Err(e) => {
+            tracing::warn!(
+                tenant = %envelope.tenant_id,
+                event_id = %envelope.id,
+                reason = %e,
+                "tenant API: could not fetch the app tags; tag-gated destinations get no alert"
+            );
+            enrichment.missing.push(Missing {
+                what: Resource::AppTags,
+                reason: e.to_string(),
+            });
+        }
+    }
+    enrichment
 }
 
 impl Enricher {
@@ -26,10 +74,8 @@ impl Enricher {
         let mut clients = HashMap::new();
         if config.enrichment.enable {
             for tenant in &config.tenants {
-                clients.insert(
-                    tenant.id.clone(),
-                    TenantClient::new(tenant, &config.enrichment)?,
-                );
+                let client = TenantClient::new(tenant, &config.enrichment)?;
+                clients.insert(tenant.id.clone(), (client, tenant_api(config, tenant)));
             }
         }
         Ok(Self { clients })
@@ -44,8 +90,9 @@ impl Enricher {
         reload: &ReloadEvent,
     ) -> Alert {
         let enrichment = match self.clients.get(&tenant.id) {
-            Some(client) => client.enrich(envelope, reload).await,
-            None => Enrichment::event_only(),
+            Some((client, TenantApi::Everything)) => client.enrich(envelope, reload).await,
+            Some((client, TenantApi::Tags)) => tags_only(client, envelope, reload).await,
+            Some((_, TenantApi::Nothing)) | None => Enrichment::event_only(),
         };
         let context = build_context(
             envelope,

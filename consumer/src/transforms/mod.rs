@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::alert::Alert;
 use crate::config::ConsumerConfig;
 use crate::delivery::{Delivery, DeliveryError, Outcome};
+use crate::sinks::mqtt::MqttDestination;
 use dedupe::Dedupe;
 use enrich::Enricher;
 use reload::Reaction;
@@ -68,8 +69,7 @@ impl Transforms {
     ) -> Self {
         let own_alerts = config
             .destinations
-            .mqtt
-            .as_ref()
+            .get::<MqttDestination>()
             .map(|m| own_alert_prefix(&m.topic))
             .filter(|p| !p.is_empty());
         Self {

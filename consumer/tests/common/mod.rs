@@ -190,6 +190,8 @@ pub struct Destinations {
     pub topic_root: Option<String>,
     /// Butler's `rateLimit` seconds for Slack and Teams (default 0: none).
     pub chat_rate_limit: u64,
+    /// Butler's `basicContentOnly` for Slack and Teams.
+    pub basic_content_only: bool,
 }
 
 pub struct Setup {
@@ -241,7 +243,7 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
                                 alertEnableByTag:
                                     enable: {}
                                     tag: {}
-                                basicContentOnly: false
+                                basicContentOnly: {}
                                 webhookURL: {url}
                                 channel: sense-failures
                                 fromUser: Qlik Sense
@@ -255,6 +257,7 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
 ",
             tag.is_some(),
             tag.clone().unwrap_or_else(|| "Butler - alert".into()),
+            d.basic_content_only,
             if formatted { "formatted" } else { "basic" },
             d.chat_rate_limit,
             templates.join(file).display()

@@ -1,0 +1,185 @@
+//! The consumer's own section, `Butler.qlikSenseCloud.consumer` (extension keys Butler does not
+//! know): state, dedupe, delivery retries and tenant API behaviour. Its `destinations` are read
+//! by the destinations themselves ([`crate::sinks`]).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::node::{Node, Problems};
+
+/// Key path of the consumer's own extension section.
+pub const CONSUMER: &str = "Butler.qlikSenseCloud.consumer";
+
+/// Extension `consumer.dedupe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupeConfig {
+    /// `retentionHours` (default 168): how long an event id is remembered. Qlik retries and
+    /// manual resends happen within the 7 days it keeps deliveries.
+    pub retention: Duration,
+}
+
+/// Extension `consumer.retry`: how a failing destination is retried before the alert is parked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// `maxAttempts` (default 5), including the first try.
+    pub max_attempts: u32,
+    /// `initialBackoffMs` (default 1000); doubles per attempt.
+    pub initial_backoff: Duration,
+    /// `maxBackoffMs` (default 60000).
+    pub max_backoff: Duration,
+}
+
+/// Extension `consumer.enrichment`: tenant REST API calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrichmentConfig {
+    /// `enable` (default true). False: alerts carry only what the event says.
+    pub enable: bool,
+    /// `timeoutSeconds` per HTTP request (default 10).
+    pub request_timeout: Duration,
+    /// `maxRetries` on 429 / 5xx / timeouts (default 3).
+    pub max_retries: u32,
+    /// `maxRetryAfterSeconds` (default 30): a longer `Retry-After` is capped to this.
+    pub max_retry_after: Duration,
+    /// `initialBackoffMs` (default 500) when the server gives no `Retry-After`.
+    pub initial_backoff: Duration,
+    /// `maxScriptLogBytes` (default 16 MiB): a longer script log is cut, keeping the tail.
+    pub max_script_log_bytes: usize,
+}
+
+impl Default for EnrichmentConfig {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            request_timeout: Duration::from_secs(10),
+            max_retries: 3,
+            max_retry_after: Duration::from_secs(30),
+            initial_backoff: Duration::from_millis(500),
+            max_script_log_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything in the consumer section but its destinations.
+pub(crate) struct Extension {
+    pub state_dir: PathBuf,
+    pub dead_letter_dir: PathBuf,
+    pub dedupe: DedupeConfig,
+    pub retry: RetryConfig,
+    pub enrichment: EnrichmentConfig,
+}
+
+pub(crate) fn parse_extension(ext: &Node<'_>, p: &mut Problems) -> Extension {
+    ext.expect_map(p, false);
+    let state_dir = ext
+        .child("stateDirectory")
+        .opt_string(p)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".state"));
+    let dead_letter_dir = ext
+        .child("deadLetterDirectory")
+        .opt_string(p)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("dead-letter"));
+    let dedupe = DedupeConfig {
+        retention: Duration::from_secs(
+            ext.at("dedupe.retentionHours").u64_or(p, 168, 1, 24 * 365) * 3600,
+        ),
+    };
+    Extension {
+        state_dir,
+        dead_letter_dir,
+        dedupe,
+        retry: parse_retry(&ext.child("retry"), p),
+        enrichment: parse_enrichment(&ext.child("enrichment"), p),
+    }
+}
+
+fn parse_retry(node: &Node<'_>, p: &mut Problems) -> RetryConfig {
+    node.expect_map(p, false);
+    let initial = node.child("initialBackoffMs").u64_or(p, 1000, 1, 3_600_000);
+    let max = node.child("maxBackoffMs").u64_or(p, 60_000, 1, 3_600_000);
+    if max < initial {
+        p.add(
+            format!("{}.maxBackoffMs", node.path),
+            "must not be smaller than initialBackoffMs",
+        );
+    }
+    RetryConfig {
+        max_attempts: u32::try_from(node.child("maxAttempts").u64_or(p, 5, 1, 100)).unwrap_or(5),
+        initial_backoff: Duration::from_millis(initial),
+        max_backoff: Duration::from_millis(max),
+    }
+}
+
+fn parse_enrichment(node: &Node<'_>, p: &mut Problems) -> EnrichmentConfig {
+    node.expect_map(p, false);
+    let d = EnrichmentConfig::default();
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    EnrichmentConfig {
+        enable: node.child("enable").bool_or(p, d.enable),
+        request_timeout: Duration::from_secs(node.child("timeoutSeconds").u64_or(
+            p,
+            d.request_timeout.as_secs(),
+            1,
+            300,
+        )),
+        max_retries: u32::try_from(node.child("maxRetries").u64_or(
+            p,
+            u64::from(d.max_retries),
+            0,
+            10,
+        ))
+        .unwrap_or(d.max_retries),
+        max_retry_after: Duration::from_secs(node.child("maxRetryAfterSeconds").u64_or(
+            p,
+            d.max_retry_after.as_secs(),
+            0,
+            600,
+        )),
+        initial_backoff: Duration::from_millis(node.child("initialBackoffMs").u64_or(
+            p,
+            millis(d.initial_backoff),
+            1,
+            60_000,
+        )),
+        max_script_log_bytes: usize::try_from(node.child("maxScriptLogBytes").u64_or(
+            p,
+            d.max_script_log_bytes as u64,
+            1024,
+            1024 * 1024 * 1024,
+        ))
+        .unwrap_or(d.max_script_log_bytes),
+    }
+}
+
+/// The closing lines of the `check-config` summary: state, delivery, tenant API.
+pub(crate) fn summary(s: &mut String, config: &super::ConsumerConfig) {
+    let _ = writeln!(
+        s,
+        "State: {} (event ids kept {}h); dead letters: {}",
+        config.state_dir.display(),
+        config.dedupe.retention.as_secs() / 3600,
+        config.dead_letter_dir.display()
+    );
+    let retry = &config.retry;
+    let _ = writeln!(
+        s,
+        "Delivery: {} attempts, backoff {}ms up to {}ms, then parked",
+        retry.max_attempts,
+        retry.initial_backoff.as_millis(),
+        retry.max_backoff.as_millis()
+    );
+    let e = &config.enrichment;
+    if e.enable {
+        let _ = writeln!(
+            s,
+            "Tenant API: timeout {}s, {} retries on 429/5xx, Retry-After capped at {}s",
+            e.request_timeout.as_secs(),
+            e.max_retries,
+            e.max_retry_after.as_secs()
+        );
+    } else {
+        let _ = writeln!(s, "Tenant API: off (alerts carry event content only)");
+    }
+}

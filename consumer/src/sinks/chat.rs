@@ -1,0 +1,388 @@
+//! What Butler's Slack and Teams alerts share: the keys of their
+//! `alert.<kind>Notification.reloadAppFailure` blocks, tag gating, rate limit, rendering and the
+//! POST to the incoming webhook. Each of `slack.rs` and `teams.rs` keeps only its message
+//! format (a [`ChatFormat`]).
+//!
+//! `basicContentOnly` is honoured as in Butler: the destination sends the basic message, without
+//! script log, and asks nothing of the tenant API (only the app's tags when `alertEnableByTag`
+//! needs them).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::template::{render_json, render_text};
+use super::{BuildError, Destination, SharedSink, Sink, SinkError, TenantApi, http};
+use crate::alert::Alert;
+use crate::config::{
+    AlertEnableByTag, BUTLER_RATE_LIMIT_SECS, ConsumerConfig, Node, Problems, SecretUrl,
+    block_enabled, rate_limit, script_log_lines,
+};
+
+/// `basicMsgTemplate` when the block has none (possible with `messageType: formatted`, whose
+/// basic message is still sent under `basicContentOnly`).
+pub const DEFAULT_BASIC_TEMPLATE: &str = "Qlik Cloud app reload failed: \"{{appName}}\"";
+
+/// Butler's `messageType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    /// Render `basicMsgTemplate` into a short built-in message.
+    Basic,
+    /// Render `templateFile` (Handlebars) as the whole message body.
+    Formatted,
+}
+
+/// One chat service's message format.
+pub trait ChatFormat: std::fmt::Debug + Clone + Send + Sync + 'static {
+    /// Butler's block under a tenant's `alert`, e.g. `slackNotification`.
+    const BLOCK: &'static str;
+    /// The service's name in messages and `check-config`, e.g. `Slack`.
+    const LABEL: &'static str;
+    /// The start of the sink's name, e.g. `slack` (`slack:<tenant>`).
+    const SINK: &'static str;
+
+    /// Butler's basic message, with `text` (the rendered `basicMsgTemplate`) as heading.
+    fn basic_message(&self, text: &str, alert: &Alert) -> Value;
+
+    /// Last touches to every message, basic or formatted.
+    fn finish(&self, _message: &mut Value) {}
+
+    /// Details of its own for the tenant's `alert:` line in `check-config`.
+    fn summary(&self, _line: &mut String) {}
+}
+
+/// Reading the keys only this service has (crate-private, as the configuration tree is).
+pub(crate) trait ChatKeys: ChatFormat {
+    fn parse(block: &Node<'_>, p: &mut Problems) -> Self;
+}
+
+/// A tenant's `alert.<kind>Notification.reloadAppFailure` block when enabled.
+#[derive(Debug, Clone)]
+pub struct ChatAlert<F> {
+    pub tenant_id: String,
+    /// The block's key path, for problems found when building.
+    pub key: String,
+    pub alert_enable_by_tag: AlertEnableByTag,
+    /// `basicContentOnly`: the basic message, no script log, no tenant API calls for it.
+    pub basic_content_only: bool,
+    /// `webhookURL`: the incoming-webhook URL. It is a credential, hence masked.
+    pub webhook_url: SecretUrl,
+    pub message_type: MessageType,
+    /// `basicMsgTemplate` (Handlebars); needed for `basic`.
+    pub basic_msg_template: Option<String>,
+    /// `templateFile`; needed (and checked to exist) for `formatted`.
+    pub template_file: Option<PathBuf>,
+    /// `headScriptLogLines` (default 10).
+    pub head_script_log_lines: usize,
+    /// `tailScriptLogLines` (default 10).
+    pub tail_script_log_lines: usize,
+    /// `rateLimit` seconds between alerts for one app (default 300, as Butler).
+    pub rate_limit: Duration,
+    /// The service's own keys.
+    pub format: F,
+}
+
+/// [`super::Kind::Tenant`] for a chat service.
+pub(crate) fn parse<F: ChatKeys>(
+    alert: &Node<'_>,
+    tenant_id: &str,
+    p: &mut Problems,
+) -> Option<Arc<dyn Destination>> {
+    let node = alert.child(F::BLOCK).child("reloadAppFailure");
+    if !block_enabled(&node, p) {
+        return None;
+    }
+    let format = F::parse(&node, p);
+    let alert_enable_by_tag = AlertEnableByTag::parse(&node, p);
+    let basic_content_only = node.child("basicContentOnly").bool_or(p, false);
+    let webhook_url = node.child("webhookURL").url(p, true).map(SecretUrl::new);
+    let message_type = match node.child("messageType").string(p).as_deref() {
+        Some("basic") => Some(MessageType::Basic),
+        Some("formatted") => Some(MessageType::Formatted),
+        Some(other) => {
+            p.add(
+                format!("{}.messageType", node.path),
+                format!("must be `basic` or `formatted` (got `{other}`)"),
+            );
+            None
+        }
+        None => None,
+    };
+    let basic_msg_template = node.child("basicMsgTemplate").opt_string(p);
+    let template_file = node.child("templateFile").opt_string(p).map(PathBuf::from);
+    match message_type {
+        Some(MessageType::Basic) if basic_msg_template.is_none() => {
+            p.add(
+                format!("{}.basicMsgTemplate", node.path),
+                "missing: needed when messageType is basic",
+            );
+        }
+        Some(MessageType::Formatted) => match &template_file {
+            None => p.add(
+                format!("{}.templateFile", node.path),
+                "missing: needed when messageType is formatted",
+            ),
+            Some(file) if !file.is_file() => p.add(
+                format!("{}.templateFile", node.path),
+                format!("file `{}` does not exist", file.display()),
+            ),
+            Some(_) => {}
+        },
+        _ => {}
+    }
+    // Read before any `?` below, so their problems are reported too.
+    let head_script_log_lines = script_log_lines(&node, "headScriptLogLines", p);
+    let tail_script_log_lines = script_log_lines(&node, "tailScriptLogLines", p);
+    let rate_limit = rate_limit(&node, BUTLER_RATE_LIMIT_SECS, p);
+    Some(Arc::new(ChatAlert {
+        tenant_id: tenant_id.to_owned(),
+        key: node.path.clone(),
+        alert_enable_by_tag,
+        basic_content_only,
+        webhook_url: webhook_url?,
+        message_type: message_type?,
+        basic_msg_template,
+        template_file,
+        head_script_log_lines,
+        tail_script_log_lines,
+        rate_limit,
+        format,
+    }))
+}
+
+impl<F: ChatFormat> ChatAlert<F> {
+    /// The `formatted` message's template, read and compiled; `None` for `basic`.
+    fn read_template(&self) -> Result<Option<String>, BuildError> {
+        let (MessageType::Formatted, Some(path)) = (self.message_type, &self.template_file) else {
+            return Ok(None);
+        };
+        let refuse = |reason: String| BuildError::Template {
+            key: format!("{}.templateFile", self.key),
+            path: path.display().to_string(),
+            reason,
+        };
+        let template = std::fs::read_to_string(path).map_err(|e| refuse(e.to_string()))?;
+        // A broken template fails at start-up, not at the first failed reload.
+        super::template::check(&template).map_err(|e| refuse(e.to_string()))?;
+        Ok(Some(template))
+    }
+}
+
+impl<F: ChatFormat> Destination for ChatAlert<F> {
+    fn summary(&self, _config: &ConsumerConfig) -> Option<String> {
+        Some(format!(
+            "{} ({}) → {}",
+            F::LABEL,
+            self.tenant_id,
+            self.webhook_url.masked()
+        ))
+    }
+
+    fn alert_summary(&self) -> Option<String> {
+        let mut s = format!("{} → {}", F::LABEL, self.webhook_url.masked());
+        match self.message_type {
+            MessageType::Basic => s.push_str(", basic message"),
+            MessageType::Formatted => {
+                let file = self
+                    .template_file
+                    .as_ref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default();
+                let _ = write!(s, ", formatted with {file}");
+            }
+        }
+        let _ = write!(
+            s,
+            ", script log head/tail {}/{} lines, rate limit {}s per app",
+            self.head_script_log_lines,
+            self.tail_script_log_lines,
+            self.rate_limit.as_secs()
+        );
+        if self.alert_enable_by_tag.enable {
+            let _ = write!(s, ", only apps tagged \"{}\"", self.alert_enable_by_tag.tag);
+        }
+        if self.basic_content_only {
+            s.push_str(", event content only (no tenant API calls)");
+        }
+        self.format.summary(&mut s);
+        Some(s)
+    }
+
+    fn tenant_api(&self) -> Option<TenantApi> {
+        Some(
+            match (self.basic_content_only, self.alert_enable_by_tag.enable) {
+                (false, _) => TenantApi::Everything,
+                (true, true) => TenantApi::Tags,
+                (true, false) => TenantApi::Nothing,
+            },
+        )
+    }
+
+    fn build(
+        &self,
+        _config: &ConsumerConfig,
+        client: &reqwest::Client,
+    ) -> Result<SharedSink, BuildError> {
+        Ok(Arc::new(ChatSink::new(self.clone(), client.clone())?))
+    }
+}
+
+/// Posts a tenant's failed reloads to a Slack or Teams incoming webhook.
+pub struct ChatSink<F> {
+    name: String,
+    alert: ChatAlert<F>,
+    /// Contents of `templateFile`, read at start-up so a missing file fails early.
+    template: Option<String>,
+    client: reqwest::Client,
+}
+
+impl<F: ChatFormat> ChatSink<F> {
+    pub fn new(alert: ChatAlert<F>, client: reqwest::Client) -> Result<Self, BuildError> {
+        Ok(Self {
+            name: format!("{}:{}", F::SINK, alert.tenant_id),
+            template: alert.read_template()?,
+            alert,
+            client,
+        })
+    }
+
+    /// The JSON body this sink posts for an alert.
+    pub fn message(&self, alert: &Alert) -> Result<Value, SinkError> {
+        let c = &self.alert;
+        let permanent = |what: &str, e| SinkError::Permanent(format!("{} {what}: {e}", F::LABEL));
+        let mut message = match (&self.template, c.basic_content_only) {
+            (Some(template), false) => {
+                let context =
+                    alert.chat_context_for(c.head_script_log_lines, c.tail_script_log_lines);
+                render_json(template, &context).map_err(|e| permanent("template", e))?
+            }
+            _ => {
+                let context = if c.basic_content_only {
+                    alert.basic_context()
+                } else {
+                    alert.chat_context_for(c.head_script_log_lines, c.tail_script_log_lines)
+                };
+                let template = c
+                    .basic_msg_template
+                    .as_deref()
+                    .unwrap_or(DEFAULT_BASIC_TEMPLATE);
+                let text = render_text(template, &context)
+                    .map_err(|e| permanent("basicMsgTemplate", e))?;
+                c.format.basic_message(&text, alert)
+            }
+        };
+        c.format.finish(&mut message);
+        Ok(message)
+    }
+}
+
+impl<F: ChatFormat> Sink for ChatSink<F> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn accepts(&self, alert: &Alert) -> bool {
+        alert.tenant_id == self.alert.tenant_id
+            && self.alert.alert_enable_by_tag.allows(&alert.app_tags)
+    }
+
+    fn rate_limit(&self) -> Duration {
+        self.alert.rate_limit
+    }
+
+    async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
+        let message = self.message(alert)?;
+        http::post_json(
+            &self.client,
+            &self.alert.webhook_url,
+            &message,
+            &[],
+            http::DEFAULT_TIMEOUT,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::slack::{Slack, SlackSink};
+
+    fn alert() -> Alert {
+        Alert {
+            event_id: "e1".into(),
+            event_type: qlik_events::APP_RELOAD_FINISHED.into(),
+            tenant_id: "t1".into(),
+            app_id: Some("a1".into()),
+            reload_id: Some("r1".into()),
+            event_time: None,
+            app_tags: vec![],
+            script_log: Some("first line\nlast line".into()),
+            context: serde_json::json!({
+                "appName": "Sales",
+                "scriptLogTail": "last line",
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+            recipient: None,
+        }
+    }
+
+    fn sink(basic_content_only: bool, message_type: MessageType) -> SlackSink {
+        let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("templates/slack-failed-reload-qscloud.handlebars");
+        let alert = ChatAlert {
+            tenant_id: "t1".into(),
+            key: "k".into(),
+            alert_enable_by_tag: AlertEnableByTag::default(),
+            basic_content_only,
+            webhook_url: SecretUrl::new(url::Url::parse("https://hooks.example/x").unwrap()),
+            message_type,
+            basic_msg_template: Some("{{appName}}: {{scriptLogTail}}".into()),
+            template_file: Some(template),
+            head_script_log_lines: 1,
+            tail_script_log_lines: 1,
+            rate_limit: Duration::ZERO,
+            format: Slack {
+                channel: Some("ops".into()),
+                from_user: None,
+                icon_emoji: None,
+            },
+        };
+        ChatSink::new(alert, reqwest::Client::new()).unwrap()
+    }
+
+    #[test]
+    fn basic_content_only_sends_the_basic_message_without_script_log() {
+        let basic = sink(false, MessageType::Basic).message(&alert()).unwrap();
+        assert_eq!(basic["text"], "Sales: last line");
+        assert_eq!(basic["channel"], "ops");
+        let formatted = sink(false, MessageType::Formatted)
+            .message(&alert())
+            .unwrap();
+        assert!(
+            formatted.to_string().contains("Script log: 2 rows"),
+            "{formatted}"
+        );
+        for message_type in [MessageType::Basic, MessageType::Formatted] {
+            let only = sink(true, message_type).message(&alert()).unwrap();
+            assert_eq!(only["text"], "Sales: ", "{only}");
+            assert_eq!(only["blocks"][0]["type"], "header");
+            assert_eq!(only["channel"], "ops");
+        }
+    }
+
+    #[test]
+    fn basic_content_only_asks_the_tenant_api_for_what_the_gate_needs() {
+        let mut gated = sink(true, MessageType::Basic).alert;
+        assert_eq!(gated.tenant_api(), Some(TenantApi::Nothing));
+        gated.alert_enable_by_tag.enable = true;
+        assert_eq!(gated.tenant_api(), Some(TenantApi::Tags));
+        gated.basic_content_only = false;
+        assert_eq!(gated.tenant_api(), Some(TenantApi::Everything));
+    }
+}
