@@ -1,10 +1,13 @@
 //! What the Qlik Cloud relay and its consumer share: the webhook envelope in all its forms,
-//! `Qlik-Signature` verification, MQTT topic routing, and broker connection settings.
+//! `Qlik-Signature` verification, MQTT topic routing, broker connection settings, and one MQTT
+//! client for both protocol versions.
 //!
-//! Nothing here performs I/O except reading certificate files named in [`broker::TlsSettings`].
+//! Nothing here performs I/O except reading certificate files named in [`broker::TlsSettings`]
+//! and the broker connections of [`mqtt`].
 
 pub mod broker;
 pub mod envelope;
+pub mod mqtt;
 pub mod signature;
 pub mod topic;
 
