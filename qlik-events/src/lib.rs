@@ -11,7 +11,9 @@ pub mod mqtt;
 pub mod signature;
 pub mod topic;
 
-pub use broker::{BrokerError, BrokerSettings, ClientIdentityPem, MqttVersion, TlsSettings};
+pub use broker::{
+    BrokerError, BrokerSettings, ClientIdentityPem, MqttVersion, TlsItem, TlsSettings,
+};
 pub use envelope::{
     APP_RELOAD_FINISHED, Envelope, EnvelopeError, EnvelopeFormat, RELOAD_FINISHED, ReloadEvent,
     ReloadEventKind, with_legacy_fields,
