@@ -64,9 +64,12 @@ pub enum MqttClient {
 }
 
 /// The connection itself: nothing happens (not even connecting) unless it is polled.
-pub enum MqttEventLoop {
+pub struct MqttEventLoop(EventLoop);
+
+/// Each event loop keeps a client of its own to attach acknowledgements to incoming messages.
+enum EventLoop {
     V311 {
-        eventloop: rumqttc::EventLoop,
+        eventloop: Box<rumqttc::EventLoop>,
         client: rumqttc::AsyncClient,
     },
     V5 {
@@ -106,7 +109,7 @@ pub enum MqttEvent {
     /// Per requested filter: granted, or refused with the broker's reason.
     SubAck(Vec<Result<(), String>>),
     UnsubAck,
-    Publish(IncomingPublish),
+    Publish(Box<IncomingPublish>),
     PubAck(PubAck),
     /// Any other packet from the broker (PINGRESP, …): the connection is alive.
     OtherIncoming,
@@ -167,16 +170,18 @@ impl std::fmt::Debug for IncomingPublish {
 }
 
 /// The PUBACK for one received message, ready to send.
-pub enum Ack {
+pub struct Ack(AckFor);
+
+enum AckFor {
     V311(rumqttc::AsyncClient, rumqttc::Publish),
     V5(rumqttc::v5::AsyncClient, v5_packets::Publish),
 }
 
 impl Ack {
     pub async fn send(self) -> Result<(), RequestError> {
-        match self {
-            Ack::V311(client, publish) => request(client.ack(&publish).await),
-            Ack::V5(client, publish) => request(client.ack(&publish).await),
+        match self.0 {
+            AckFor::V311(client, publish) => request(client.ack(&publish).await),
+            AckFor::V5(client, publish) => request(client.ack(&publish).await),
         }
     }
 }
@@ -234,7 +239,10 @@ impl Connector {
                     rumqttc::AsyncClient::new(options.as_ref().clone(), *request_queue);
                 (
                     MqttClient::V311(client.clone()),
-                    MqttEventLoop::V311 { eventloop, client },
+                    MqttEventLoop(EventLoop::V311 {
+                        eventloop: Box::new(eventloop),
+                        client,
+                    }),
                 )
             }
             Connector::V5 {
@@ -245,10 +253,10 @@ impl Connector {
                     rumqttc::v5::AsyncClient::new(options.as_ref().clone(), *request_queue);
                 (
                     MqttClient::V5(client.clone()),
-                    MqttEventLoop::V5 {
+                    MqttEventLoop(EventLoop::V5 {
                         eventloop: Box::new(eventloop),
                         client,
-                    },
+                    }),
                 )
             }
         }
@@ -322,8 +330,8 @@ fn request<E: std::fmt::Display>(result: Result<(), E>) -> Result<(), RequestErr
 impl MqttEventLoop {
     /// Drives the connection to its next event. After an error, the next call reconnects.
     pub async fn poll(&mut self) -> Result<MqttEvent, ConnectionError> {
-        match self {
-            MqttEventLoop::V311 { eventloop, client } => match eventloop.poll().await {
+        match &mut self.0 {
+            EventLoop::V311 { eventloop, client } => match eventloop.poll().await {
                 Ok(event) => Ok(event_v311(event, client)),
                 Err(e) => Err(ConnectionError {
                     refused: match &e {
@@ -335,7 +343,7 @@ impl MqttEventLoop {
                     message: e.to_string(),
                 }),
             },
-            MqttEventLoop::V5 { eventloop, client } => match eventloop.poll().await {
+            EventLoop::V5 { eventloop, client } => match eventloop.poll().await {
                 Ok(event) => Ok(event_v5(event, client)),
                 Err(e) => Err(ConnectionError {
                     refused: match &e {
@@ -378,11 +386,13 @@ fn event_v311(event: rumqttc::Event, client: &rumqttc::AsyncClient) -> MqttEvent
                 .collect(),
         ),
         Event::Incoming(Packet::UnsubAck(_)) => MqttEvent::UnsubAck,
-        Event::Incoming(Packet::Publish(publish)) => MqttEvent::Publish(IncomingPublish {
-            topic: publish.topic.clone(),
-            payload: publish.payload.clone(),
-            ack: Ack::V311(client.clone(), publish),
-        }),
+        Event::Incoming(Packet::Publish(publish)) => {
+            MqttEvent::Publish(Box::new(IncomingPublish {
+                topic: publish.topic.clone(),
+                payload: publish.payload.clone(),
+                ack: Ack(AckFor::V311(client.clone(), publish)),
+            }))
+        }
         Event::Incoming(Packet::PubAck(ack)) => MqttEvent::PubAck(PubAck {
             pkid: ack.pkid,
             reason: None,
@@ -410,11 +420,13 @@ fn event_v5(event: rumqttc::v5::Event, client: &rumqttc::v5::AsyncClient) -> Mqt
                 .collect(),
         ),
         Event::Incoming(Packet::UnsubAck(_)) => MqttEvent::UnsubAck,
-        Event::Incoming(Packet::Publish(publish)) => MqttEvent::Publish(IncomingPublish {
-            topic: String::from_utf8_lossy(&publish.topic).into_owned(),
-            payload: publish.payload.clone(),
-            ack: Ack::V5(client.clone(), publish),
-        }),
+        Event::Incoming(Packet::Publish(publish)) => {
+            MqttEvent::Publish(Box::new(IncomingPublish {
+                topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                payload: publish.payload.clone(),
+                ack: Ack(AckFor::V5(client.clone(), publish)),
+            }))
+        }
         Event::Incoming(Packet::PubAck(ack)) => MqttEvent::PubAck(PubAck {
             pkid: ack.pkid,
             reason: Some(format!("{:?}", ack.reason)),
