@@ -496,4 +496,43 @@ mod tests {
         assert_eq!(e.variable, "WEBHOOK_SECRET_ARN");
         assert!(!e.to_string().contains("private-key-material"), "{e}");
     }
+
+    #[test]
+    fn each_tls_item_names_the_setting_it_comes_from() {
+        let pem = |item| BrokerError::Pem {
+            item,
+            path: PathBuf::new(),
+            expected: "certificate",
+        };
+        let file = |item| BrokerError::File {
+            item,
+            path: PathBuf::from("/x"),
+            reason: "gone".to_owned(),
+        };
+        assert_eq!(tls_variable(&file(TlsItem::CaFile)), "MQTT_CA_FILE");
+        assert_eq!(tls_variable(&pem(TlsItem::CaFile)), "MQTT_CA_FILE");
+        assert_eq!(
+            tls_variable(&file(TlsItem::ClientCertFile)),
+            "MQTT_CLIENT_CERT_FILE"
+        );
+        assert_eq!(
+            tls_variable(&pem(TlsItem::ClientKeyFile)),
+            "MQTT_CLIENT_KEY_FILE"
+        );
+        for item in [
+            TlsItem::CaText,
+            TlsItem::ClientCertText,
+            TlsItem::ClientKeyText,
+        ] {
+            assert_eq!(tls_variable(&pem(item)), "WEBHOOK_SECRET_ARN");
+        }
+        assert_eq!(
+            tls_variable(&BrokerError::ClientAuthIncomplete),
+            "MQTT_CLIENT_CERT_FILE"
+        );
+        assert_eq!(
+            tls_variable(&BrokerError::Tls("no roots".into())),
+            "MQTT_URL"
+        );
+    }
 }
