@@ -44,15 +44,16 @@ pub enum BrokerError {
     Version(String),
     #[error("keep_alive `{0}` is not a number of seconds between 5 and 3600")]
     KeepAlive(String),
-    #[error("cannot read {what} file {path}: {reason}")]
+    #[error("cannot read {item} file {path}: {reason}")]
     File {
-        what: &'static str,
+        item: TlsItem,
         path: PathBuf,
         reason: String,
     },
-    #[error("{what} {path} holds no usable PEM {expected}")]
+    #[error("{item} {path} holds no usable PEM {expected}")]
     Pem {
-        what: &'static str,
+        item: TlsItem,
+        /// Empty for text given inline.
         path: PathBuf,
         expected: &'static str,
     },
@@ -60,6 +61,31 @@ pub enum BrokerError {
     ClientAuthIncomplete,
     #[error("TLS configuration refused: {0}")]
     Tls(String),
+}
+
+/// Which certificate or key a TLS error is about, and whether it came from a file or as text
+/// (see [`TlsSettings`]), so callers can name the setting at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsItem {
+    CaFile,
+    CaText,
+    ClientCertFile,
+    ClientCertText,
+    ClientKeyFile,
+    ClientKeyText,
+}
+
+impl std::fmt::Display for TlsItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsItem::CaFile => "CA",
+            TlsItem::CaText => "CA certificate text",
+            TlsItem::ClientCertFile => "client certificate",
+            TlsItem::ClientCertText => "client certificate text",
+            TlsItem::ClientKeyFile => "client key",
+            TlsItem::ClientKeyText => "client key text",
+        })
+    }
 }
 
 /// Where a TLS connection gets its trust anchors and (optionally) its client identity.
@@ -213,8 +239,8 @@ impl BrokerSettings {
         }
         let mut roots = rustls::RootCertStore::empty();
         let ca_certs = match (&tls.ca_pem, &tls.ca_file) {
-            (Some(pem), _) => Some(parse_certs(pem.as_bytes(), "CA certificate text", None)?),
-            (None, Some(path)) => Some(read_certs(path, "CA")?),
+            (Some(pem), _) => Some(parse_certs(pem.as_bytes(), TlsItem::CaText, None)?),
+            (None, Some(path)) => Some(read_certs(path, TlsItem::CaFile)?),
             (None, None) => None,
         };
         match ca_certs {
@@ -243,12 +269,20 @@ impl BrokerSettings {
             .with_root_certificates(roots);
         let identity = match (&tls.client_identity_pem, &tls.client_cert, &tls.client_key) {
             (Some(pem), _, _) => Some((
-                parse_certs(pem.certificate.as_bytes(), "client certificate text", None)?,
-                parse_key(pem.key.expose_secret().as_bytes(), "client key text", None)?,
+                parse_certs(pem.certificate.as_bytes(), TlsItem::ClientCertText, None)?,
+                parse_key(
+                    pem.key.expose_secret().as_bytes(),
+                    TlsItem::ClientKeyText,
+                    None,
+                )?,
             )),
             (None, Some(cert), Some(key)) => Some((
-                read_certs(cert, "client certificate")?,
-                parse_key(&read_file(key, "client key")?, "client key", Some(key))?,
+                read_certs(cert, TlsItem::ClientCertFile)?,
+                parse_key(
+                    &read_file(key, TlsItem::ClientKeyFile)?,
+                    TlsItem::ClientKeyFile,
+                    Some(key),
+                )?,
             )),
             (None, None, None) => None,
             _ => return Err(BrokerError::ClientAuthIncomplete),
@@ -316,9 +350,9 @@ impl BrokerSettings {
     }
 }
 
-fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, BrokerError> {
+fn read_file(path: &Path, item: TlsItem) -> Result<Vec<u8>, BrokerError> {
     std::fs::read(path).map_err(|e| BrokerError::File {
-        what,
+        item,
         path: path.to_owned(),
         reason: e.to_string(),
     })
@@ -326,15 +360,15 @@ fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, BrokerError> {
 
 fn read_certs(
     path: &Path,
-    what: &'static str,
+    item: TlsItem,
 ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, BrokerError> {
-    parse_certs(&read_file(path, what)?, what, Some(path))
+    parse_certs(&read_file(path, item)?, item, Some(path))
 }
 
 /// `path` names where the text came from, for the error; `None` for text given inline.
 fn parse_certs(
     pem: &[u8],
-    what: &'static str,
+    item: TlsItem,
     path: Option<&Path>,
 ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, BrokerError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
@@ -342,7 +376,7 @@ fn parse_certs(
         .collect();
     if certs.is_empty() {
         return Err(BrokerError::Pem {
-            what,
+            item,
             path: path.map(Path::to_owned).unwrap_or_default(),
             expected: "certificate",
         });
@@ -352,14 +386,14 @@ fn parse_certs(
 
 fn parse_key(
     pem: &[u8],
-    what: &'static str,
+    item: TlsItem,
     path: Option<&Path>,
 ) -> Result<rustls_pki_types::PrivateKeyDer<'static>, BrokerError> {
     rustls_pemfile::private_key(&mut &pem[..])
         .ok()
         .flatten()
         .ok_or_else(|| BrokerError::Pem {
-            what,
+            item,
             path: path.map(Path::to_owned).unwrap_or_default(),
             expected: "private key",
         })
@@ -425,8 +459,40 @@ mod tests {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..Default::default()
         });
-        let err = s.mqtt_options(true).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        let err = s.mqtt_options(true).unwrap_err();
+        assert!(matches!(
+            err,
+            BrokerError::File {
+                item: TlsItem::CaFile,
+                ..
+            }
+        ));
+        let err = err.to_string();
+        assert!(
+            err.starts_with("cannot read CA file /nonexistent/ca.pem: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pem_text_that_is_not_pem_is_named_by_item() {
+        let mut s = BrokerSettings::from_url("mqtts://h", "c").unwrap();
+        s.tls = Some(TlsSettings {
+            ca_pem: Some("not a certificate".to_owned()),
+            ..Default::default()
+        });
+        let err = s.rustls_config().unwrap_err();
+        assert!(matches!(
+            err,
+            BrokerError::Pem {
+                item: TlsItem::CaText,
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "CA certificate text  holds no usable PEM certificate"
+        );
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! What the Qlik Cloud relay and its consumer share: the webhook envelope in all its forms,
-//! `Qlik-Signature` verification, MQTT topic routing, and broker connection settings.
+//! `Qlik-Signature` verification, MQTT topic routing, broker connection settings, and one MQTT
+//! client for both protocol versions.
 //!
-//! Nothing here performs I/O except reading certificate files named in [`broker::TlsSettings`].
+//! Nothing here performs I/O except reading certificate files named in [`broker::TlsSettings`]
+//! and the broker connections of [`mqtt`].
 
 pub mod broker;
 pub mod envelope;
+pub mod mqtt;
 pub mod signature;
 pub mod topic;
 
-pub use broker::{BrokerError, BrokerSettings, ClientIdentityPem, MqttVersion, TlsSettings};
+pub use broker::{
+    BrokerError, BrokerSettings, ClientIdentityPem, MqttVersion, TlsItem, TlsSettings,
+};
 pub use envelope::{
     APP_RELOAD_FINISHED, Envelope, EnvelopeError, EnvelopeFormat, RELOAD_FINISHED, ReloadEvent,
     ReloadEventKind, with_legacy_fields,

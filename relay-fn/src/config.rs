@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use qlik_events::{BrokerSettings, TlsSettings, TopicRouting, WebhookSecrets};
+use qlik_events::{
+    BrokerError, BrokerSettings, TlsItem, TlsSettings, TopicRouting, WebhookSecrets,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::decision::{DEFAULT_MAX_BODY_BYTES, Policy, RequiredHeader};
@@ -124,164 +126,195 @@ impl RelayConfig {
         env: &dyn Fn(&str) -> Option<String>,
         secrets: Secrets,
     ) -> Result<Self, ConfigError> {
-        let (webhook_secret, secret_var) = secrets.webhook_secret.ok_or_else(|| {
-            ConfigError::new(
-                "WEBHOOK_SECRET",
-                "not set: set WEBHOOK_SECRET, or WEBHOOK_SECRET_ARN to a Secrets Manager secret",
-            )
-        })?;
-        let webhook_secrets = WebhookSecrets::from_list(webhook_secret.expose_secret())
-            .map_err(|e| ConfigError::new(secret_var, e.to_string()))?;
-
-        let max_body_bytes = parse_number(env, "MAX_BODY_BYTES", 1024..=6 * 1024 * 1024)?
-            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
-        let allowed_tenants = var(env, "ALLOWED_TENANTS").map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect::<HashSet<_>>()
-        });
-        if allowed_tenants.as_ref().is_some_and(HashSet::is_empty) {
-            return Err(ConfigError::new("ALLOWED_TENANTS", "lists no tenant id"));
-        }
-        let max_event_age =
-            parse_number(env, "MAX_EVENT_AGE_SECS", 1..=31_536_000u64)?.map(Duration::from_secs);
-        let required_header = match (
-            var(env, "REQUIRED_HEADER_NAME"),
-            secrets.required_header_value,
-        ) {
-            (None, None) => None,
-            (Some(name), Some(value)) => Some(RequiredHeader {
-                name: http::HeaderName::try_from(name.as_str()).map_err(|_| {
-                    ConfigError::new(
-                        "REQUIRED_HEADER_NAME",
-                        format!("`{name}` is not a header name"),
-                    )
-                })?,
-                value,
-            }),
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "REQUIRED_HEADER_VALUE",
-                    "not set, but REQUIRED_HEADER_NAME is",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "REQUIRED_HEADER_NAME",
-                    "not set, but a required header value is",
-                ));
-            }
-        };
-        let routing = match (var(env, "MQTT_TOPIC_TEMPLATE"), var(env, "MQTT_TOPIC_ROOT")) {
-            (Some(template), _) => {
-                TopicRouting::Template(template.parse().map_err(|e: qlik_events::TopicError| {
-                    ConfigError::new("MQTT_TOPIC_TEMPLATE", e.to_string())
-                })?)
-            }
-            (None, Some(root)) => TopicRouting::with_root(&root)
-                .map_err(|e| ConfigError::new("MQTT_TOPIC_ROOT", e.to_string()))?,
-            (None, None) => TopicRouting::default(),
-        };
+        let Secrets {
+            webhook_secret,
+            mqtt_password,
+            required_header_value,
+            mqtt_ca_pem,
+            mqtt_client_identity,
+        } = secrets;
         let policy = Policy {
-            secrets: webhook_secrets,
-            max_body_bytes,
-            allowed_tenants,
-            max_event_age,
-            required_header,
-            routing,
+            secrets: webhook_secrets(webhook_secret)?,
+            max_body_bytes: parse_number(env, "MAX_BODY_BYTES", 1024..=6 * 1024 * 1024)?
+                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            allowed_tenants: allowed_tenants(env)?,
+            max_event_age: parse_number(env, "MAX_EVENT_AGE_SECS", 1..=31_536_000u64)?
+                .map(Duration::from_secs),
+            required_header: required_header(env, required_header_value)?,
+            routing: topic_routing(env)?,
             butler_compat: parse_bool(env, "BUTLER_COMPAT")?,
         };
-
-        let client_id = unique_client_id(
-            &var(env, "MQTT_CLIENT_ID").unwrap_or_else(|| DEFAULT_CLIENT_ID_PREFIX.to_owned()),
-        );
         let broker = match var(env, "MQTT_URL") {
             None => None,
-            Some(url) => {
-                let mut broker = BrokerSettings::from_url(&url, &client_id)
-                    .map_err(|e| ConfigError::new("MQTT_URL", e.to_string()))?;
-                broker.password = secrets.mqtt_password;
-                if let Some(tls) = broker.tls.as_mut() {
-                    *tls = TlsSettings {
-                        ca_file: var(env, "MQTT_CA_FILE").map(PathBuf::from),
-                        client_cert: var(env, "MQTT_CLIENT_CERT_FILE").map(PathBuf::from),
-                        client_key: var(env, "MQTT_CLIENT_KEY_FILE").map(PathBuf::from),
-                        ca_pem: secrets.mqtt_ca_pem,
-                        client_identity_pem: secrets.mqtt_client_identity,
-                    };
-                    // Read the files now: a wrong path fails the cold start, not every request.
-                    broker.rustls_config().map_err(|e| {
-                        ConfigError::new(
-                            match e {
-                                qlik_events::BrokerError::ClientAuthIncomplete => {
-                                    "MQTT_CLIENT_CERT_FILE"
-                                }
-                                qlik_events::BrokerError::File { what: "CA", .. }
-                                | qlik_events::BrokerError::Pem { what: "CA", .. } => {
-                                    "MQTT_CA_FILE"
-                                }
-                                qlik_events::BrokerError::Pem {
-                                    what:
-                                        "CA certificate text"
-                                        | "client certificate text"
-                                        | "client key text",
-                                    ..
-                                } => "WEBHOOK_SECRET_ARN",
-                                qlik_events::BrokerError::File {
-                                    what: "client key", ..
-                                }
-                                | qlik_events::BrokerError::Pem {
-                                    what: "client key", ..
-                                } => "MQTT_CLIENT_KEY_FILE",
-                                qlik_events::BrokerError::File { .. }
-                                | qlik_events::BrokerError::Pem { .. } => "MQTT_CLIENT_CERT_FILE",
-                                _ => "MQTT_URL",
-                            },
-                            e.to_string(),
-                        )
-                    })?;
-                } else {
-                    if secrets.mqtt_ca_pem.is_some() || secrets.mqtt_client_identity.is_some() {
-                        return Err(ConfigError::new(
-                            "MQTT_URL",
-                            "is mqtt:// (plain TCP), but the secret holds TLS certificates; use mqtts://",
-                        ));
-                    }
-                    for name in [
-                        "MQTT_CA_FILE",
-                        "MQTT_CLIENT_CERT_FILE",
-                        "MQTT_CLIENT_KEY_FILE",
-                    ] {
-                        if var(env, name).is_some() {
-                            return Err(ConfigError::new(
-                                name,
-                                "set, but MQTT_URL is mqtt:// (plain TCP); use mqtts://",
-                            ));
-                        }
-                    }
-                }
-                Some(broker)
-            }
+            Some(url) => Some(broker_settings(
+                env,
+                &url,
+                mqtt_password,
+                mqtt_ca_pem,
+                mqtt_client_identity,
+            )?),
         };
         let publish_timeout = parse_number(env, "PUBLISH_TIMEOUT_MS", 100..=60_000u64)?
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
-        let listen = var(env, "LISTEN_ADDR").unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
-        let listen_addr = listen.parse().map_err(|_| {
-            ConfigError::new(
-                "LISTEN_ADDR",
-                format!("`{listen}` is not host:port, e.g. 127.0.0.1:8080"),
-            )
-        })?;
         Ok(Self {
             policy,
             broker,
             publish_timeout,
-            listen_addr,
+            listen_addr: listen_addr(env)?,
         })
     }
+}
+
+fn webhook_secrets(
+    secret: Option<(SecretString, &'static str)>,
+) -> Result<WebhookSecrets, ConfigError> {
+    let (secret, variable) = secret.ok_or_else(|| {
+        ConfigError::new(
+            "WEBHOOK_SECRET",
+            "not set: set WEBHOOK_SECRET, or WEBHOOK_SECRET_ARN to a Secrets Manager secret",
+        )
+    })?;
+    WebhookSecrets::from_list(secret.expose_secret())
+        .map_err(|e| ConfigError::new(variable, e.to_string()))
+}
+
+fn allowed_tenants(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<HashSet<String>>, ConfigError> {
+    let allowed = var(env, "ALLOWED_TENANTS").map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect::<HashSet<_>>()
+    });
+    if allowed.as_ref().is_some_and(HashSet::is_empty) {
+        return Err(ConfigError::new("ALLOWED_TENANTS", "lists no tenant id"));
+    }
+    Ok(allowed)
+}
+
+fn required_header(
+    env: &dyn Fn(&str) -> Option<String>,
+    value: Option<SecretString>,
+) -> Result<Option<RequiredHeader>, ConfigError> {
+    match (var(env, "REQUIRED_HEADER_NAME"), value) {
+        (None, None) => Ok(None),
+        (Some(name), Some(value)) => Ok(Some(RequiredHeader {
+            name: http::HeaderName::try_from(name.as_str()).map_err(|_| {
+                ConfigError::new(
+                    "REQUIRED_HEADER_NAME",
+                    format!("`{name}` is not a header name"),
+                )
+            })?,
+            value,
+        })),
+        (Some(_), None) => Err(ConfigError::new(
+            "REQUIRED_HEADER_VALUE",
+            "not set, but REQUIRED_HEADER_NAME is",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "REQUIRED_HEADER_NAME",
+            "not set, but a required header value is",
+        )),
+    }
+}
+
+fn topic_routing(env: &dyn Fn(&str) -> Option<String>) -> Result<TopicRouting, ConfigError> {
+    match (var(env, "MQTT_TOPIC_TEMPLATE"), var(env, "MQTT_TOPIC_ROOT")) {
+        (Some(template), _) => {
+            template
+                .parse()
+                .map(TopicRouting::Template)
+                .map_err(|e: qlik_events::TopicError| {
+                    ConfigError::new("MQTT_TOPIC_TEMPLATE", e.to_string())
+                })
+        }
+        (None, Some(root)) => TopicRouting::with_root(&root)
+            .map_err(|e| ConfigError::new("MQTT_TOPIC_ROOT", e.to_string())),
+        (None, None) => Ok(TopicRouting::default()),
+    }
+}
+
+const TLS_FILE_VARIABLES: [&str; 3] = [
+    "MQTT_CA_FILE",
+    "MQTT_CLIENT_CERT_FILE",
+    "MQTT_CLIENT_KEY_FILE",
+];
+
+/// The broker from `MQTT_URL`, its password, and for `mqtts://` its certificates: files named
+/// by variables, or PEM text from the secret.
+fn broker_settings(
+    env: &dyn Fn(&str) -> Option<String>,
+    url: &str,
+    password: Option<SecretString>,
+    ca_pem: Option<String>,
+    client_identity_pem: Option<qlik_events::ClientIdentityPem>,
+) -> Result<BrokerSettings, ConfigError> {
+    let client_id = unique_client_id(
+        &var(env, "MQTT_CLIENT_ID").unwrap_or_else(|| DEFAULT_CLIENT_ID_PREFIX.to_owned()),
+    );
+    let mut broker = BrokerSettings::from_url(url, &client_id)
+        .map_err(|e| ConfigError::new("MQTT_URL", e.to_string()))?;
+    broker.password = password;
+    let Some(tls) = broker.tls.as_mut() else {
+        if ca_pem.is_some() || client_identity_pem.is_some() {
+            return Err(ConfigError::new(
+                "MQTT_URL",
+                "is mqtt:// (plain TCP), but the secret holds TLS certificates; use mqtts://",
+            ));
+        }
+        if let Some(name) = TLS_FILE_VARIABLES
+            .into_iter()
+            .find(|name| var(env, name).is_some())
+        {
+            return Err(ConfigError::new(
+                name,
+                "set, but MQTT_URL is mqtt:// (plain TCP); use mqtts://",
+            ));
+        }
+        return Ok(broker);
+    };
+    *tls = TlsSettings {
+        ca_file: var(env, "MQTT_CA_FILE").map(PathBuf::from),
+        client_cert: var(env, "MQTT_CLIENT_CERT_FILE").map(PathBuf::from),
+        client_key: var(env, "MQTT_CLIENT_KEY_FILE").map(PathBuf::from),
+        ca_pem,
+        client_identity_pem,
+    };
+    // Read the files now: a wrong path fails the cold start, not every request.
+    broker
+        .rustls_config()
+        .map_err(|e| ConfigError::new(tls_variable(&e), e.to_string()))?;
+    Ok(broker)
+}
+
+/// The setting a certificate or key error comes from.
+fn tls_variable(error: &BrokerError) -> &'static str {
+    match error {
+        BrokerError::ClientAuthIncomplete => "MQTT_CLIENT_CERT_FILE",
+        BrokerError::File { item, .. } | BrokerError::Pem { item, .. } => match item {
+            TlsItem::CaFile => "MQTT_CA_FILE",
+            TlsItem::ClientCertFile => "MQTT_CLIENT_CERT_FILE",
+            TlsItem::ClientKeyFile => "MQTT_CLIENT_KEY_FILE",
+            // PEM text comes only from the Secrets Manager secret.
+            TlsItem::CaText | TlsItem::ClientCertText | TlsItem::ClientKeyText => {
+                "WEBHOOK_SECRET_ARN"
+            }
+        },
+        _ => "MQTT_URL",
+    }
+}
+
+fn listen_addr(env: &dyn Fn(&str) -> Option<String>) -> Result<SocketAddr, ConfigError> {
+    let listen = var(env, "LISTEN_ADDR").unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
+    listen.parse().map_err(|_| {
+        ConfigError::new(
+            "LISTEN_ADDR",
+            format!("`{listen}` is not host:port, e.g. 127.0.0.1:8080"),
+        )
+    })
 }
 
 /// Secrets from plain environment variables (local, on-prem). Secrets Manager ARNs are handled
@@ -462,5 +495,44 @@ mod tests {
         let e = RelayConfig::from_env(&tls_env, identity).unwrap_err();
         assert_eq!(e.variable, "WEBHOOK_SECRET_ARN");
         assert!(!e.to_string().contains("private-key-material"), "{e}");
+    }
+
+    #[test]
+    fn each_tls_item_names_the_setting_it_comes_from() {
+        let pem = |item| BrokerError::Pem {
+            item,
+            path: PathBuf::new(),
+            expected: "certificate",
+        };
+        let file = |item| BrokerError::File {
+            item,
+            path: PathBuf::from("/x"),
+            reason: "gone".to_owned(),
+        };
+        assert_eq!(tls_variable(&file(TlsItem::CaFile)), "MQTT_CA_FILE");
+        assert_eq!(tls_variable(&pem(TlsItem::CaFile)), "MQTT_CA_FILE");
+        assert_eq!(
+            tls_variable(&file(TlsItem::ClientCertFile)),
+            "MQTT_CLIENT_CERT_FILE"
+        );
+        assert_eq!(
+            tls_variable(&pem(TlsItem::ClientKeyFile)),
+            "MQTT_CLIENT_KEY_FILE"
+        );
+        for item in [
+            TlsItem::CaText,
+            TlsItem::ClientCertText,
+            TlsItem::ClientKeyText,
+        ] {
+            assert_eq!(tls_variable(&pem(item)), "WEBHOOK_SECRET_ARN");
+        }
+        assert_eq!(
+            tls_variable(&BrokerError::ClientAuthIncomplete),
+            "MQTT_CLIENT_CERT_FILE"
+        );
+        assert_eq!(
+            tls_variable(&BrokerError::Tls("no roots".into())),
+            "MQTT_URL"
+        );
     }
 }

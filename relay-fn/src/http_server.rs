@@ -69,28 +69,19 @@ async fn webhook(State(relay): State<Arc<Relay>>, request: Request) -> Response 
     } else {
         read_limited(body, limit).await
     };
-    let reply = match &bytes {
-        Ok(bytes) => {
-            relay
-                .handle(WebhookRequest {
-                    method: &parts.method,
-                    headers: &parts.headers,
-                    body: Body::Complete(bytes),
-                })
-                .await
-        }
-        Err(at_least) => {
-            relay
-                .handle(WebhookRequest {
-                    method: &parts.method,
-                    headers: &parts.headers,
-                    body: Body::TooLarge {
-                        at_least: *at_least,
-                    },
-                })
-                .await
-        }
+    let body = match &bytes {
+        Ok(bytes) => Body::Complete(bytes),
+        Err(at_least) => Body::TooLarge {
+            at_least: *at_least,
+        },
     };
+    let reply = relay
+        .handle(WebhookRequest {
+            method: &parts.method,
+            headers: &parts.headers,
+            body,
+        })
+        .await;
     into_response(reply)
 }
 

@@ -21,6 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Proc, WAIT};
+use qlik_events::mqtt::{ClientOptions, MqttClient, MqttEvent, Session};
 use qlik_events::{BrokerSettings, MqttVersion, TlsSettings};
 use secrecy::SecretString;
 use tokio::sync::mpsc;
@@ -380,14 +381,9 @@ enum Refusal {
     Transport(String),
 }
 
-enum Handle {
-    V3(rumqttc::AsyncClient),
-    V5(rumqttc::v5::AsyncClient),
-}
-
 /// A connected MQTT client whose event loop runs in a task; events come back in order.
 struct Client {
-    handle: Handle,
+    handle: MqttClient,
     rx: mpsc::UnboundedReceiver<Seen>,
     /// Publishes that arrived while waiting for something else.
     inbox: VecDeque<(String, Vec<u8>)>,
@@ -400,101 +396,51 @@ impl Client {
     /// automatic reconnect), so a refused or broken connection shows as such.
     async fn connect(settings: &BrokerSettings, clean_session: bool) -> Result<Client, Refusal> {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let handle = match settings.version {
-            MqttVersion::V311 => {
-                let options = settings.mqtt_options(clean_session).expect("MQTT options");
-                let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
-                tokio::spawn(async move {
-                    use rumqttc::{ConnectionError, Event, Outgoing, Packet, SubscribeReasonCode};
-                    loop {
-                        let seen = match eventloop.poll().await {
-                            Ok(Event::Incoming(Packet::ConnAck(ack))) => Seen::Connected {
-                                session_present: ack.session_present,
-                            },
-                            Ok(Event::Incoming(Packet::Publish(p))) => Seen::Publish {
-                                topic: p.topic.clone(),
-                                payload: p.payload.to_vec(),
-                            },
-                            Ok(Event::Incoming(Packet::SubAck(ack))) => Seen::SubAck(
-                                ack.return_codes
-                                    .iter()
-                                    .map(|c| matches!(c, SubscribeReasonCode::Success(_)))
-                                    .collect(),
-                            ),
-                            Ok(Event::Incoming(Packet::UnsubAck(_))) => Seen::UnsubAck,
-                            Ok(Event::Incoming(Packet::PubAck(_))) => Seen::PubAck(None),
-                            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                                let _ = tx.send(Seen::Closed("disconnected".to_owned()));
-                                break;
-                            }
-                            Ok(_) => continue,
-                            Err(ConnectionError::ConnectionRefused(code)) => {
-                                let _ = tx.send(Seen::Closed(format!("refused: {code:?}")));
-                                break;
-                            }
-                            Err(e) => {
-                                let _ = tx.send(Seen::Closed(format!("error: {e}")));
-                                break;
-                            }
-                        };
-                        if tx.send(seen).is_err() {
-                            break;
-                        }
-                    }
-                });
-                Handle::V3(client)
-            }
-            MqttVersion::V5 => {
-                let session_expiry = (!clean_session).then_some(Duration::from_secs(3600));
-                let options = settings
-                    .mqtt_options_v5(session_expiry)
-                    .expect("MQTT 5 options");
-                let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 16);
-                tokio::spawn(async move {
-                    use rumqttc::Outgoing;
-                    use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
-                    use rumqttc::v5::{ConnectionError, Event};
-                    loop {
-                        let seen = match eventloop.poll().await {
-                            Ok(Event::Incoming(Packet::ConnAck(ack))) => Seen::Connected {
-                                session_present: ack.session_present,
-                            },
-                            Ok(Event::Incoming(Packet::Publish(p))) => Seen::Publish {
-                                topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                                payload: p.payload.to_vec(),
-                            },
-                            Ok(Event::Incoming(Packet::SubAck(ack))) => Seen::SubAck(
-                                ack.return_codes
-                                    .iter()
-                                    .map(|c| matches!(c, SubscribeReasonCode::Success(_)))
-                                    .collect(),
-                            ),
-                            Ok(Event::Incoming(Packet::UnsubAck(_))) => Seen::UnsubAck,
-                            Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                                Seen::PubAck(Some(format!("{:?}", ack.reason)))
-                            }
-                            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                                let _ = tx.send(Seen::Closed("disconnected".to_owned()));
-                                break;
-                            }
-                            Ok(_) => continue,
-                            Err(ConnectionError::ConnectionRefused(code)) => {
-                                let _ = tx.send(Seen::Closed(format!("refused: {code:?}")));
-                                break;
-                            }
-                            Err(e) => {
-                                let _ = tx.send(Seen::Closed(format!("error: {e}")));
-                                break;
-                            }
-                        };
-                        if tx.send(seen).is_err() {
-                            break;
-                        }
-                    }
-                });
-                Handle::V5(client)
-            }
+        let session = Session {
+            clean_session,
+            expiry: (!clean_session).then_some(Duration::from_secs(3600)),
         };
+        let (handle, mut eventloop) = MqttClient::new(
+            settings,
+            ClientOptions {
+                session,
+                ..ClientOptions::default()
+            },
+        )
+        .expect("MQTT options");
+        tokio::spawn(async move {
+            loop {
+                let seen = match eventloop.poll().await {
+                    Ok(MqttEvent::ConnAck { session_present }) => {
+                        Seen::Connected { session_present }
+                    }
+                    Ok(MqttEvent::Publish(p)) => Seen::Publish {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                    },
+                    Ok(MqttEvent::SubAck(codes)) => {
+                        Seen::SubAck(codes.iter().map(Result::is_ok).collect())
+                    }
+                    Ok(MqttEvent::UnsubAck) => Seen::UnsubAck,
+                    Ok(MqttEvent::PubAck(ack)) => Seen::PubAck(ack.reason),
+                    Ok(MqttEvent::DisconnectSent) => {
+                        let _ = tx.send(Seen::Closed("disconnected".to_owned()));
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        let _ = tx.send(Seen::Closed(match e.connack_refusal() {
+                            Some(code) => format!("refused: {code}"),
+                            None => format!("error: {e}"),
+                        }));
+                        break;
+                    }
+                };
+                if tx.send(seen).is_err() {
+                    break;
+                }
+            }
+        });
         let first = tokio::time::timeout(WAIT, rx.recv())
             .await
             .map_err(|_| Refusal::Transport(format!("no CONNACK within {WAIT:?}")))?;
@@ -532,16 +478,10 @@ impl Client {
 
     /// Subscribes with QoS 1; per filter, whether the broker granted it.
     async fn subscribe(&mut self, filter: &str) -> Vec<bool> {
-        match &self.handle {
-            Handle::V3(c) => c
-                .subscribe(filter, rumqttc::QoS::AtLeastOnce)
-                .await
-                .expect("queue SUBSCRIBE"),
-            Handle::V5(c) => c
-                .subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-                .await
-                .expect("queue SUBSCRIBE"),
-        }
+        self.handle
+            .subscribe_qos1(filter)
+            .await
+            .expect("queue SUBSCRIBE");
         match self.next_control("SUBACK").await {
             Seen::SubAck(granted) => granted,
             other => panic!("expected SUBACK, got {other:?}"),
@@ -550,21 +490,10 @@ impl Client {
 
     /// Publishes with QoS 1 and waits for the PUBACK; MQTT 5 returns its reason.
     async fn publish(&mut self, topic: &str, payload: &[u8]) -> Option<String> {
-        match &self.handle {
-            Handle::V3(c) => c
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.to_vec())
-                .await
-                .expect("queue PUBLISH"),
-            Handle::V5(c) => c
-                .publish(
-                    topic,
-                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                    false,
-                    payload.to_vec(),
-                )
-                .await
-                .expect("queue PUBLISH"),
-        }
+        self.handle
+            .publish_qos1(topic, payload.to_vec(), false)
+            .await
+            .expect("queue PUBLISH");
         match self.next_control("PUBACK").await {
             Seen::PubAck(reason) => reason,
             other => panic!("expected PUBACK, got {other:?}"),
@@ -575,10 +504,10 @@ impl Client {
     /// broker had queued for this client before it handled the UNSUBSCRIBE.
     async fn round_trip(&mut self) {
         let filter = "infra-test/round-trip";
-        match &self.handle {
-            Handle::V3(c) => c.unsubscribe(filter).await.expect("queue UNSUBSCRIBE"),
-            Handle::V5(c) => c.unsubscribe(filter).await.expect("queue UNSUBSCRIBE"),
-        }
+        self.handle
+            .unsubscribe(filter)
+            .await
+            .expect("queue UNSUBSCRIBE");
         match self.next_control("UNSUBACK").await {
             Seen::UnsubAck => {}
             other => panic!("expected UNSUBACK, got {other:?}"),
@@ -616,10 +545,7 @@ impl Client {
 
     /// A clean DISCONNECT (a persistent session stays on the broker).
     async fn disconnect(mut self) {
-        match &self.handle {
-            Handle::V3(c) => c.disconnect().await.expect("queue DISCONNECT"),
-            Handle::V5(c) => c.disconnect().await.expect("queue DISCONNECT"),
-        }
+        self.handle.disconnect().await.expect("queue DISCONNECT");
         loop {
             match tokio::time::timeout(WAIT, self.rx.recv())
                 .await

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
+use qlik_events::mqtt::{ConfirmedPublisher, Connector, PublishError};
 use tokio::sync::Mutex;
 
 use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError};
@@ -93,34 +93,22 @@ impl MqttSinkConfig {
     }
 }
 
-/// The sink speaks the broker's configured MQTT version: brokers such as rumqttd serve 3.1.1
-/// and 5 on different ports.
-enum Options {
-    V311(Box<rumqttc::MqttOptions>),
-    V5(Box<rumqttc::v5::MqttOptions>),
-}
-
 pub struct MqttSink {
     config: MqttSinkConfig,
-    options: Options,
+    /// The broker speaks the configured MQTT version: brokers such as rumqttd serve 3.1.1 and 5
+    /// on different ports.
+    connector: Connector,
     /// One connection at a time: they share a client id.
     busy: Mutex<()>,
 }
 
 impl MqttSink {
     pub fn new(config: MqttSinkConfig) -> Result<Self, BuildError> {
-        let refused = |e: qlik_events::BrokerError| BuildError::Mqtt(e.to_string());
-        let options = match config.broker.version {
-            qlik_events::MqttVersion::V311 => {
-                Options::V311(Box::new(config.broker.mqtt_options(true).map_err(refused)?))
-            }
-            qlik_events::MqttVersion::V5 => Options::V5(Box::new(
-                config.broker.mqtt_options_v5(None).map_err(refused)?,
-            )),
-        };
+        let connector = ConfirmedPublisher::connector(&config.broker, 4)
+            .map_err(|e| BuildError::Mqtt(e.to_string()))?;
         Ok(Self {
             config,
-            options,
+            connector,
             busy: Mutex::new(()),
         })
     }
@@ -134,91 +122,25 @@ impl MqttSink {
             .replace("{appId}", &sanitize(alert.app_id.as_deref().unwrap_or("")))
     }
 
-    async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), SinkError> {
-        match &self.options {
-            Options::V311(options) => self.publish_v311(options, topic, payload).await,
-            Options::V5(options) => self.publish_v5(options, topic, payload).await,
-        }
-    }
-
-    fn broker_error(&self, error: &dyn std::fmt::Display) -> SinkError {
-        SinkError::Transient(format!(
-            "MQTT {}: {error}",
-            self.config.broker.display_url()
-        ))
-    }
-
-    async fn publish_v311(
-        &self,
-        options: &rumqttc::MqttOptions,
-        topic: String,
-        payload: Vec<u8>,
-    ) -> Result<(), SinkError> {
-        let (client, mut eventloop) = AsyncClient::new(options.clone(), 4);
-        client
-            .publish(topic, QoS::AtLeastOnce, self.config.retain, payload)
+    async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), SinkError> {
+        let broker = self.config.broker.display_url();
+        let connection = ConfirmedPublisher::start(&self.connector);
+        connection
+            .publish(topic, payload, self.config.retain, self.config.timeout)
             .await
-            .map_err(|e| SinkError::Permanent(format!("MQTT publish refused: {e}")))?;
-        let mut our_packet = None;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => our_packet = Some(pkid),
-                Ok(Event::Incoming(Packet::PubAck(ack))) if Some(ack.pkid) == our_packet => break,
-                Ok(_) => {}
-                Err(e) => return Err(self.broker_error(&e)),
-            }
-        }
-        let _ = client.disconnect().await;
-        // Let the DISCONNECT go out; the connection is dropped either way.
-        let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
-        Ok(())
-    }
-
-    async fn publish_v5(
-        &self,
-        options: &rumqttc::v5::MqttOptions,
-        topic: String,
-        payload: Vec<u8>,
-    ) -> Result<(), SinkError> {
-        use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
-        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options.clone(), 4);
-        client
-            .publish(
-                topic,
-                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                self.config.retain,
-                payload,
-            )
-            .await
-            .map_err(|e| SinkError::Permanent(format!("MQTT publish refused: {e}")))?;
-        let mut our_packet = None;
-        loop {
-            match eventloop.poll().await {
-                Ok(rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    our_packet = Some(pkid)
+            .map_err(|e| match e {
+                PublishError::Connection(reason) => {
+                    SinkError::Transient(format!("MQTT {broker}: {reason}"))
                 }
-                Ok(rumqttc::v5::Event::Incoming(Packet5::PubAck(ack)))
-                    if Some(ack.pkid) == our_packet =>
-                {
-                    // MQTT 5 brokers can refuse a publish in its PUBACK (e.g. not authorized).
-                    if matches!(
-                        ack.reason,
-                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers
-                    ) {
-                        break;
-                    }
-                    return Err(SinkError::Permanent(format!(
-                        "MQTT {}: publish refused: {:?}",
-                        self.config.broker.display_url(),
-                        ack.reason
-                    )));
+                PublishError::Timeout(timeout) => {
+                    SinkError::Transient(format!("MQTT {broker}: no PUBACK within {timeout:?}"))
                 }
-                Ok(_) => {}
-                Err(e) => return Err(self.broker_error(&e)),
-            }
-        }
-        let _ = client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+                // MQTT 5 brokers can refuse a publish in its PUBACK (e.g. not authorized).
+                PublishError::Refused(reason) => {
+                    SinkError::Permanent(format!("MQTT {broker}: publish refused: {reason}"))
+                }
+            })?;
+        connection.disconnect().await;
         Ok(())
     }
 }
@@ -237,14 +159,6 @@ impl Sink for MqttSink {
             .map_err(|e| SinkError::Permanent(format!("alert does not serialize: {e}")))?;
         let topic = self.topic_for(alert);
         let _one_at_a_time = self.busy.lock().await;
-        tokio::time::timeout(self.config.timeout, self.publish(topic, payload))
-            .await
-            .unwrap_or_else(|_| {
-                Err(SinkError::Transient(format!(
-                    "MQTT {}: no PUBACK within {:?}",
-                    self.config.broker.display_url(),
-                    self.config.timeout
-                )))
-            })
+        self.publish(&topic, &payload).await
     }
 }

@@ -15,13 +15,12 @@
 //! it sends no more than that.
 
 mod backoff;
-mod v311;
-mod v5;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use qlik_events::{BrokerSettings, MqttVersion};
+use qlik_events::BrokerSettings;
+use qlik_events::mqtt::{Ack, ClientOptions, MqttClient, MqttEvent, MqttEventLoop, Session};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -64,22 +63,12 @@ impl SourceConfig {
     }
 }
 
-enum Acker {
-    V311(rumqttc::AsyncClient, rumqttc::Publish),
-    V5(
-        rumqttc::v5::AsyncClient,
-        rumqttc::v5::mqttbytes::v5::Publish,
-    ),
-}
-
 /// One received message. Dropping it without [`Message::ack`] leaves it unacknowledged: the
 /// broker sends it again on the next connection.
 pub struct Message {
     pub topic: String,
     pub payload: Bytes,
-    /// The broker marked it as a redelivery (DUP).
-    pub redelivered: bool,
-    acker: Acker,
+    ack: Ack,
 }
 
 impl std::fmt::Debug for Message {
@@ -87,7 +76,6 @@ impl std::fmt::Debug for Message {
         f.debug_struct("Message")
             .field("topic", &self.topic)
             .field("bytes", &self.payload.len())
-            .field("redelivered", &self.redelivered)
             .finish()
     }
 }
@@ -95,15 +83,7 @@ impl std::fmt::Debug for Message {
 impl Message {
     /// Sends the PUBACK. Call only after the event was handled.
     pub async fn ack(self) -> Result<(), SourceError> {
-        let sent = match self.acker {
-            Acker::V311(client, publish) => client.ack(&publish).await.is_ok(),
-            Acker::V5(client, publish) => client.ack(&publish).await.is_ok(),
-        };
-        if sent {
-            Ok(())
-        } else {
-            Err(SourceError::AckFailed)
-        }
+        self.ack.send().await.map_err(|_| SourceError::AckFailed)
     }
 }
 
@@ -136,10 +116,26 @@ impl Source {
     pub fn start(config: SourceConfig) -> Result<Source, SourceError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(false);
-        let task = match config.broker.version {
-            MqttVersion::V311 => v311::spawn(&config, tx, stopped)?,
-            MqttVersion::V5 => v5::spawn(&config, tx, stopped)?,
+        let (client, eventloop) = MqttClient::new(
+            &config.broker,
+            ClientOptions {
+                session: Session {
+                    clean_session: config.clean_session,
+                    expiry: config.session_expiry,
+                },
+                manual_acks: true,
+                request_queue: 64,
+            },
+        )?;
+        let connection = Connection {
+            client,
+            eventloop,
+            broker: config.broker.display_url(),
+            filter: config.filter,
+            backoff: config.backoff,
+            tx,
         };
+        let task = tokio::spawn(connection.run(stopped));
         Ok(Source { rx, stop, task })
     }
 
@@ -159,9 +155,92 @@ impl Source {
     }
 }
 
+/// The event loop's task: connects, subscribes, hands messages to the pipeline, reconnects.
+struct Connection {
+    client: MqttClient,
+    eventloop: MqttEventLoop,
+    /// The broker as a URL without secrets, for logs.
+    broker: String,
+    filter: String,
+    backoff: Backoff,
+    tx: mpsc::UnboundedSender<SourceEvent>,
+}
+
+impl Connection {
+    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let broker = self.broker.as_str();
+        let filter = self.filter.as_str();
+        let mut failures = 0u32;
+        let mut subscribed_once = false;
+        loop {
+            let event = tokio::select! {
+                event = self.eventloop.poll() => event,
+                _ = stopped.changed() => {
+                    let _ = self.client.disconnect().await;
+                    // Give the DISCONNECT a moment to leave; the session stays either way.
+                    let _ = tokio::time::timeout(Duration::from_millis(300), self.eventloop.poll()).await;
+                    return;
+                }
+            };
+            match event {
+                Ok(MqttEvent::ConnAck { session_present }) => {
+                    failures = 0;
+                    self.backoff.reset();
+                    tracing::info!(broker, session_present, "connected to MQTT broker");
+                    // A resumed session still holds the subscription; a new one (first start,
+                    // expired session, broker restart without persistence) needs it again.
+                    if !session_present || !subscribed_once {
+                        if let Err(e) = self.client.subscribe_qos1(filter).await {
+                            tracing::error!("cannot queue SUBSCRIBE: {e}");
+                        }
+                        subscribed_once = true;
+                    }
+                }
+                Ok(MqttEvent::SubAck(granted)) => {
+                    if let Some(Err(reason)) = granted.into_iter().find(Result::is_err) {
+                        let _ =
+                            self.tx
+                                .send(SourceEvent::Fatal(SourceError::SubscriptionRefused {
+                                    filter: filter.to_owned(),
+                                    reason,
+                                }));
+                        return;
+                    }
+                    tracing::info!(filter, "subscribed with QoS 1");
+                    let _ = self.tx.send(SourceEvent::Subscribed);
+                }
+                Ok(MqttEvent::Publish(publish)) => {
+                    let message = Message {
+                        topic: publish.topic,
+                        payload: publish.payload,
+                        ack: publish.ack,
+                    };
+                    if self
+                        .tx
+                        .send(SourceEvent::Message(Box::new(message)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = self.backoff.next_delay();
+                    log_connection_error(broker, failures, &error, delay);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stopped.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Logs a connection failure without flooding: the first failure and every tenth after it at
 /// warn, the rest at debug.
-pub(crate) fn log_connection_error(
+fn log_connection_error(
     broker: &str,
     failures: u32,
     error: &dyn std::fmt::Display,
