@@ -1,6 +1,7 @@
 //! MQTT broker connection settings: from a URL (`mqtt://` / `mqtts://user@host:port`) or from parts
 //! (Butler's `mqttForward.broker` block), turned into rumqttc options for MQTT 3.1.1 or 5.
 
+use rustls_pki_types::pem::PemObject;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -371,8 +372,9 @@ fn parse_certs(
     item: TlsItem,
     path: Option<&Path>,
 ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, BrokerError> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
-        .filter_map(Result::ok)
+    // Stop at a malformed section: the iterator reports it, and reading on could repeat it.
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .map_while(Result::ok)
         .collect();
     if certs.is_empty() {
         return Err(BrokerError::Pem {
@@ -389,9 +391,8 @@ fn parse_key(
     item: TlsItem,
     path: Option<&Path>,
 ) -> Result<rustls_pki_types::PrivateKeyDer<'static>, BrokerError> {
-    rustls_pemfile::private_key(&mut &pem[..])
+    rustls_pki_types::PrivateKeyDer::from_pem_slice(pem)
         .ok()
-        .flatten()
         .ok_or_else(|| BrokerError::Pem {
             item,
             path: path.map(Path::to_owned).unwrap_or_default(),
