@@ -673,7 +673,7 @@ fn sample_alert() -> Alert {
         reload_id: Some(fake_tenant::RELOAD_ID.into()),
         event_time: Some("2026-11-30T07:06:22Z".into()),
         app_tags: vec![],
-        script_log: Some(fake_tenant::script_log(10)),
+        script_log: Some(fake_tenant::script_log(10).into()),
         context: match context {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),

@@ -46,7 +46,7 @@ fn full_enrichment() -> Enrichment {
             error_message: Some("The reload failed: script error".to_owned()),
             ..Default::default()
         }),
-        script_log: Some("line 1\r\nline 2\r\nline 3\r\nline 4\r\nline \"5\"\r\n".to_owned()),
+        script_log: Some("line 1\r\nline 2\r\nline 3\r\nline 4\r\nline \"5\"\r\n".into()),
         app: Some(AppInfo {
             name: Some("Sales dashboard (API)".to_owned()),
             description: Some("Daily sales".to_owned()),

@@ -403,7 +403,7 @@ mod tests {
             "genericUrls": [{"id": "d", "linkText": "Docs", "url": "https://d.example/?a=1&b=2"}],
         });
         alert.context = context.as_object().cloned().unwrap_or_default();
-        alert.script_log = Some(format!("first line\n{HOSTILE_ERROR}"));
+        alert.script_log = Some(format!("first line\n{HOSTILE_ERROR}").into());
         alert
     }
 
