@@ -542,6 +542,20 @@ fn plain_http_is_only_for_loopback() {
         err.has("Butler.qlikSenseCloud.consumer.destinations.webhook[0].url"),
         "{err}"
     );
+
+    // A header value that no HTTP request can carry is refused at load, without quoting it.
+    set(
+        &mut ext,
+        "Butler.qlikSenseCloud.consumer.destinations.webhook",
+        serde_yaml_ng::from_str(
+            "[{name: a, url: 'https://h.example/', headers: [{name: X-Token, value: \"SECRET-1\\r\\nX-Evil: 1\"}]}]",
+        )
+        .expect("yaml"),
+    );
+    let err = problems(fx.load(&fx.butler(), Some(&ext), &[("QLIK_TENANT_JWT", ENV_JWT)]));
+    let key = "Butler.qlikSenseCloud.consumer.destinations.webhook[0].headers[0].value";
+    assert!(err.has(key), "{err}");
+    assert!(!err.to_string().contains("SECRET-1"), "{err}");
 }
 
 #[test]
