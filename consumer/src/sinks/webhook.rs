@@ -99,8 +99,13 @@ fn parse_header(h: &Node<'_>, p: &mut Problems) -> Option<(String, SecretString)
 /// `Idempotency-Key`: hex SHA-256 of tenant and event id. The same for every retry and replay
 /// of an alert, different for every event, and a valid header value whatever the ids hold.
 pub fn idempotency_key(alert: &Alert) -> String {
+    idempotency_key_for(&alert.tenant_id, &alert.event_id)
+}
+
+/// [`idempotency_key`] from the ids, for a receiver (or test) that recomputes it.
+pub fn idempotency_key_for(tenant_id: &str, event_id: &str) -> String {
     use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(format!("{}\n{}", alert.tenant_id, alert.event_id));
+    let digest = sha2::Sha256::digest(format!("{tenant_id}\n{event_id}"));
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
