@@ -5,6 +5,8 @@
 //! unchanged by a later version of the consumer, and Handlebars templates see exactly the keys
 //! that were serialized.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -27,9 +29,11 @@ pub struct Alert {
     #[serde(default)]
     pub app_tags: Vec<String>,
     /// The whole script log when it could be fetched. Sinks cut their own head and tail from it,
-    /// because Butler configures the line counts per destination.
+    /// because Butler configures the line counts per destination. Shared, not copied, between
+    /// the copies of an alert (one per email recipient). A parked alert keeps its head and tail
+    /// only ([`crate::delivery::dead_letter`]).
     #[serde(default)]
-    pub script_log: Option<String>,
+    pub script_log: Option<Arc<str>>,
     /// The template context with Butler's field names (appName, appUrl, reloadId, …).
     pub context: Map<String, Value>,
     /// For sinks that send each recipient a copy of their own (email): the recipient of this
@@ -40,18 +44,18 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// A short, secret-free description for log lines.
+    /// A short, secret-free description for log lines. The ids come from the event, so they
+    /// are quoted and escaped (`Debug`): a line break in one cannot forge a log line.
     pub fn describe(&self) -> String {
         let mut text = format!(
-            "event {} tenant {} app {} reload {}",
+            "event {:?} tenant {:?} app {:?} reload {:?}",
             self.event_id,
             self.tenant_id,
             self.app_id.as_deref().unwrap_or("?"),
             self.reload_id.as_deref().unwrap_or("?")
         );
         if let Some(recipient) = &self.recipient {
-            text.push_str(" to ");
-            text.push_str(recipient);
+            text.push_str(&format!(" to {recipient:?}"));
         }
         text
     }
@@ -95,24 +99,29 @@ impl Alert {
     }
 
     /// The template context for a destination that shows `head` / `tail` script log lines:
-    /// the shared context with `scriptLogHead`, `scriptLogTail`, their counts and the size
-    /// fields recomputed from the full log (Butler configures the counts per destination).
-    /// Without a script log the context is left as built; its `missing` field then says why.
+    /// the shared context with `scriptLogHead`, `scriptLogTail` and their counts for this
+    /// destination (Butler configures the counts per destination). The size fields are kept as
+    /// enrichment counted them on the whole log (a parked alert keeps only the log's head and
+    /// tail), and counted here only when the context has none.
+    /// Without a script log the rest is left as built; its `missing` field then says why. The
+    /// counts are this destination's in any case, so a template never states another's.
     pub fn context_for(&self, head: usize, tail: usize) -> Map<String, Value> {
         let mut context = self.context.clone();
+        context.insert("scriptLogHeadCount".into(), head.into());
+        context.insert("scriptLogTailCount".into(), tail.into());
         if let Some(log) = &self.script_log {
             let parts = script_log_parts(log, head, tail);
             context.insert("scriptLogHead".into(), Value::String(parts.head));
             context.insert("scriptLogTail".into(), Value::String(parts.tail));
-            context.insert("scriptLogHeadCount".into(), head.into());
-            context.insert("scriptLogTailCount".into(), tail.into());
-            let rows = group_thousands(parts.rows as u64);
-            context.insert("scriptLogSize".into(), Value::String(rows.clone()));
-            context.insert("scriptLogSizeRows".into(), Value::String(rows));
-            context.insert(
-                "scriptLogSizeCharacters".into(),
-                Value::String(group_thousands(parts.characters as u64)),
-            );
+            let rows = Value::String(group_thousands(parts.rows as u64));
+            let characters = Value::String(group_thousands(parts.characters as u64));
+            for (key, value) in [
+                ("scriptLogSize", &rows),
+                ("scriptLogSizeRows", &rows),
+                ("scriptLogSizeCharacters", &characters),
+            ] {
+                context.entry(key).or_insert_with(|| value.clone());
+            }
         }
         context
     }
@@ -161,6 +170,7 @@ mod tests {
         let mut context = Map::new();
         context.insert("appName".into(), "Sales".into());
         context.insert("scriptLogHead".into(), "".into());
+        context.insert("scriptLogTailCount".into(), 10.into());
         let mut alert = Alert {
             event_id: "e".into(),
             event_type: "t".into(),
@@ -174,6 +184,8 @@ mod tests {
             recipient: None,
         };
         assert_eq!(alert.context_for(1, 1)["scriptLogHead"], "");
+        // The destination's own count, even without a log (Butler's default was 10).
+        assert_eq!(alert.context_for(3, 20)["scriptLogTailCount"], 20);
         alert.script_log = Some("l1\nl2\nl3".into());
         let c = alert.context_for(1, 2);
         assert_eq!(c["scriptLogHead"], "l1");
@@ -181,7 +193,7 @@ mod tests {
         assert_eq!(c["scriptLogTailCount"], 2);
         assert_eq!(c["scriptLogSizeRows"], "3");
         assert_eq!(c["appName"], "Sales");
-        alert.script_log = Some("x".repeat(5000));
+        alert.script_log = Some("x".repeat(5000).into());
         let chat = alert.chat_context_for(1, 1);
         let head = chat["scriptLogHead"].as_str().unwrap();
         assert!(head.starts_with("xxx") && head.ends_with(TRUNCATED));

@@ -1,6 +1,10 @@
 //! What the consumer keeps on disk between runs (seen events, rate-limit windows, parked
 //! alerts, script logs) is written through these helpers, so every file survives a crash
 //! whole or not at all, and every stored time and file-name hash means the same thing.
+//!
+//! What is written here holds alert content (app names, error messages, script logs) and
+//! tenant ids: files are created `0600` and directories `0700` (on Unix), readable by the
+//! consumer's own user only, whatever the umask.
 
 use std::path::Path;
 
@@ -14,6 +18,25 @@ pub async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> 
         .map_err(std::io::Error::other)?
 }
 
+/// Creates a directory and any missing parents, each new one `0700` (Unix). Directories that
+/// exist are left as they are: the deployer may have chosen their mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// A new file, `0600` (Unix), replacing any file of that name.
+fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 /// [`write_atomically`] for callers outside the async runtime.
 pub fn write_atomically_blocking(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -21,14 +44,16 @@ pub fn write_atomically_blocking(path: &Path, bytes: &[u8]) -> std::io::Result<(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        // A temporary file left by a crash may have another mode: start afresh.
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = create_private_file(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -82,5 +107,20 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_and_new_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a").join("b").join("parked.json");
+        write_atomically_blocking(&path, b"x").expect("write");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+        assert_eq!(mode(&dir.path().join("a").join("b")), 0o700);
+        create_private_dir(&dir.path().join("state")).expect("dir");
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
     }
 }

@@ -542,6 +542,20 @@ fn plain_http_is_only_for_loopback() {
         err.has("Butler.qlikSenseCloud.consumer.destinations.webhook[0].url"),
         "{err}"
     );
+
+    // A header value that no HTTP request can carry is refused at load, without quoting it.
+    set(
+        &mut ext,
+        "Butler.qlikSenseCloud.consumer.destinations.webhook",
+        serde_yaml_ng::from_str(
+            "[{name: a, url: 'https://h.example/', headers: [{name: X-Token, value: \"SECRET-1\\r\\nX-Evil: 1\"}]}]",
+        )
+        .expect("yaml"),
+    );
+    let err = problems(fx.load(&fx.butler(), Some(&ext), &[("QLIK_TENANT_JWT", ENV_JWT)]));
+    let key = "Butler.qlikSenseCloud.consumer.destinations.webhook[0].headers[0].value";
+    assert!(err.has(key), "{err}");
+    assert!(!err.to_string().contains("SECRET-1"), "{err}");
 }
 
 #[test]
@@ -919,16 +933,55 @@ fn email_alert_and_smtp_server() {
         &format!("{smtp}.tls.requireTLS"),
         Value::Bool(false),
     );
+    // A login to a server beyond this machine needs TLS even without requireTLS: plain
+    // STARTTLS-when-offered lets anyone in the path strip it and read the password.
+    let config = fx.load(&butler, None, &[]).expect("valid");
+    assert_eq!(
+        config.smtp.expect("smtp").security(),
+        SmtpSecurity::StartTlsRequired
+    );
+    let (code, out) = fx.check(&butler, None, &[]);
+    assert_eq!(code, EXIT_OK, "{out}");
+    assert!(
+        out.contains("STARTTLS required (a login over the network needs TLS)"),
+        "{out}"
+    );
+    set(&mut butler, &format!("{smtp}.host"), s("localhost"));
     let config = fx.load(&butler, None, &[]).expect("valid");
     assert_eq!(
         config.smtp.expect("smtp").security(),
         SmtpSecurity::StartTlsOpportunistic
     );
+    set(&mut butler, &format!("{smtp}.host"), s("my.emailhost.net"));
+    set(
+        &mut butler,
+        &format!("{smtp}.auth.enable"),
+        Value::Bool(false),
+    );
+    let config = fx.load(&butler, None, &[]).expect("valid");
+    assert_eq!(
+        config.smtp.expect("smtp").security(),
+        SmtpSecurity::StartTlsOpportunistic
+    );
+    // ignoreTLS with a login to such a server is refused, at its key.
     set(
         &mut butler,
         &format!("{smtp}.tls.ignoreTLS"),
         Value::Bool(true),
     );
+    set(
+        &mut butler,
+        &format!("{smtp}.auth.enable"),
+        Value::Bool(true),
+    );
+    let err = problems(fx.load(&butler, None, &[]));
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert!(
+        err.message_for(&format!("{smtp}.tls.ignoreTLS"))
+            .is_some_and(|m| m.contains("plain text")),
+        "{err}"
+    );
+    assert_no_secrets(&err.to_string());
     set(
         &mut butler,
         &format!("{smtp}.auth.enable"),

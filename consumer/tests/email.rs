@@ -27,7 +27,7 @@ const OWNER: &str = "anna.andersson@example.com";
 
 /// The SMTP server block, `Butler.emailNotification.smtp`.
 struct Smtp {
-    host: &'static str,
+    host: String,
     port: u16,
     secure: bool,
     server_name: Option<&'static str>,
@@ -42,7 +42,7 @@ impl Smtp {
     /// Plain text with login, as against a relay on the local network.
     fn plain(port: u16) -> Self {
         Self {
-            host: "127.0.0.1",
+            host: "127.0.0.1".to_owned(),
             port,
             secure: false,
             server_name: None,
@@ -101,7 +101,7 @@ fn add_email(setup: &Setup, email: &Email) {
     let smtp = json!({
         "enable": true,
         "smtp": {
-            "host": s.host,
+            "host": &s.host,
             "port": s.port,
             "secure": s.secure,
             "tls": tls,
@@ -673,7 +673,7 @@ fn sample_alert() -> Alert {
         reload_id: Some(fake_tenant::RELOAD_ID.into()),
         event_time: Some("2026-11-30T07:06:22Z".into()),
         app_tags: vec![],
-        script_log: Some(fake_tenant::script_log(10)),
+        script_log: Some(fake_tenant::script_log(10).into()),
         context: match context {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),
@@ -703,7 +703,7 @@ async fn deliver_once(email: &Email) -> (Vec<(String, Outcome)>, Setup) {
 
 fn starttls(port: u16, reject_unauthorized: bool, ca_file: Option<PathBuf>) -> Smtp {
     Smtp {
-        host: "127.0.0.1",
+        host: "127.0.0.1".to_owned(),
         port,
         secure: false,
         server_name: Some("localhost"),
@@ -808,4 +808,53 @@ async fn implicit_tls_and_required_starttls() {
     let (got, _setup) = deliver_once(&Email::to(&["ops@example.com"], opportunistic)).await;
     assert!(delivered(&got[0].1), "{got:?}");
     assert!(!plain.mail().await.tls);
+}
+
+/// An address of this machine that is not a loopback address: the one it would use to reach
+/// the outside (no packet is sent: a UDP "connect" only picks the route).
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("198.51.100.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// A network attacker strips STARTTLS (here: a server that never offers it). With a login
+/// configured for a host beyond this machine, the consumer must not send the password in plain
+/// text: it requires STARTTLS, refuses, and parks the alert.
+#[tokio::test]
+async fn a_login_never_crosses_the_network_in_plain_text() {
+    let Some(ip) = non_loopback_address() else {
+        eprintln!("no non-loopback address on this machine: the config test covers the rule");
+        return;
+    };
+    let mut server = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        bind: Some(ip),
+        ..Default::default()
+    })
+    .await;
+    let mut smtp = starttls(server.port(), true, None);
+    smtp.host = ip.to_string();
+    smtp.server_name = None;
+    smtp.require_tls = false;
+    let (got, setup) = deliver_once(&Email::to(&["ops@example.com"], smtp)).await;
+    match &got[0].1 {
+        Outcome::Parked { error, .. } => assert!(error.contains("STARTTLS"), "{error}"),
+        other => panic!("expected parked, got {other:?}"),
+    }
+    assert!(server.drain().is_empty(), "nothing sent without TLS");
+    assert_no_password(&parked_text(&setup));
+
+    // The same server on this machine: nobody in between, STARTTLS stays opportunistic.
+    let mut local = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+    let mut smtp = starttls(local.port(), true, None);
+    smtp.require_tls = false;
+    let (got, _setup) = deliver_once(&Email::to(&["ops@example.com"], smtp)).await;
+    assert!(delivered(&got[0].1), "{got:?}");
+    assert_eq!(local.mail().await.auth_user.as_deref(), Some(SMTP_USER));
 }

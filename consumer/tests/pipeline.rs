@@ -159,7 +159,8 @@ async fn failed_reload_in_every_envelope_alerts_once_per_sink() {
                 got.body["appUrl"].as_str().map(|u| u.ends_with(&app_url)),
                 Some(true)
             );
-            assert_eq!(got.idempotency_key.as_deref(), Some(want.event_id.as_str()));
+            let key = consumer::sinks::webhook::idempotency_key_for(TENANT, &want.event_id);
+            assert_eq!(got.idempotency_key.as_deref(), Some(key.as_str()));
 
             // MQTT: re-published on the configured topic.
             let (topic, payload) = alerts.next(WAIT).await.expect("alert on MQTT");

@@ -48,16 +48,24 @@ pub struct SmtpConfig {
 
 impl SmtpConfig {
     /// How the connection is secured, from `secure`, `tls.ignoreTLS` and `tls.requireTLS`.
+    /// With a login to a server that is not on this machine, STARTTLS is required even without
+    /// `requireTLS`: opportunistic STARTTLS is stripped by anyone in the network path, who then
+    /// reads the password (`ignoreTLS` with a login is refused when the file is read).
     pub fn security(&self) -> SmtpSecurity {
         if self.secure {
             SmtpSecurity::ImplicitTls
         } else if self.ignore_tls {
             SmtpSecurity::Plain
-        } else if self.require_tls {
+        } else if self.require_tls || self.login_needs_tls() {
             SmtpSecurity::StartTlsRequired
         } else {
             SmtpSecurity::StartTlsOpportunistic
         }
+    }
+
+    /// Whether a login goes to a host beyond this machine, and so must not cross in plain text.
+    pub fn login_needs_tls(&self) -> bool {
+        self.auth.is_some() && !is_loopback_host(&self.host)
     }
 
     /// The name checked against the server certificate.
@@ -69,6 +77,9 @@ impl SmtpConfig {
     pub(crate) fn summary(&self, s: &mut String) {
         let security = match self.security() {
             SmtpSecurity::ImplicitTls => "TLS (secure: true)",
+            SmtpSecurity::StartTlsRequired if !self.require_tls => {
+                "STARTTLS required (a login over the network needs TLS)"
+            }
             SmtpSecurity::StartTlsRequired => "STARTTLS required",
             SmtpSecurity::StartTlsOpportunistic => "STARTTLS when offered",
             SmtpSecurity::Plain => "plain text (ignoreTLS: true)",
@@ -174,7 +185,22 @@ pub(crate) fn parse_smtp(email: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Op
     let ca_file = tls.child("caFile").existing_file(p);
     let auth_node = s.child("auth");
     auth_node.expect_map(p, false);
-    let auth = if auth_node.child("enable").bool_or(p, false) {
+    let auth_enabled = auth_node.child("enable").bool_or(p, false);
+    // With both flags set, the contradiction above is the problem to report.
+    if ignore_tls
+        && !require_tls
+        && !secure
+        && auth_enabled
+        && host.as_deref().is_some_and(|h| !is_loopback_host(h))
+    {
+        p.add(
+            format!("{}.ignoreTLS", tls.path),
+            "is true while auth is enabled for a host beyond this machine: the password would \
+             cross the network in plain text; use secure: true, or STARTTLS (ignoreTLS: false), \
+             or turn auth off",
+        );
+    }
+    let auth = if auth_enabled {
         let user = auth_node.child("user").real_string(p);
         let password = resolve_secret(
             &auth_node.child("password"),
@@ -207,6 +233,16 @@ pub(crate) fn parse_smtp(email: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Op
         auth,
         timeout,
     })
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1` (brackets allowed): a server on this machine, which no
+/// one in the network path can listen to.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `Qlik Sense (no-reply) <noreply@example.com>` or a bare address. The display name may hold

@@ -57,6 +57,49 @@ fn file_part(text: &str) -> String {
         .collect()
 }
 
+/// A parked alert keeps this much of the start and of the end of its script log (whole lines):
+/// what any destination's head and tail shows, without a copy of a log of many megabytes per
+/// parked destination and recipient.
+pub const PARKED_SCRIPT_LOG_PART_BYTES: usize = 64 * 1024;
+
+/// The alert as it is parked: its script log cut to its first and last
+/// [`PARKED_SCRIPT_LOG_PART_BYTES`], with a line saying how many lines were left out between.
+/// The context keeps the size fields counted on the whole log.
+pub fn bounded_for_parking(alert: &Alert) -> Alert {
+    let mut parked = alert.clone();
+    let Some(log) = alert.script_log.as_deref() else {
+        return parked;
+    };
+    if log.len() <= 2 * PARKED_SCRIPT_LOG_PART_BYTES {
+        return parked;
+    }
+    let mut head_end = PARKED_SCRIPT_LOG_PART_BYTES;
+    while !log.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    // Whole lines where there are line breaks to cut at.
+    if let Some(i) = log[..head_end].rfind('\n') {
+        head_end = i + 1;
+    }
+    let mut tail_start = log.len() - PARKED_SCRIPT_LOG_PART_BYTES;
+    while !log.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    if let Some(i) = log[tail_start..].find('\n') {
+        tail_start += i + 1;
+    }
+    let left_out = log[head_end..tail_start].matches('\n').count();
+    parked.script_log = Some(
+        format!(
+            "{}----{left_out} line(s) of the script log left out when the alert was parked----\n{}",
+            &log[..head_end],
+            &log[tail_start..]
+        )
+        .into(),
+    );
+    parked
+}
+
 pub fn now_rfc3339() -> String {
     OffsetDateTime::now_utc()
         .format(&Rfc3339)
@@ -73,7 +116,10 @@ impl DeadLetter {
     }
 
     /// Parks an alert for a sink and returns the file. The name is stable per sink, event and
-    /// recipient, so parking the same alert twice (a redelivery) keeps one file.
+    /// recipient, so parking the same alert twice (a redelivery) keeps one file; it ends in a
+    /// hash of the unsanitized tenant, event and sink, so ids that sanitize alike (`a/b`,
+    /// `a_b`) do not overwrite each other's file. The script log is kept bounded
+    /// ([`bounded_for_parking`]).
     pub async fn park(
         &self,
         sink: &str,
@@ -87,13 +133,14 @@ impl DeadLetter {
             parked_at: now_rfc3339(),
             attempts,
             error: error.to_owned(),
-            alert: alert.clone(),
+            alert: bounded_for_parking(alert),
         };
         let mut name = format!(
-            "{}__{}__{}",
+            "{}__{}__{}-{:016x}",
             file_part(&alert.tenant_id),
             file_part(&alert.event_id),
-            file_part(sink)
+            file_part(sink),
+            fnv1a(&format!("{}\n{}\n{sink}", alert.tenant_id, alert.event_id))
         );
         if let Some(recipient) = &alert.recipient {
             // One file per recipient. The hash keeps addresses that sanitize alike
@@ -172,5 +219,82 @@ impl DeadLetter {
             path: path.to_owned(),
             reason: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(event_id: &str, log: Option<String>) -> Alert {
+        Alert {
+            event_id: event_id.into(),
+            event_type: "t".into(),
+            tenant_id: "tenant".into(),
+            app_id: None,
+            reload_id: None,
+            event_time: None,
+            app_tags: vec![],
+            script_log: log.map(Into::into),
+            context: serde_json::json!({"scriptLogSizeRows": "100,000"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            recipient: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_that_sanitize_alike_get_files_of_their_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dead = DeadLetter::new(dir.path());
+        let a = dead
+            .park("log", &alert("a/b", None), 1, "x")
+            .await
+            .expect("park");
+        let b = dead
+            .park("log", &alert("a_b", None), 1, "x")
+            .await
+            .expect("park");
+        assert_ne!(a, b);
+        assert_eq!(dead.list().expect("list").len(), 2);
+        // The same alert parked again keeps its one file.
+        let again = dead
+            .park("log", &alert("a/b", None), 2, "x")
+            .await
+            .expect("park");
+        assert_eq!(again, a);
+        assert_eq!(DeadLetter::read(&a).expect("read").alert.event_id, "a/b");
+    }
+
+    #[tokio::test]
+    async fn a_parked_alert_keeps_the_head_and_tail_of_a_long_script_log() {
+        let log: String = (1..=100_000).map(|i| format!("row {i} é\n")).collect();
+        assert!(log.len() > 1_000_000);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dead = DeadLetter::new(dir.path());
+        let path = dead
+            .park("log", &alert("e", Some(log)), 1, "x")
+            .await
+            .expect("park");
+        let size = std::fs::metadata(&path).expect("metadata").len();
+        assert!(
+            size < 3 * PARKED_SCRIPT_LOG_PART_BYTES as u64,
+            "{size} bytes"
+        );
+        let parked = DeadLetter::read(&path).expect("read").alert;
+        let context = parked.context_for(2, 2);
+        assert_eq!(context["scriptLogHead"], "row 1 é\nrow 2 é");
+        assert_eq!(context["scriptLogTail"], "row 99999 é\nrow 100000 é");
+        assert_eq!(context["scriptLogSizeRows"], "100,000");
+        let kept = parked.script_log.as_deref().unwrap_or_default();
+        assert!(
+            kept.contains("line(s) of the script log left out"),
+            "{}",
+            &kept[..100]
+        );
+        // A short log is parked whole.
+        let short = bounded_for_parking(&alert("e", Some("a\nb\n".into())));
+        assert_eq!(short.script_log.as_deref(), Some("a\nb\n"));
     }
 }

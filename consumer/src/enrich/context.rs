@@ -102,7 +102,7 @@ pub struct AlertContext {
     pub app_id: String,
     pub app_name: String,
     pub app_description: String,
-    /// `<tenantUrl>/sense/app/<appId>`.
+    /// `<tenantUrl>/sense/app/<appId>`, the id percent-encoded (it comes from the event).
     pub app_url: String,
     pub app_has_section_access: bool,
     pub app_is_published: bool,
@@ -117,6 +117,9 @@ pub struct AlertContext {
     pub source: String,
     pub event_id: String,
     pub event_type: String,
+    /// The legacy envelope's `eventTypeVersion` (`1.0.0` for `com.qlik.v1.…`), filled for
+    /// every envelope format as Butler's templates show it.
+    pub event_type_version: String,
     pub event_time: String,
     /// `legacy`, `hybrid` or `cloudevents`.
     pub envelope_format: String,
@@ -224,6 +227,21 @@ impl AlertContext {
 fn json_escape(s: &str) -> String {
     let quoted = serde_json::Value::String(s.replace('\r', "")).to_string();
     quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// An id as one URL path segment: everything but letters, digits, `-`, `_` and `~`
+/// percent-encoded, so an id from an event can neither leave its segment (`/`, `..`) nor add a
+/// query or fragment, nor carry markup into a link.
+pub fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// `1234567` → `1,234,567`, like JavaScript's `toLocaleString()` in the en-US locale.
@@ -456,7 +474,7 @@ pub fn build_context(
         app_url: if app_id.is_empty() {
             tenant_url
         } else {
-            format!("{tenant_url}/sense/app/{app_id}")
+            format!("{tenant_url}/sense/app/{}", path_segment(&app_id))
         },
         app_id,
         app_name,
@@ -486,6 +504,7 @@ pub fn build_context(
         source: envelope.source.clone().unwrap_or_default(),
         event_id: envelope.id.clone(),
         event_type: envelope.event_type.clone(),
+        event_type_version: qlik_events::envelope::legacy_type_version(&envelope.event_type),
         event_time: envelope.time.clone().unwrap_or_default(),
         envelope_format: envelope.format.as_str().to_owned(),
         ended_with_memory_constraint: data_bool(envelope, "endedWithMemoryConstraint"),

@@ -2,6 +2,7 @@
 //! listed, the rest is returned.
 
 use std::fmt;
+use std::sync::Arc;
 
 use qlik_events::{Envelope, ReloadEvent};
 
@@ -60,8 +61,9 @@ impl fmt::Display for Missing {
 pub struct Enrichment {
     pub reload: Option<ReloadInfo>,
     /// The full script log (`text/plain`). When it was longer than the configured limit, only
-    /// its tail is kept and [`Self::missing`] says so.
-    pub script_log: Option<String>,
+    /// its tail is kept and [`Self::missing`] says so. Shared: the alert and every copy of
+    /// it (one per email recipient) hold this one text.
+    pub script_log: Option<Arc<str>>,
     pub app: Option<AppInfo>,
     pub app_item: Option<AppItem>,
     pub owner: Option<UserInfo>,
@@ -145,7 +147,7 @@ impl TenantClient {
                     ),
                 });
             }
-            out.script_log = Some(log);
+            out.script_log = Some(log.into());
         }
         out.app = out.note(Resource::App, app_r);
         out.app_item = out.note(Resource::AppTags, item_r);

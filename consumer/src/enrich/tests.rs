@@ -46,7 +46,7 @@ fn full_enrichment() -> Enrichment {
             error_message: Some("The reload failed: script error".to_owned()),
             ..Default::default()
         }),
-        script_log: Some("line 1\r\nline 2\r\nline 3\r\nline 4\r\nline \"5\"\r\n".to_owned()),
+        script_log: Some("line 1\r\nline 2\r\nline 3\r\nline 4\r\nline \"5\"\r\n".into()),
         app: Some(AppInfo {
             name: Some("Sales dashboard (API)".to_owned()),
             description: Some("Daily sales".to_owned()),
@@ -296,6 +296,32 @@ fn legacy_envelope_gives_the_same_context() {
     assert_eq!(a.user_id, b.user_id);
     assert_eq!(a.space_id, b.space_id);
     assert_eq!(a.source, "com.qlik/engine");
+    // Butler's templates show `eventTypeVersion`; every envelope format fills it.
+    assert_eq!(a.event_type_version, "1.0.0");
+    assert_eq!(b.event_type_version, "1.0.0");
+    assert_eq!(a.to_json()["eventTypeVersion"], "1.0.0");
+}
+
+#[test]
+fn app_url_percent_encodes_the_app_id() {
+    let mut body: serde_json::Value = serde_json::from_str(APP_RELOAD).expect("json");
+    let hostile = "x/../../admin?y=1#z <a>";
+    body["toplevelresourceid"] = hostile.into();
+    let envelope = Envelope::parse(body.to_string().as_bytes()).expect("envelope");
+    let reload = envelope.reload().expect("reload");
+    let ctx = build_context(
+        &envelope,
+        &reload,
+        &tenant("https://acme.eu.qlikcloud.com"),
+        &Enrichment::default(),
+        10,
+        10,
+    );
+    assert_eq!(ctx.app_id, hostile);
+    assert_eq!(
+        ctx.app_url,
+        "https://acme.eu.qlikcloud.com/sense/app/x%2F%2E%2E%2F%2E%2E%2Fadmin%3Fy%3D1%23z%20%3Ca%3E"
+    );
 }
 
 #[test]

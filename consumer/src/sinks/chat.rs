@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::template::{render_json, render_text};
+use super::template::{Markup, escape_for, render_json, render_text};
 use super::{BuildError, Destination, SharedSink, Sink, SinkError, TenantApi, http};
 use crate::alert::Alert;
 use crate::config::{
@@ -43,6 +43,9 @@ pub trait ChatFormat: std::fmt::Debug + Clone + Send + Sync + 'static {
     const LABEL: &'static str;
     /// The start of the sink's name, e.g. `slack` (`slack:<tenant>`).
     const SINK: &'static str;
+    /// The markup the service reads text in: every value from the event or the tenant API is
+    /// escaped for it, basic and formatted messages alike.
+    const MARKUP: Markup;
 
     /// Butler's basic message, with `text` (the rendered `basicMsgTemplate`) as heading.
     fn basic_message(&self, text: &str, alert: &Alert) -> Value;
@@ -253,18 +256,17 @@ impl<F: ChatFormat> ChatSink<F> {
     pub fn message(&self, alert: &Alert) -> Result<Value, SinkError> {
         let c = &self.alert;
         let permanent = |what: &str, e| SinkError::Permanent(format!("{} {what}: {e}", F::LABEL));
+        let mut context = if c.basic_content_only {
+            alert.basic_context()
+        } else {
+            alert.chat_context_for(c.head_script_log_lines, c.tail_script_log_lines)
+        };
+        escape_for(&mut context, F::MARKUP);
         let mut message = match (&self.template, c.basic_content_only) {
             (Some(template), false) => {
-                let context =
-                    alert.chat_context_for(c.head_script_log_lines, c.tail_script_log_lines);
-                render_json(template, &context).map_err(|e| permanent("template", e))?
+                render_json(template, &context, F::MARKUP).map_err(|e| permanent("template", e))?
             }
             _ => {
-                let context = if c.basic_content_only {
-                    alert.basic_context()
-                } else {
-                    alert.chat_context_for(c.head_script_log_lines, c.tail_script_log_lines)
-                };
                 let template = c
                     .basic_msg_template
                     .as_deref()
@@ -384,5 +386,134 @@ mod tests {
         assert_eq!(gated.tenant_api(), Some(TenantApi::Tags));
         gated.basic_content_only = false;
         assert_eq!(gated.tenant_api(), Some(TenantApi::Everything));
+    }
+
+    const HOSTILE_APP: &str = "Ops <!channel> <https://evil.example/login|Re-login>";
+    const HOSTILE_ERROR: &str =
+        "Script error <!here> *bold* & [link](https://evil)\n- item\n1. step\n<@U123>";
+
+    fn hostile_alert() -> Alert {
+        let mut alert = alert();
+        let context = serde_json::json!({
+            "appName": HOSTILE_APP,
+            "appId": "a1",
+            "appUrl": "https://t.example/sense/app/a1?x=1&y=2",
+            "errorMessage": HOSTILE_ERROR,
+            "missing": ["script log: <!channel>"],
+            "genericUrls": [{"id": "d", "linkText": "Docs", "url": "https://d.example/?a=1&b=2"}],
+        });
+        alert.context = context.as_object().cloned().unwrap_or_default();
+        alert.script_log = Some(format!("first line\n{HOSTILE_ERROR}").into());
+        alert
+    }
+
+    fn chat_sink<F: ChatFormat>(format: F, message_type: MessageType) -> ChatSink<F> {
+        let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "templates/{}-failed-reload-qscloud.handlebars",
+            F::SINK
+        ));
+        let alert = ChatAlert {
+            tenant_id: "t1".into(),
+            key: "k".into(),
+            alert_enable_by_tag: AlertEnableByTag::default(),
+            basic_content_only: false,
+            webhook_url: SecretUrl::new(url::Url::parse("https://hooks.example/x").unwrap()),
+            message_type,
+            basic_msg_template: Some("Failed: {{appName}}: {{errorMessage}}".into()),
+            template_file: Some(template),
+            head_script_log_lines: 10,
+            tail_script_log_lines: 10,
+            rate_limit: Duration::ZERO,
+            format,
+        };
+        ChatSink::new(alert, reqwest::Client::new()).unwrap()
+    }
+
+    /// Every string in a JSON document, keys excluded.
+    fn strings(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+            Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn slack_messages_escape_mentions_and_links_from_the_tenant() {
+        let slack = Slack {
+            channel: None,
+            from_user: None,
+            icon_emoji: None,
+        };
+        for message_type in [MessageType::Basic, MessageType::Formatted] {
+            let message = chat_sink(slack.clone(), message_type)
+                .message(&hostile_alert())
+                .unwrap();
+            let mut texts = Vec::new();
+            strings(&message, &mut texts);
+            let all = texts.join("\n");
+            for active in ["<!channel>", "<!here>", "<https://evil", "<@U123>"] {
+                assert!(!all.contains(active), "{active} in {all}");
+            }
+            assert!(
+                all.contains("Ops &lt;!channel&gt; &lt;https://evil.example/login|Re-login&gt;"),
+                "{all}"
+            );
+            assert!(all.contains("&lt;!here&gt; *bold* &amp; [link]"), "{all}");
+        }
+        let formatted = chat_sink(slack, MessageType::Formatted)
+            .message(&hostile_alert())
+            .unwrap();
+        let text = formatted.to_string();
+        // The template's own link markup stays; the URL from the configuration is untouched.
+        assert!(
+            text.contains("<https://t.example/sense/app/a1?x=1&y=2|Ops &lt;!channel&gt;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"url\":\"https://d.example/?a=1&b=2\""),
+            "{text}"
+        );
+        assert!(text.contains("script log: &lt;!channel&gt;"), "{text}");
+    }
+
+    #[test]
+    fn teams_messages_escape_markdown_from_the_tenant() {
+        use crate::sinks::teams::Teams;
+        for message_type in [MessageType::Basic, MessageType::Formatted] {
+            let mut message = chat_sink(Teams, message_type)
+                .message(&hostile_alert())
+                .unwrap();
+            // The code block shows the log as it is (checked below); Teams reads no markdown there.
+            if let Some(code) = message.pointer_mut("/attachments/0/content/body/3/codeSnippet") {
+                *code = Value::Null;
+            }
+            let text = message.to_string();
+            assert!(!text.contains("[link](https://evil)"), "{text}");
+            assert!(!text.contains(" *bold* "), "{text}");
+            assert!(
+                text.contains(r"Ops \\<!channel\\> \\<https://evil.example/login\\|Re-login\\>"),
+                "{text}"
+            );
+            assert!(text.contains(r"\\*bold\\*"), "{text}");
+            assert!(text.contains(r"\\[link\\]\\(https://evil\\)"), "{text}");
+        }
+        let formatted = chat_sink(Teams, MessageType::Formatted)
+            .message(&hostile_alert())
+            .unwrap();
+        let body = &formatted["attachments"][0]["content"]["body"];
+        // Line-start list markers are escaped in text blocks …
+        let facts = body[1]["facts"].to_string();
+        assert!(facts.contains(r"\\- item\n1\\. step"), "{facts}");
+        // … and the code block shows the log as it is.
+        assert_eq!(
+            body[3]["codeSnippet"],
+            format!("first line\n{HOSTILE_ERROR}")
+        );
+        assert_eq!(
+            formatted["attachments"][0]["content"]["actions"][0]["url"],
+            "https://t.example/sense/app/a1?x=1&y=2"
+        );
     }
 }

@@ -1,6 +1,10 @@
 //! What the HTTP destinations (Slack, Teams, webhooks) share: one client, one POST, one way of
 //! telling a retryable failure from a final one. Errors name the destination by its masked URL:
 //! incoming-webhook URLs carry their token in the path.
+//!
+//! Redirects are never followed. reqwest's default would turn a 302 into a body-less GET whose
+//! 200 looks like a delivery (the alert is lost) and would send the configured secret headers
+//! to the redirect target. A 3xx is a failed delivery instead: retried, then parked.
 
 use std::time::Duration;
 
@@ -16,12 +20,14 @@ pub fn client() -> Result<reqwest::Client, BuildError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("qscloud-consumer/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| BuildError::Http(e.to_string()))
 }
 
-/// POSTs `body` as JSON and maps the outcome: 2xx is delivered; 408, 429 and 5xx are worth
-/// retrying; any other status is final.
+/// POSTs `body` as JSON and maps the outcome: 2xx is delivered; 3xx (not followed: see the
+/// module comment), 408, 429 and 5xx are worth retrying (a moved endpoint may be put back, and
+/// the alert is parked if it is not); any other status is final.
 pub async fn post_json(
     client: &reqwest::Client,
     url: &SecretUrl,
@@ -54,7 +60,12 @@ pub async fn post_json(
     // A short excerpt of the answer helps (Slack says `invalid_payload`, Teams says why).
     let text = response.text().await.unwrap_or_default();
     let excerpt: String = text.chars().take(200).collect();
-    let message = format!("POST {}: HTTP {status}: {excerpt}", url.masked());
+    let mut message = format!("POST {}: HTTP {status}: {excerpt}", url.masked());
+    if status.is_redirection() {
+        // The target is not shown: it may carry a token as the configured URL does.
+        message.push_str(" (redirect not followed: configure the final URL)");
+        return Err(SinkError::Transient(message));
+    }
     if status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || status.is_server_error()
@@ -62,5 +73,70 @@ pub async fn post_json(
         Err(SinkError::Transient(message))
     } else {
         Err(SinkError::Permanent(message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::http::{HeaderMap, Method};
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::any;
+
+    use super::*;
+
+    /// What the test server saw: method, path and whether the secret header came along.
+    type Seen = Arc<Mutex<Vec<(Method, String, bool)>>>;
+
+    async fn server() -> (String, Seen) {
+        let seen: Seen = Arc::default();
+        let record = |seen: Seen| {
+            move |method: Method, uri: axum::http::Uri, headers: HeaderMap| {
+                let seen = seen.clone();
+                async move {
+                    let secret = headers.contains_key("x-secret");
+                    if let Ok(mut seen) = seen.lock() {
+                        seen.push((method, uri.path().to_owned(), secret));
+                    }
+                    if uri.path() == "/moved" {
+                        Redirect::to("/elsewhere").into_response()
+                    } else {
+                        "ok".into_response()
+                    }
+                }
+            }
+        };
+        let app = Router::new()
+            .route("/moved", any(record(seen.clone())))
+            .route("/elsewhere", any(record(seen.clone())));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_a_failed_delivery_and_is_not_followed() {
+        let (base, seen) = server().await;
+        let url = SecretUrl::new(url::Url::parse(&format!("{base}/moved")).expect("url"));
+        let headers = [("X-Secret".to_owned(), SecretString::from("s3cret"))];
+        let client = client().expect("client");
+        let result = post_json(
+            &client,
+            &url,
+            &serde_json::json!({"a": 1}),
+            &headers,
+            DEFAULT_TIMEOUT,
+        )
+        .await;
+        let error = result.expect_err("a 303 must not count as delivered");
+        assert!(error.is_transient(), "{error}");
+        assert!(error.to_string().contains("redirect"), "{error}");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen, [(Method::POST, "/moved".to_owned(), true)]);
     }
 }

@@ -1,5 +1,9 @@
 //! Log destination: one `warn` line per failed reload, so an operator sees every alert in the
 //! consumer's own log even when no chat destination is configured.
+//!
+//! Every value comes from the event or the tenant API, so each is recorded as a field in its
+//! quoted and escaped (`Debug`) form: a line break in an app name or error message cannot start
+//! a forged log line.
 
 use std::sync::Arc;
 
@@ -58,8 +62,8 @@ impl Sink for LogSink {
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
         tracing::warn!(
             target: "consumer::alert",
-            event_id = %alert.event_id,
-            tenant = %alert.tenant_id,
+            event_id = ?alert.event_id,
+            tenant = ?alert.tenant_id,
             app_id = alert.app_id.as_deref().unwrap_or(""),
             app_name = alert.field("appName").unwrap_or(""),
             reload_id = alert.reload_id.as_deref().unwrap_or(""),
@@ -70,5 +74,66 @@ impl Sink for LogSink {
             "Qlik Cloud app reload failed"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut out) = self.0.lock() {
+                out.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn event_values_cannot_forge_a_log_line() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let forged = "x\n2026-01-01T00:00:00Z  INFO consumer: forged";
+        let alert = Alert {
+            event_id: forged.into(),
+            event_type: "t".into(),
+            tenant_id: forged.into(),
+            app_id: Some(forged.into()),
+            reload_id: None,
+            event_time: None,
+            app_tags: vec![],
+            script_log: None,
+            context: serde_json::json!({"appName": forged, "errorMessage": forged})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            recipient: None,
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            runtime
+                .block_on(LogSink::new().send(&alert))
+                .expect("logged");
+            tracing::warn!("{}", alert.describe());
+        });
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("2026-01-01")), "{text}");
     }
 }

@@ -142,7 +142,7 @@ impl Sink for ScriptLogDiskSink {
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
         let path = self.path_for(alert);
         let content = match &alert.script_log {
-            Some(log) => log.clone(),
+            Some(log) => log.to_string(),
             None => {
                 tracing::warn!(
                     "{}: no script log to store; writing what the event says instead",

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::Kind;
+use super::template::Markup;
 use super::chat::{ChatAlert, ChatFormat, ChatKeys, ChatSink};
 use crate::alert::Alert;
 use crate::config::{Node, Problems};
@@ -44,6 +45,7 @@ impl ChatFormat for Slack {
     const BLOCK: &'static str = "slackNotification";
     const LABEL: &'static str = "Slack";
     const SINK: &'static str = "slack";
+    const MARKUP: Markup = Markup::Slack;
 
     /// Butler's basic Slack message: header, divider, buttons to what the alert links to.
     /// `text` is the notification fallback Slack shows where blocks are not rendered.

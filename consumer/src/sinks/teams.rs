@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use super::Kind;
+use super::template::Markup;
 use super::chat::{ChatAlert, ChatFormat, ChatKeys, ChatSink};
 use crate::alert::Alert;
 use crate::config::{Node, Problems};
@@ -26,6 +27,7 @@ impl ChatFormat for Teams {
     const BLOCK: &'static str = "teamsNotification";
     const LABEL: &'static str = "Teams";
     const SINK: &'static str = "teams";
+    const MARKUP: Markup = Markup::Teams;
 
     /// Butler's basic Teams message: an Adaptive Card with the text as heading and link buttons.
     fn basic_message(&self, text: &str, alert: &Alert) -> Value {

@@ -7,6 +7,17 @@
 //! instead, and triple-stash `{{{field}}}` is treated like `{{field}}`, so a Butler template
 //! renders unchanged and the result always parses.
 //!
+//! Chat markup (Slack mrkdwn, Teams markdown): app names, error messages, script logs and owner
+//! names are typed by whoever can edit an app in the tenant. Rendered as they are, an app named
+//! `Ops <!channel> <https://evil.example/login|Re-login>` pings a whole Slack channel and shows a
+//! disguised link. So before a chat template renders, [`escape_for`] escapes every value of the
+//! context for the destination's markup, except the URL fields, which come from the
+//! configuration (ids in them are percent-encoded) and would break as links if escaped. The
+//! template author's own text is not touched, so a Butler template keeps its formatting. Teams'
+//! `CodeBlock` shows text as it is, so `{{code scriptLogTail}}` gives a value without the markdown
+//! escapes (still JSON-escaped); for Slack, `code` changes nothing (`&`, `<`, `>` stay escaped
+//! in code blocks too, as Slack wants).
+//!
 //! HTML bodies (email): every value is HTML-escaped, triple-stash included, because app names,
 //! error messages and script logs are written by whoever can edit an app; unescaped, they could
 //! put links and forms into an email that arrives from a trusted sender.
@@ -33,6 +44,116 @@ pub fn json_string_content(text: &str) -> String {
         .to_owned()
 }
 
+/// The markup a destination reads its text in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Markup {
+    /// No markup: email (whose HTML part is HTML-escaped anyway), logs, machine destinations.
+    Plain,
+    /// Slack mrkdwn: `&`, `<` and `>` are the control characters (mentions, links).
+    Slack,
+    /// Teams (Adaptive Card / MessageCard) markdown: emphasis, links, lists.
+    Teams,
+}
+
+/// Context fields that are URLs built from the configuration (`tenantUrl`, the QMC and hub
+/// links, `genericUrls`; `appUrl` is the tenant URL with the percent-encoded app id). They go
+/// into `url` fields, where an escaped `&` would be a broken link, so they are left as they are.
+const URL_FIELDS: &[&str] = &[
+    "tenantUrl",
+    "appUrl",
+    "qlikSenseQMC",
+    "qlikSenseHub",
+    "genericUrls",
+];
+
+/// Escapes text for Slack mrkdwn: Slack's three control characters become entities, so
+/// `<!channel>`, `<@U123>` and `<url|text>` show as typed instead of acting.
+pub fn escape_slack(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters that Teams markdown reads as formatting anywhere in a line.
+const TEAMS_SPECIAL: &[char] = &['\\', '*', '_', '[', ']', '(', ')', '<', '>', '`', '~', '|'];
+
+/// Escapes text for Teams markdown with backslashes (CommonMark): emphasis, links, code spans
+/// and HTML-like tags anywhere, list and heading markers at the start of a line.
+pub fn escape_teams(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start_matches([' ', '\t']);
+        let indent = &line[..line.len() - trimmed.len()];
+        out.push_str(indent);
+        // `- x`, `+ x`, `# x`, `1. x`: a list item or heading only at the start of a line.
+        let digits = trimmed.bytes().take_while(u8::is_ascii_digit).count();
+        if trimmed.starts_with(['-', '+', '#']) {
+            out.push('\\');
+        } else if digits > 0 && trimmed[digits..].starts_with(['.', ')']) {
+            out.push_str(&trimmed[..digits]);
+            out.push('\\');
+            out.extend(trimmed[digits..].chars().next());
+            push_teams_escaped(&mut out, &trimmed[digits + 1..]);
+            continue;
+        }
+        push_teams_escaped(&mut out, trimmed);
+    }
+    out
+}
+
+fn push_teams_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        if TEAMS_SPECIAL.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// Undoes [`escape_teams`]: every backslash escape gives its character back.
+pub fn unescape_teams(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes every value of a template context for `markup` (strings inside lists and objects
+/// too), except the [`URL_FIELDS`]. Keys are left alone: templates name them.
+pub fn escape_for(context: &mut Map<String, Value>, markup: Markup) {
+    let escape: fn(&str) -> String = match markup {
+        Markup::Plain => return,
+        Markup::Slack => escape_slack,
+        Markup::Teams => escape_teams,
+    };
+    for (key, value) in context.iter_mut() {
+        if !URL_FIELDS.contains(&key.as_str()) {
+            escape_value(value, escape);
+        }
+    }
+}
+
+fn escape_value(value: &mut Value, escape: fn(&str) -> String) {
+    match value {
+        Value::String(text) => *text = escape(text),
+        Value::Array(items) => items.iter_mut().for_each(|v| escape_value(v, escape)),
+        Value::Object(map) => map.values_mut().for_each(|v| escape_value(v, escape)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Escape {
     Json,
@@ -40,7 +161,7 @@ enum Escape {
     None,
 }
 
-fn registry(escape: Escape) -> Handlebars<'static> {
+fn registry(escape: Escape, markup: Markup) -> Handlebars<'static> {
     let mut registry = Handlebars::new();
     // Butler's templates refer to fields that are sometimes absent; they render empty there.
     registry.set_strict_mode(false);
@@ -48,6 +169,15 @@ fn registry(escape: Escape) -> Handlebars<'static> {
         Escape::Json => registry.register_escape_fn(json_string_content),
         Escape::Html => registry.register_escape_fn(handlebars::html_escape),
         Escape::None => registry.register_escape_fn(handlebars::no_escape),
+    }
+    // The helper's result still goes through the escape function above, so it stays valid
+    // JSON (or HTML) whatever it holds.
+    if markup == Markup::Teams {
+        handlebars::handlebars_helper!(code: |text: str| unescape_teams(text));
+        registry.register_helper("code", Box::new(code));
+    } else {
+        handlebars::handlebars_helper!(code: |text: str| text.to_owned());
+        registry.register_helper("code", Box::new(code));
     }
     registry
 }
@@ -64,9 +194,14 @@ fn without_triple_stash(template: &str) -> String {
         .replace("\u{0}ENDRAW\u{0}", "}}}}")
 }
 
-/// Renders a JSON template (Slack / Teams `templateFile`) and parses the result.
-pub fn render_json(template: &str, context: &Map<String, Value>) -> Result<Value, TemplateError> {
-    let rendered = registry(Escape::Json)
+/// Renders a JSON template (Slack / Teams `templateFile`) and parses the result. `markup` is
+/// what the context was escaped for ([`escape_for`]); it decides what `{{code x}}` gives.
+pub fn render_json(
+    template: &str,
+    context: &Map<String, Value>,
+    markup: Markup,
+) -> Result<Value, TemplateError> {
+    let rendered = registry(Escape::Json, markup)
         .render_template(&without_triple_stash(template), context)
         .map_err(|e| classify(&e))?;
     match serde_json::from_str::<Value>(&rendered) {
@@ -79,14 +214,14 @@ pub fn render_json(template: &str, context: &Map<String, Value>) -> Result<Value
 /// Renders a plain-text template (Butler's `basicMsgTemplate`, an email subject, the text part
 /// of an email).
 pub fn render_text(template: &str, context: &Map<String, Value>) -> Result<String, TemplateError> {
-    registry(Escape::None)
+    registry(Escape::None, Markup::Plain)
         .render_template(template, context)
         .map_err(|e| classify(&e))
 }
 
 /// Renders an HTML template (an email body): every value HTML-escaped, `{{{x}}}` too.
 pub fn render_html(template: &str, context: &Map<String, Value>) -> Result<String, TemplateError> {
-    registry(Escape::Html)
+    registry(Escape::Html, Markup::Plain)
         .render_template(&without_triple_stash(template), context)
         .map_err(|e| classify(&e))
 }
@@ -137,7 +272,7 @@ mod tests {
         let template = r#"{"a":"{{appName}}","b":"```{{{ scriptLogTail }}}```","c":"{{executionDuration.minutes}} min","d":"{{missing}}",
             "urls":[{{#each genericUrls}}"{{this.linkText}}"{{/each}}],
             "eq":"{{#if (eq appName "x")}}yes{{else}}no{{/if}}"}"#;
-        let value = render_json(template, &context()).unwrap();
+        let value = render_json(template, &context(), Markup::Plain).unwrap();
         assert_eq!(value["a"], "Sales \"EU\" <dash>");
         assert_eq!(value["b"], "```line 1\n\tC:\\data\\x.qvd\nline 3```");
         assert_eq!(value["c"], "1 min");
@@ -149,11 +284,11 @@ mod tests {
     #[test]
     fn broken_templates_are_reported() {
         assert!(matches!(
-            render_json("{\"a\": {{#if}}", &context()),
+            render_json("{\"a\": {{#if}}", &context(), Markup::Plain),
             Err(TemplateError::Compile(_) | TemplateError::Render(_))
         ));
         assert!(matches!(
-            render_json("not json {{appName}}", &context()),
+            render_json("not json {{appName}}", &context(), Markup::Plain),
             Err(TemplateError::NotJson(_))
         ));
         assert!(check("{{#each x}}").is_err());
@@ -186,13 +321,13 @@ mod tests {
         let teams = include_str!("../../templates/teams-failed-reload-qscloud.handlebars");
         for template in [slack, teams] {
             check(template).unwrap();
-            let value = render_json(template, &ctx).unwrap();
+            let value = render_json(template, &ctx, Markup::Plain).unwrap();
             let text = value.to_string();
             assert!(text.contains("Sales \\\"EU\\\""), "{text}");
             assert!(text.contains("script log: HTTP 503"), "{text}");
             assert!(text.contains("https://d.example"), "{text}");
         }
-        let teams = render_json(teams, &ctx).unwrap();
+        let teams = render_json(teams, &ctx, Markup::Plain).unwrap();
         let code = &teams["attachments"][0]["content"]["body"][3]["codeSnippet"];
         assert_eq!(code, "a\r\nb\t\\c\n\"quoted\"");
     }
@@ -218,7 +353,7 @@ mod tests {
                 {"type": "section", "text": {"type": "mrkdwn", "text": "```{{{ scriptLogTail }}}```"}}
             ]
         }"#;
-        let value = render_json(template, &full_context()).unwrap();
+        let value = render_json(template, &full_context(), Markup::Plain).unwrap();
         assert_eq!(
             value["blocks"][0]["text"]["text"],
             "*App name:*\nSales \"EU\" \\ dash"
@@ -265,5 +400,52 @@ mod tests {
     fn text_templates_are_not_escaped() {
         let text = render_text("Reload failed: \"{{appName}}\"", &context()).unwrap();
         assert_eq!(text, "Reload failed: \"Sales \"EU\" <dash>\"");
+    }
+
+    #[test]
+    fn teams_escaping_is_undone_exactly_by_code() {
+        for text in [
+            "a\\b *c* _d_ [e](f) <g> `h` ~i~ |j|",
+            "- x\n  + y\n# z\n12. w\n3) v\nnot-a-list 4. u",
+            "",
+            "\\",
+        ] {
+            assert_eq!(unescape_teams(&escape_teams(text)), text);
+        }
+        assert_eq!(
+            escape_teams("- a\n 1. b [c](d)"),
+            "\\- a\n 1\\. b \\[c\\]\\(d\\)"
+        );
+        let value = render_json(
+            r#"{"t": "{{x}}", "c": "{{code x}}"}"#,
+            &serde_json::json!({"x": escape_teams("*a*\n\"q\"")})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            Markup::Teams,
+        )
+        .unwrap();
+        assert_eq!(value["t"], "\\*a\\*\n\"q\"");
+        assert_eq!(value["c"], "*a*\n\"q\"");
+    }
+
+    #[test]
+    fn url_fields_are_not_escaped() {
+        let mut context = serde_json::json!({
+            "appUrl": "https://t.example/sense/app/a?b=1&c=2",
+            "genericUrls": [{"url": "https://x.example/?a=<1>", "linkText": "<x>"}],
+            "appName": "<a> & b",
+            "appTags": ["<t>"],
+            "executionDuration": {"hours": 1},
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        escape_for(&mut context, Markup::Slack);
+        assert_eq!(context["appUrl"], "https://t.example/sense/app/a?b=1&c=2");
+        assert_eq!(context["genericUrls"][0]["linkText"], "<x>");
+        assert_eq!(context["appName"], "&lt;a&gt; &amp; b");
+        assert_eq!(context["appTags"][0], "&lt;t&gt;");
+        assert_eq!(context["executionDuration"]["hours"], 1);
     }
 }

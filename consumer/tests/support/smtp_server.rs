@@ -90,6 +90,9 @@ pub struct SmtpOptions {
     pub auth: Option<(String, String)>,
     /// Answer RCPT TO for these addresses (lower case) with 550.
     pub reject: Vec<String>,
+    /// Listen on this address instead of 127.0.0.1 (a test of what happens with a server
+    /// beyond this machine).
+    pub bind: Option<std::net::IpAddr>,
 }
 
 /// One message the server accepted.
@@ -142,7 +145,8 @@ impl Drop for SmtpServer {
 
 impl SmtpServer {
     pub async fn start(options: SmtpOptions) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind SMTP");
+        let ip = options.bind.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind SMTP");
         let addr = listener.local_addr().expect("SMTP address");
         let (mails_tx, mails) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
