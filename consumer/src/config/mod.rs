@@ -31,7 +31,9 @@ pub(crate) use node::{Node, Problems, is_placeholder};
 pub use parse::QSC;
 pub use report::{EXIT_CONFIG_INVALID, EXIT_OK, check_config, check_config_with_env, summary};
 pub use secret::{SecretSource, SecretUrl};
-pub use smtp::{SMTP, SMTP_PASSWORD_ENV, SmtpAuth, SmtpConfig, SmtpSecurity, parse_mailbox};
+pub use smtp::{
+    SMTP, SMTP_PASSWORD_ENV, SmtpAuth, SmtpConfig, SmtpSecurity, is_loopback_host, parse_mailbox,
+};
 pub use tenant::{AuthType, TENANT, TENANT_JWT_ENV, TENANTS, TenantConfig, tenant_jwt_env_var};
 
 pub use crate::sinks::script_log_disk::SCRIPT_LOG;
