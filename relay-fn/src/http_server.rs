@@ -220,36 +220,64 @@ enum Stage {
 }
 
 /// A connection's stage and since when, shared by its reader and its service.
-struct Phase(Mutex<(Stage, Instant)>);
+struct Phase(Mutex<PhaseState>);
+
+struct PhaseState {
+    stage: Stage,
+    since: Instant,
+    /// The reader waiting on the previous stage's deadline: woken to take up the new one.
+    reader: Option<std::task::Waker>,
+}
 
 impl Phase {
     fn new() -> Self {
-        Self(Mutex::new((Stage::Idle, Instant::now())))
+        Self(Mutex::new(PhaseState {
+            stage: Stage::Idle,
+            since: Instant::now(),
+            reader: None,
+        }))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Stage, Instant)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PhaseState> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn enter(&self, stage: Stage) {
-        *self.lock() = (stage, Instant::now());
+        let reader = {
+            let mut phase = self.lock();
+            phase.stage = stage;
+            phase.since = Instant::now();
+            phase.reader.take()
+        };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
     }
 
     /// Bytes arrived: an idle connection starts a request, and its header clock starts.
     fn bytes_arrived(&self) {
         let mut phase = self.lock();
-        if phase.0 == Stage::Idle {
-            *phase = (Stage::Head, Instant::now());
+        if phase.stage == Stage::Idle {
+            phase.stage = Stage::Head;
+            phase.since = Instant::now();
         }
     }
 
-    fn deadline(&self, limits: &HttpLimits) -> Option<(Stage, Instant)> {
-        let (stage, since) = *self.lock();
-        match stage {
-            Stage::Idle => Some((stage, since + limits.idle_timeout)),
-            Stage::Head => Some((stage, since + limits.header_timeout)),
+    /// The current stage's deadline; `waker` is woken when the stage changes.
+    fn deadline(
+        &self,
+        limits: &HttpLimits,
+        waker: Option<&std::task::Waker>,
+    ) -> Option<(Stage, Instant)> {
+        let mut phase = self.lock();
+        if let Some(waker) = waker {
+            phase.reader = Some(waker.clone());
+        }
+        match phase.stage {
+            Stage::Idle => Some((Stage::Idle, phase.since + limits.idle_timeout)),
+            Stage::Head => Some((Stage::Head, phase.since + limits.header_timeout)),
             Stage::Busy => None,
         }
     }
@@ -297,7 +325,7 @@ impl AsyncRead for Watched {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
         }
-        let Some((stage, deadline)) = this.phase.deadline(&this.limits) else {
+        let Some((stage, deadline)) = this.phase.deadline(&this.limits, Some(cx.waker())) else {
             return Poll::Pending;
         };
         let deadline = tokio::time::Instant::from_std(deadline);
@@ -474,17 +502,21 @@ mod tests {
             max_connections: 1,
         };
         let phase = Phase::new();
-        let (stage, deadline) = phase.deadline(&limits).unwrap();
+        let (stage, deadline) = phase.deadline(&limits, None).unwrap();
         assert_eq!(stage, Stage::Idle);
         assert!(deadline > Instant::now() + Duration::from_secs(2));
         phase.bytes_arrived();
-        let (stage, deadline) = phase.deadline(&limits).unwrap();
+        let (stage, deadline) = phase.deadline(&limits, None).unwrap();
         assert_eq!(stage, Stage::Head);
         assert!(deadline <= Instant::now() + Duration::from_secs(1));
         phase.enter(Stage::Busy);
         phase.bytes_arrived();
-        assert_eq!(phase.deadline(&limits), None, "the body is the handler's");
+        assert_eq!(
+            phase.deadline(&limits, None),
+            None,
+            "the body is the handler's"
+        );
         phase.enter(Stage::Idle);
-        assert_eq!(phase.deadline(&limits).unwrap().0, Stage::Idle);
+        assert_eq!(phase.deadline(&limits, None).unwrap().0, Stage::Idle);
     }
 }
