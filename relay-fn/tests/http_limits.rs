@@ -179,9 +179,14 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_sent_in_full_before_reading_still_gets_its_413() {
-    let (_relay, addr) = start(&[("MAX_BODY_BYTES", "65536")]).await;
-    let body = vec![b'x'; 2 * 65536];
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The largest limit, twice over, through a small send buffer: far more than the socket
+    // buffers hold, so a relay that answered and closed without reading would reset the
+    // connection while the client is still writing.
+    let (_relay, addr) = start(&[("MAX_BODY_BYTES", "983040")]).await;
+    let body = vec![b'x'; 2 * 983_040];
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(8 * 1024).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
     let head = format!(
         "POST / HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
          Qlik-Signature: {}\r\nContent-Length: {}\r\n\r\n",
