@@ -145,6 +145,29 @@ impl std::fmt::Debug for BrokerSettings {
 
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
+/// The largest MQTT packet these clients send or accept, for both protocol versions. A PUBLISH
+/// over it fails before it leaves, so the relay must never accept a body that cannot fit.
+pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
+
+/// Bytes a QoS 1 PUBLISH adds around its topic and payload, at most: fixed header (1 + up to 4
+/// for the remaining length), topic length (2), packet id (2), MQTT 5 property length (1).
+pub const PUBLISH_OVERHEAD_BYTES: usize = 10;
+
+/// Whether a QoS 1 PUBLISH of `payload_len` bytes on `topic` fits in [`MAX_PACKET_BYTES`].
+pub fn publish_fits(topic: &str, payload_len: usize) -> bool {
+    topic.len() + payload_len + PUBLISH_OVERHEAD_BYTES <= MAX_PACKET_BYTES
+}
+
+/// `localhost`, `127.0.0.0/8`, `::1` (with or without brackets): hosts whose traffic never
+/// leaves the machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl BrokerSettings {
     /// A plain-TCP broker with no credentials.
     pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
@@ -209,6 +232,12 @@ impl BrokerSettings {
             }
         }
         Ok(settings)
+    }
+
+    /// True when a user name and password would cross the network unencrypted: plain `mqtt://`
+    /// with a user (credentials are only sent with one) to a host that is not loopback.
+    pub fn sends_credentials_in_clear(&self) -> bool {
+        self.tls.is_none() && self.username.is_some() && !is_loopback_host(&self.host)
     }
 
     /// The broker as a URL without secrets, for logs.
@@ -318,7 +347,7 @@ impl BrokerSettings {
         let mut options = rumqttc::MqttOptions::new(&self.client_id, &self.host, self.port);
         options.set_keep_alive(self.keep_alive);
         options.set_clean_session(clean_session);
-        options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
         if let Some((user, password)) = self.credentials() {
             options.set_credentials(user, password);
         }
@@ -340,7 +369,7 @@ impl BrokerSettings {
         options.set_session_expiry_interval(
             session_expiry.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
         );
-        options.set_max_packet_size(Some(1024 * 1024));
+        options.set_max_packet_size(u32::try_from(MAX_PACKET_BYTES).ok());
         if let Some((user, password)) = self.credentials() {
             options.set_credentials(user, password);
         }
@@ -403,6 +432,52 @@ fn parse_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `publish_fits` must never say yes to a PUBLISH that rumqttc then refuses to send.
+    #[test]
+    fn publish_fits_agrees_with_what_rumqttc_sends() {
+        let topic = "qscloud/app/reload/Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ";
+        let largest = MAX_PACKET_BYTES - PUBLISH_OVERHEAD_BYTES - topic.len();
+        assert!(publish_fits(topic, largest));
+        assert!(!publish_fits(topic, largest + 1));
+        let payload = vec![b'x'; largest];
+        let mut v4 = rumqttc::Publish::new(topic, rumqttc::QoS::AtLeastOnce, payload.clone());
+        v4.pkid = 1;
+        let v4 = rumqttc::Packet::Publish(v4);
+        assert!(
+            v4.write(&mut bytes::BytesMut::new(), MAX_PACKET_BYTES)
+                .is_ok()
+        );
+        let mut v5 = rumqttc::v5::mqttbytes::v5::Publish::new(
+            topic,
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            payload,
+            None,
+        );
+        v5.pkid = 1;
+        let v5 = rumqttc::v5::mqttbytes::v5::Packet::Publish(v5);
+        let max = u32::try_from(MAX_PACKET_BYTES).ok();
+        assert!(v5.write(&mut bytes::BytesMut::new(), max).is_ok());
+    }
+
+    #[test]
+    fn credentials_in_clear_only_over_plain_tcp_to_other_hosts() {
+        let clear = |url: &str| {
+            let mut broker = BrokerSettings::from_url(url, "id").unwrap();
+            broker.password = Some(SecretString::from("pw".to_owned()));
+            broker.sends_credentials_in_clear()
+        };
+        assert!(clear("mqtt://relay@broker.example.com"));
+        assert!(clear("mqtt://relay@10.0.0.5:1883"));
+        assert!(!clear("mqtts://relay@broker.example.com"));
+        for local in ["localhost", "127.0.0.1", "127.1.2.3", "[::1]", "LOCALHOST"] {
+            assert!(!clear(&format!("mqtt://relay@{local}")), "{local}");
+        }
+        assert!(
+            !clear("mqtt://broker.example.com"),
+            "no user: nothing is sent"
+        );
+    }
 
     #[test]
     fn plain_and_tls_urls_parse_with_default_ports() {

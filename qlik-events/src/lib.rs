@@ -12,7 +12,8 @@ pub mod signature;
 pub mod topic;
 
 pub use broker::{
-    BrokerError, BrokerSettings, ClientIdentityPem, MqttVersion, TlsItem, TlsSettings,
+    BrokerError, BrokerSettings, ClientIdentityPem, MAX_PACKET_BYTES, MqttVersion,
+    PUBLISH_OVERHEAD_BYTES, TlsItem, TlsSettings, is_loopback_host, publish_fits,
 };
 pub use envelope::{
     APP_RELOAD_FINISHED, Envelope, EnvelopeError, EnvelopeFormat, RELOAD_FINISHED, ReloadEvent,

@@ -11,11 +11,15 @@ use qlik_events::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::decision::{DEFAULT_MAX_BODY_BYTES, Policy, RequiredHeader};
+use crate::decision::{DEFAULT_MAX_BODY_BYTES, MAX_MAX_BODY_BYTES, Policy, RequiredHeader};
+use crate::http_server::HttpLimits;
 
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_CLIENT_ID_PREFIX: &str = "qlik-relay";
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longer than the 7 days for which Qlik keeps failed deliveries and lets them be resent, so a
+/// resend always passes; a captured request stops being replayable after it.
+pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(8 * 24 * 3600);
 
 /// A setting that is missing or wrong, named by its variable. Never contains a secret value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +64,7 @@ pub struct RelayConfig {
     pub broker: Option<BrokerSettings>,
     pub publish_timeout: Duration,
     pub listen_addr: SocketAddr,
+    pub http_limits: HttpLimits,
 }
 
 /// Reads one variable; empty values count as unset (SAM passes "" for blank parameters).
@@ -135,11 +140,10 @@ impl RelayConfig {
         } = secrets;
         let policy = Policy {
             secrets: webhook_secrets(webhook_secret)?,
-            max_body_bytes: parse_number(env, "MAX_BODY_BYTES", 1024..=6 * 1024 * 1024)?
+            max_body_bytes: parse_number(env, "MAX_BODY_BYTES", 1024..=MAX_MAX_BODY_BYTES)?
                 .unwrap_or(DEFAULT_MAX_BODY_BYTES),
             allowed_tenants: allowed_tenants(env)?,
-            max_event_age: parse_number(env, "MAX_EVENT_AGE_SECS", 1..=31_536_000u64)?
-                .map(Duration::from_secs),
+            max_event_age: max_event_age(env)?,
             required_header: required_header(env, required_header_value)?,
             routing: topic_routing(env)?,
             butler_compat: parse_bool(env, "BUTLER_COMPAT")?,
@@ -162,8 +166,36 @@ impl RelayConfig {
             broker,
             publish_timeout,
             listen_addr: listen_addr(env)?,
+            http_limits: http_limits(env)?,
         })
     }
+}
+
+/// `MAX_EVENT_AGE_SECS`: unset → 8 days, `0` → no check.
+fn max_event_age(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Duration>, ConfigError> {
+    Ok(
+        match parse_number(env, "MAX_EVENT_AGE_SECS", 0..=31_536_000u64)? {
+            None => Some(DEFAULT_MAX_EVENT_AGE),
+            Some(0) => None,
+            Some(secs) => Some(Duration::from_secs(secs)),
+        },
+    )
+}
+
+/// HTTP mode's protection against slow and idle clients.
+fn http_limits(env: &dyn Fn(&str) -> Option<String>) -> Result<HttpLimits, ConfigError> {
+    let defaults = HttpLimits::default();
+    let secs = |name, default: Duration| {
+        parse_number(env, name, 1..=3600u64)
+            .map(|value| value.map(Duration::from_secs).unwrap_or(default))
+    };
+    Ok(HttpLimits {
+        header_timeout: secs("HTTP_HEADER_TIMEOUT_SECS", defaults.header_timeout)?,
+        body_timeout: secs("HTTP_BODY_TIMEOUT_SECS", defaults.body_timeout)?,
+        idle_timeout: secs("HTTP_IDLE_TIMEOUT_SECS", defaults.idle_timeout)?,
+        max_connections: parse_number(env, "HTTP_MAX_CONNECTIONS", 1..=65_536usize)?
+            .unwrap_or(defaults.max_connections),
+    })
 }
 
 fn webhook_secrets(
@@ -255,9 +287,27 @@ fn broker_settings(
     let client_id = unique_client_id(
         &var(env, "MQTT_CLIENT_ID").unwrap_or_else(|| DEFAULT_CLIENT_ID_PREFIX.to_owned()),
     );
+    let allow_plaintext = parse_bool(env, "MQTT_ALLOW_PLAINTEXT")?;
     let mut broker = BrokerSettings::from_url(url, &client_id)
         .map_err(|e| ConfigError::new("MQTT_URL", e.to_string()))?;
     broker.password = password;
+    if broker.sends_credentials_in_clear() {
+        if !allow_plaintext {
+            return Err(ConfigError::new(
+                "MQTT_URL",
+                format!(
+                    "is mqtt:// (plain TCP) with a user name or password to {}, which is not \
+                     loopback: the broker password would cross the network readable. Use \
+                     mqtts://, or set MQTT_ALLOW_PLAINTEXT=true to accept that",
+                    broker.host
+                ),
+            ));
+        }
+        tracing::warn!(
+            broker = %broker.display_url(),
+            "MQTT_ALLOW_PLAINTEXT=true: the broker password and every event cross the network unencrypted"
+        );
+    }
     let Some(tls) = broker.tls.as_mut() else {
         if ca_pem.is_some() || client_identity_pem.is_some() {
             return Err(ConfigError::new(
@@ -357,7 +407,16 @@ mod tests {
         assert_eq!(config.policy.routing, TopicRouting::default());
         assert!(!config.policy.butler_compat);
         assert!(config.policy.allowed_tenants.is_none());
-        assert!(config.policy.max_event_age.is_none());
+        assert_eq!(
+            config.policy.max_event_age,
+            Some(Duration::from_secs(8 * 24 * 3600)),
+            "longer than Qlik's 7 days of resends"
+        );
+        assert_eq!(config.http_limits, HttpLimits::default());
+        assert_eq!(config.http_limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.http_limits.body_timeout, Duration::from_secs(30));
+        assert_eq!(config.http_limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.http_limits.max_connections, 1024);
         assert_eq!(config.publish_timeout, Duration::from_secs(5));
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8080");
         let broker = config.broker.unwrap();
@@ -393,6 +452,20 @@ mod tests {
         assert_eq!(with(("LISTEN_ADDR", "localhost")), "LISTEN_ADDR");
         assert_eq!(with(("PUBLISH_TIMEOUT_MS", "0")), "PUBLISH_TIMEOUT_MS");
         assert_eq!(with(("MAX_EVENT_AGE_SECS", "-1")), "MAX_EVENT_AGE_SECS");
+        assert_eq!(with(("MAX_BODY_BYTES", "2097152")), "MAX_BODY_BYTES");
+        for name in [
+            "HTTP_HEADER_TIMEOUT_SECS",
+            "HTTP_BODY_TIMEOUT_SECS",
+            "HTTP_IDLE_TIMEOUT_SECS",
+            "HTTP_MAX_CONNECTIONS",
+        ] {
+            assert_eq!(with((name, "0")), name);
+            assert_eq!(with((name, "soon")), name);
+        }
+        assert_eq!(
+            with(("MQTT_ALLOW_PLAINTEXT", "maybe")),
+            "MQTT_ALLOW_PLAINTEXT"
+        );
         assert_eq!(with(("ALLOWED_TENANTS", " , ")), "ALLOWED_TENANTS");
         assert_eq!(
             with(("REQUIRED_HEADER_NAME", "x-token")),
@@ -435,7 +508,67 @@ mod tests {
         ])
         .unwrap();
         assert!(config.policy.allowed_tenants.is_none());
-        assert!(config.policy.max_event_age.is_none());
+        assert_eq!(config.policy.max_event_age, Some(DEFAULT_MAX_EVENT_AGE));
+    }
+
+    #[test]
+    fn max_event_age_zero_turns_the_check_off() {
+        let base = [("WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://localhost")];
+        let age = |value| {
+            let mut vars = base.to_vec();
+            vars.push(("MAX_EVENT_AGE_SECS", value));
+            load(&vars).unwrap().policy.max_event_age
+        };
+        assert_eq!(age("0"), None);
+        assert_eq!(age("3600"), Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn the_largest_body_still_fits_in_an_mqtt_packet() {
+        let largest = MAX_MAX_BODY_BYTES.to_string();
+        let config = load(&[
+            ("WEBHOOK_SECRET", SECRET),
+            ("MQTT_URL", "mqtt://localhost"),
+            ("MAX_BODY_BYTES", &largest),
+        ])
+        .unwrap();
+        // Room left for the longest topic and what BUTLER_COMPAT adds.
+        assert!(config.policy.max_body_bytes + 64 * 1024 <= qlik_events::MAX_PACKET_BYTES);
+        let e = err(&[
+            ("WEBHOOK_SECRET", SECRET),
+            ("MQTT_URL", "mqtt://localhost"),
+            ("MAX_BODY_BYTES", "6291456"),
+        ]);
+        assert_eq!(e.variable, "MAX_BODY_BYTES");
+    }
+
+    #[test]
+    fn credentials_over_plain_tcp_need_loopback_or_an_explicit_yes() {
+        let remote = [
+            ("WEBHOOK_SECRET", SECRET),
+            ("MQTT_URL", "mqtt://relay@broker.example.com"),
+            ("MQTT_PASSWORD", "broker-password"),
+        ];
+        let e = err(&remote);
+        assert_eq!(e.variable, "MQTT_URL");
+        assert!(e.problem.contains("MQTT_ALLOW_PLAINTEXT"), "{e}");
+        assert!(!e.to_string().contains("broker-password"), "{e}");
+        let mut allowed = remote.to_vec();
+        allowed.push(("MQTT_ALLOW_PLAINTEXT", "true"));
+        assert!(load(&allowed).is_ok());
+        for fine in [
+            "mqtt://relay@127.0.0.1:1883",
+            "mqtt://relay@localhost",
+            "mqtts://relay@broker.example.com",
+            "mqtt://broker.example.com",
+        ] {
+            let config = load(&[
+                ("WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", fine),
+                ("MQTT_PASSWORD", "broker-password"),
+            ]);
+            assert!(config.is_ok(), "{fine}: {:?}", config.err());
+        }
     }
 
     #[test]

@@ -16,6 +16,11 @@ use time::OffsetDateTime;
 /// Default body limit: Qlik's events are a few KiB; 256 KiB leaves room for large error lists.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// The largest `MAX_BODY_BYTES` accepted: the MQTT packet limit less 64 KiB for the topic and
+/// the fields `BUTLER_COMPAT` adds. A larger body could be signed and valid and still never
+/// reach the broker, and Qlik would be told to retry it (503) for nothing.
+pub const MAX_MAX_BODY_BYTES: usize = qlik_events::MAX_PACKET_BYTES - 64 * 1024;
+
 /// A custom header the Qlik admin configured on the webhook (Qlik can send it encrypted at rest)
 /// that every request must carry with this exact value: a second factor beside the HMAC.
 #[derive(Clone)]
@@ -37,7 +42,8 @@ pub struct Policy {
     pub max_body_bytes: usize,
     /// `None`: every tenant is accepted.
     pub allowed_tenants: Option<HashSet<String>>,
-    /// `None`: events of any age are accepted (Qlik may resend failed deliveries for 7 days).
+    /// `None`: events of any age are accepted. The default (8 days) lets Qlik's resends of
+    /// failed deliveries (possible for 7 days) pass.
     pub max_event_age: Option<Duration>,
     pub required_header: Option<RequiredHeader>,
     pub routing: TopicRouting,
@@ -53,6 +59,8 @@ pub enum Body<'a> {
     TooLarge {
         at_least: usize,
     },
+    /// The client stopped sending before the whole body arrived (HTTP mode's body timeout).
+    TimedOut,
 }
 
 /// A request as the relay sees it, whatever carried it (Lambda event or HTTP connection).
@@ -82,6 +90,14 @@ pub enum Rejection {
     MethodNotAllowed(Method),
     #[error("body of at least {at_least} bytes exceeds the limit of {limit} bytes")]
     PayloadTooLarge { at_least: usize, limit: usize },
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
+    #[error(
+        "event of {bytes} bytes on a topic of {topic_bytes} bytes exceeds the MQTT packet limit \
+         of {max} bytes",
+        max = qlik_events::MAX_PACKET_BYTES
+    )]
+    TooLargeForBroker { bytes: usize, topic_bytes: usize },
     #[error("signature rejected: {0}")]
     Signature(#[from] SignatureError),
     #[error("required header {0} missing or wrong")]
@@ -100,7 +116,10 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } | Self::TooLargeForBroker { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Signature(_) | Self::RequiredHeader(_) => StatusCode::UNAUTHORIZED,
             Self::Envelope(_) | Self::NoEventTime => StatusCode::BAD_REQUEST,
             Self::TenantNotAllowed(_) | Self::TooOld { .. } => StatusCode::FORBIDDEN,
@@ -120,7 +139,8 @@ impl Rejection {
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::MethodNotAllowed(_) => "method_not_allowed",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::PayloadTooLarge { .. } | Self::TooLargeForBroker { .. } => "payload_too_large",
+            Self::BodyTimeout => "body_timeout",
             Self::Signature(_) => "bad_signature",
             Self::RequiredHeader(_) => "bad_required_header",
             Self::Envelope(_) => "not_an_event",
@@ -153,6 +173,7 @@ pub fn decide(
                 limit: policy.max_body_bytes,
             });
         }
+        Body::TimedOut => return Err(Rejection::BodyTimeout),
     };
     let signature = request
         .headers
@@ -194,6 +215,14 @@ pub fn decide(
     } else {
         verified.into_bytes()
     };
+    // A topic from a long template, or the fields BUTLER_COMPAT adds, can push a body under
+    // MAX_BODY_BYTES over the packet limit: 413, since a retry can never succeed.
+    if !qlik_events::publish_fits(&topic, payload.len()) {
+        return Err(Rejection::TooLargeForBroker {
+            bytes: payload.len(),
+            topic_bytes: topic.len(),
+        });
+    }
     Ok(Publication {
         topic,
         payload,
@@ -441,6 +470,46 @@ mod tests {
             decide(&post(&headers, body), &p, now()).unwrap_err(),
             Rejection::NoEventTime
         );
+    }
+
+    /// A body of `len` bytes that is a valid CloudEvents envelope.
+    fn padded_event(len: usize) -> Vec<u8> {
+        let head = br#"{"specversion":"1.0","id":"1","type":"t","tenantid":"x","data":""#;
+        let tail = br#""}"#;
+        let mut body = head.to_vec();
+        body.resize(len - tail.len(), b'p');
+        body.extend_from_slice(tail);
+        body
+    }
+
+    #[test]
+    fn a_body_that_cannot_fit_in_an_mqtt_packet_is_413_not_a_retry() {
+        let mut p = policy();
+        p.max_body_bytes = qlik_events::MAX_PACKET_BYTES;
+        let topic_len = "qscloud/event/t/x".len();
+        let fits = qlik_events::MAX_PACKET_BYTES - qlik_events::PUBLISH_OVERHEAD_BYTES - topic_len;
+        let body = padded_event(fits);
+        let headers = signed(&body, SECRET);
+        let publication = decide(&post(&headers, &body), &p, now()).unwrap();
+        assert_eq!(publication.topic.len(), topic_len);
+        let body = padded_event(fits + 1);
+        let headers = signed(&body, SECRET);
+        let rejection = decide(&post(&headers, &body), &p, now()).unwrap_err();
+        assert_eq!(rejection.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(matches!(rejection, Rejection::TooLargeForBroker { .. }));
+    }
+
+    #[test]
+    fn a_body_that_stopped_arriving_is_408() {
+        let headers = HeaderMap::new();
+        let request = WebhookRequest {
+            method: &Method::POST,
+            headers: &headers,
+            body: Body::TimedOut,
+        };
+        let rejection = decide(&request, &policy(), now()).unwrap_err();
+        assert_eq!(rejection.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(rejection.outcome(), "body_timeout");
     }
 
     #[test]

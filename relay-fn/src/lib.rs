@@ -5,6 +5,7 @@ pub mod decision;
 pub mod http_server;
 pub mod lambda;
 pub mod logging;
+pub mod metrics;
 pub mod publisher;
 pub mod secrets;
 pub mod service;

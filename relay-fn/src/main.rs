@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use relay_fn::config::{ConfigError, RelayConfig, var};
+use relay_fn::metrics::Emf;
 use relay_fn::publisher::Publisher;
 use relay_fn::service::Relay;
 use relay_fn::{http_server, lambda, logging, secrets};
@@ -17,11 +18,16 @@ fn env(name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let in_lambda = var(&env, "AWS_LAMBDA_RUNTIME_API").is_some();
-    if let Err(e) = logging::init(&env, in_lambda) {
-        eprintln!("{e}");
-        return ExitCode::from(2);
-    }
-    match run(in_lambda).await {
+    let json_logs = match logging::init(&env, in_lambda) {
+        Ok(json) => json,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // CloudWatch extracts EMF metrics from JSON log lines only.
+    let metrics = (in_lambda && json_logs).then(|| Emf::from_env(&env));
+    match run(in_lambda, metrics).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line that names the variable at fault: in Lambda it lands in CloudWatch as the
@@ -36,7 +42,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(in_lambda: bool) -> anyhow::Result<()> {
+async fn run(in_lambda: bool, metrics: Option<Emf>) -> anyhow::Result<()> {
     let secrets = secrets::resolve(&env).await?;
     let mut config = RelayConfig::from_env(&env, secrets)?;
     let broker = match config.broker.take() {
@@ -49,17 +55,19 @@ async fn run(in_lambda: bool) -> anyhow::Result<()> {
         client_id = %broker.client_id,
         secrets = config.policy.secrets.len(),
         butler_compat = config.policy.butler_compat,
+        max_event_age_s = config.policy.max_event_age.map(|age| age.as_secs()),
+        cloudwatch_metrics = metrics.is_some(),
         "relay starting"
     );
     let publisher = Publisher::new(broker, config.publish_timeout);
     publisher.connect_early().await;
-    let relay = Relay::new(config.policy, publisher);
+    let relay = Relay::with_metrics(config.policy, publisher, metrics);
     if in_lambda {
         lambda::run(relay)
             .await
             .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))
     } else {
-        http_server::serve(relay, config.listen_addr).await
+        http_server::serve(relay, config.listen_addr, config.http_limits).await
     }
 }
 

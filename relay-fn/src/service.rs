@@ -7,7 +7,19 @@ use http::StatusCode;
 use time::OffsetDateTime;
 
 use crate::decision::{Policy, WebhookRequest, decide};
+use crate::metrics::{Emf, Measure, now_ms};
 use crate::publisher::Publisher;
+
+/// One request's log line; with EMF on, its metric members ride along in [`crate::logging::MERGE_FIELD`]
+/// (`_emf`), which the JSON log writer merges into the line's root.
+macro_rules! request_line {
+    ($level:ident, $emf:expr, $($field:tt)+) => {
+        match $emf {
+            Some(members) => tracing::$level!(_emf = %members, $($field)+),
+            None => tracing::$level!($($field)+),
+        }
+    };
+}
 
 /// The answer to Qlik: a status and a small JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +40,27 @@ impl Reply {
 pub struct Relay {
     pub policy: Policy,
     pub publisher: Publisher,
+    /// CloudWatch metrics in the log lines (Lambda with JSON logs).
+    pub metrics: Option<Emf>,
 }
 
 impl Relay {
     pub fn new(policy: Policy, publisher: Publisher) -> Arc<Self> {
-        Arc::new(Self { policy, publisher })
+        Self::with_metrics(policy, publisher, None)
+    }
+
+    pub fn with_metrics(policy: Policy, publisher: Publisher, metrics: Option<Emf>) -> Arc<Self> {
+        Arc::new(Self {
+            policy,
+            publisher,
+            metrics,
+        })
+    }
+
+    /// The EMF members of `measure` as JSON text, when metrics are on.
+    fn emf(&self, measure: Measure<'_>) -> Option<String> {
+        let members = self.metrics.as_ref()?.members(measure, now_ms());
+        Some(serde_json::Value::Object(members).to_string())
     }
 
     pub async fn handle(&self, request: WebhookRequest<'_>) -> Reply {
@@ -41,7 +69,12 @@ impl Relay {
             Ok(publication) => publication,
             Err(rejection) => {
                 let status = rejection.status();
-                tracing::warn!(
+                let emf = self.emf(Measure::Rejected {
+                    outcome: rejection.outcome(),
+                });
+                request_line!(
+                    warn,
+                    emf,
                     outcome = rejection.outcome(),
                     status = status.as_u16(),
                     reason = %rejection,
@@ -54,14 +87,19 @@ impl Relay {
                 );
             }
         };
+        let publishing = Instant::now();
         let result = self
             .publisher
             .publish(&publication.topic, &publication.payload)
             .await;
+        let publish_latency_ms = publishing.elapsed().as_millis() as u64;
         let latency_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(()) => {
-                tracing::info!(
+                let emf = self.emf(Measure::Relayed { publish_latency_ms });
+                request_line!(
+                    info,
+                    emf,
                     outcome = "published",
                     status = 200,
                     event_id = %publication.event_id,
@@ -80,7 +118,10 @@ impl Relay {
             }
             Err(error) => {
                 // 503 makes Qlik record the delivery as failed, so it can be resent.
-                tracing::error!(
+                let emf = self.emf(Measure::BrokerUnavailable);
+                request_line!(
+                    error,
+                    emf,
                     outcome = "broker_unavailable",
                     status = 503,
                     event_id = %publication.event_id,

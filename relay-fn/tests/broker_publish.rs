@@ -29,15 +29,16 @@ fn policy(root: &str) -> Policy {
     }
 }
 
-/// Serves the relay's router on a free loopback port.
+/// Serves the relay in HTTP mode on a free loopback port, as the binary does.
 async fn serve(relay: Arc<Relay>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, relay_fn::http_server::router(relay))
-            .await
-            .unwrap();
-    });
+    tokio::spawn(relay_fn::http_server::serve_listener(
+        listener,
+        relay,
+        relay_fn::http_server::HttpLimits::default(),
+        std::future::pending(),
+    ));
     addr
 }
 

@@ -896,6 +896,8 @@ async fn real_relay_publishes_through_tls_and_the_acl() {
             ("WEBHOOK_SECRET", testkit::TEST_SECRET.to_owned()),
             ("LISTEN_ADDR", addr.to_string()),
             ("PUBLISH_TIMEOUT_MS", "3000".to_owned()),
+            // The sample carries a fixed 2026 time; its age is not what this test checks.
+            ("MAX_EVENT_AGE_SECS", "0".to_owned()),
         ];
         if let Some(root) = root {
             env.push(("MQTT_TOPIC_ROOT", root.to_owned()));

@@ -309,6 +309,8 @@ fn relay_env(broker_url: String, root: &str) -> Vec<(&'static str, String)> {
         ("MQTT_URL", broker_url),
         ("MQTT_TOPIC_ROOT", root.to_owned()),
         ("MQTT_CLIENT_ID", "relay-lambda-test".to_owned()),
+        // The event files carry fixed 2026 times; their age is not what these tests check.
+        ("MAX_EVENT_AGE_SECS", "0".to_owned()),
     ]
 }
 
@@ -380,21 +382,44 @@ async fn every_event_file_against(broker: &TestBroker) {
     check_logs(&relay, &files, files.len() + 1);
 }
 
-/// Lambda logs: JSON lines by default (CloudWatch), one line per request carrying its status,
-/// and never the secret, a signature or a whole body.
+/// Lambda logs: JSON lines by default (CloudWatch), one line per request carrying its status
+/// and valid CloudWatch EMF metrics, and never the secret, a signature or a whole body.
 fn check_logs(relay: &Proc, files: &[common::EventFile], requests: usize) {
     let output = format!("{}\n{}", relay.stdout(), relay.stderr());
     let mut request_lines = 0;
+    let mut metrics = HashMap::new();
     for line in output.lines().filter(|l| !l.trim().is_empty()) {
         let record: Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
         if record.get("status").is_some() {
             request_lines += 1;
+            testkit::emf::check(&record)
+                .unwrap_or_else(|e| panic!("request line without valid EMF ({e}): {line}"));
+            assert_eq!(record["FunctionName"], "qlik-cloud-relay", "{line}");
+            for name in ["relayed", "rejected", "broker_unavailable"] {
+                if record.get(name).is_some() {
+                    *metrics.entry(name).or_insert(0) += 1;
+                }
+            }
         }
     }
     assert_eq!(
         request_lines, requests,
         "one log line per request:\n{output}"
+    );
+    let published = files
+        .iter()
+        .filter(|f| f.expect == Expect::Published)
+        .count();
+    assert_eq!(
+        metrics.get("relayed"),
+        Some(&(published + 1)),
+        "one relayed metric per published event (and the sentinel)\n{output}"
+    );
+    assert_eq!(
+        metrics.get("rejected"),
+        Some(&(files.len() - published)),
+        "{output}"
     );
     assert!(
         !output.contains(testkit::TEST_SECRET),
