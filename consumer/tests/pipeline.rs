@@ -229,6 +229,7 @@ async fn other_tenants_duplicates_and_successes_produce_no_alert() {
         assert_eq!(
             consumer.handled().await,
             Handled::Duplicate {
+                tenant_id: TENANT.to_owned(),
                 event_id: failed_id.clone()
             }
         );
@@ -256,6 +257,7 @@ async fn other_tenants_duplicates_and_successes_produce_no_alert() {
         assert_eq!(
             consumer.handled().await,
             Handled::Duplicate {
+                tenant_id: TENANT.to_owned(),
                 event_id: failed_id.clone()
             }
         );
