@@ -53,6 +53,7 @@ pub struct Metrics {
     store_connected: Gauge,
     parked: Gauge,
     claims_lost: Counter,
+    store_resets: Counter,
     /// For `/healthz`: the same facts as the gauges, without reading them back.
     broker_up: AtomicBool,
 }
@@ -127,6 +128,12 @@ impl Metrics {
             "Events alerted whose claim was lost before being marked done (store outage or a lease shorter than the delivery): a second alert is possible",
             claims_lost.clone(),
         );
+        let store_resets = Counter::default();
+        registry.register(
+            "qscloud_consumer_store_resets",
+            "Times the shared store was found to have forgotten everything (restart without persistence, flush): events handled before may be alerted again",
+            store_resets.clone(),
+        );
         Self {
             registry,
             events,
@@ -137,6 +144,7 @@ impl Metrics {
             store_connected,
             parked,
             claims_lost,
+            store_resets,
             broker_up: AtomicBool::new(false),
         }
     }
@@ -207,6 +215,10 @@ impl Metrics {
 
     pub fn claim_lost(&self) {
         self.claims_lost.inc();
+    }
+
+    pub fn store_reset(&self) {
+        self.store_resets.inc();
     }
 
     pub fn claims_lost_count(&self) -> u64 {

@@ -125,6 +125,14 @@ pub fn now_unix() -> u64 {
         .unwrap_or_default()
 }
 
+/// Nanoseconds since the Unix epoch, for values that must differ between starts.
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
 /// FNV-1a: a hash that stays the same across processes and versions (std's is seeded per
 /// process), for names that must come out the same every time: parked-alert file names, email
 /// Message-IDs.

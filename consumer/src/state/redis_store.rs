@@ -8,6 +8,8 @@
 //! - `seen:<key>`: other dedupe keys (e.g. tenant + reload id), `1` for the retention.
 //! - `rate:<sink>:<key>`: an open rate-limit window; it expires when the window closes.
 //! - `lock:<name>`: a short exclusive lock (one `replay` at a time across instances).
+//! - `epoch`: set once per store lifetime; seeing it change tells that the store forgot
+//!   everything (a restart without persistence), which is logged and counted, never silent.
 //!
 //! The store being unreachable is never skipped over: [`RedisStore::retrying`] repeats an
 //! operation with capped backoff until the store answers, so the MQTT message in hand stays
@@ -25,10 +27,14 @@ use crate::config::RedisUrl;
 const PREFIX: &str = "qscloud-consumer:";
 const DONE: &str = "done";
 
-/// Set the claim if free; else return who holds it (or `done`). One round trip, atomic.
+/// Set the claim if free; else return who holds it (or `done`). Also returns the store's epoch,
+/// a random value set by whoever first finds none: a different epoch than last time means the
+/// store lost its memory (restarted without persistence, flushed). One round trip, atomic.
 const CLAIM: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'mine' end
-return redis.call('GET', KEYS[1])";
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then redis.call('SET', KEYS[2], ARGV[3]); epoch = ARGV[3] end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'mine', epoch} end
+return {redis.call('GET', KEYS[1]) or '', epoch}";
 /// Extend the lease only while the claim is still this instance's.
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -59,6 +65,8 @@ pub struct RedisStore {
     conn: ConnectionManager,
     display: String,
     connected: Arc<AtomicBool>,
+    /// The store's epoch as last seen by this process.
+    epoch: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -89,6 +97,7 @@ impl RedisStore {
             conn: ConnectionManager::new_lazy_with_config(client, config)?,
             display: url.to_string(),
             connected: Arc::new(AtomicBool::new(false)),
+            epoch: Arc::default(),
         })
     }
 
@@ -164,27 +173,46 @@ impl RedisStore {
 
     pub async fn claim(&self, event: &str, token: &str, lease: Duration) -> ClaimState {
         let k = key("event", event);
-        let value: Option<String> = self
+        let fresh_epoch = format!("{}-{}", std::process::id(), crate::state::now_nanos());
+        let (value, epoch): (String, String) = self
             .retrying("claim", |mut conn| {
                 let k = k.clone();
+                let fresh_epoch = fresh_epoch.clone();
                 async move {
                     Script::new(CLAIM)
                         .key(k)
+                        .key(key("epoch", ""))
                         .arg(token)
                         .arg(millis(lease))
+                        .arg(fresh_epoch)
                         .invoke_async(&mut conn)
                         .await
                 }
             })
             .await;
-        match value.as_deref() {
-            Some("mine") => ClaimState::Mine,
-            Some(DONE) => ClaimState::Done,
-            Some(other) => ClaimState::HeldElsewhere(other.to_owned()),
-            // Expired between the two commands of the script cannot happen (scripts are
-            // atomic); treat an empty answer as "ask again" by the caller.
-            None => ClaimState::HeldElsewhere(String::new()),
+        self.check_epoch(epoch);
+        match value.as_str() {
+            "mine" => ClaimState::Mine,
+            DONE => ClaimState::Done,
+            other => ClaimState::HeldElsewhere(other.to_owned()),
         }
+    }
+
+    /// Logs and counts a store that forgot everything since this process last asked.
+    fn check_epoch(&self, epoch: String) {
+        let Ok(mut known) = self.epoch.lock() else {
+            return;
+        };
+        if known.as_ref().is_some_and(|k| *k != epoch) {
+            crate::metrics::global().store_reset();
+            tracing::error!(
+                store = %self.display,
+                "state store lost its memory (restarted without persistence, or flushed): events \
+                 the group handled before may be alerted again, and rate-limit windows reopened. \
+                 Run Redis with persistence (appendonly yes) to avoid this"
+            );
+        }
+        *known = Some(epoch);
     }
 
     /// Extends the lease; false when the claim is no longer this instance's. A store error
