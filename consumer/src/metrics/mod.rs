@@ -276,4 +276,32 @@ mod tests {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
     }
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_metrics_that_exist() {
+        let dashboard = include_str!("../../../infra/grafana/consumer-dashboard.json");
+        let m = Metrics::new();
+        m.event("t", "alerted");
+        m.tenant_api(Some(200));
+        m.alerts
+            .get_or_create(&AlertLabels {
+                sink: "s".into(),
+                outcome: "delivered",
+            })
+            .inc();
+        let exposed = m.encode();
+        let mut checked = 0;
+        for (at, _) in dashboard.match_indices("qscloud_consumer_") {
+            let name: String = dashboard[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                exposed.contains(&name),
+                "dashboard uses unknown metric {name}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 10);
+    }
 }

@@ -159,3 +159,38 @@ async fn the_file_store_keeps_todays_dedupe() {
     let again = Claims::File(Dedupe::load(dir.path(), Duration::from_secs(3600)));
     assert_eq!(again.remembered(), Some(1));
 }
+
+/// The store's cost per alerted event (claim, rate-limit window, done), file against Redis.
+/// `cargo test --release -p consumer --lib store_cost_per_event -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn store_cost_per_event() {
+    let Some(store) = redis().await else { return };
+    let n = 500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stores = [
+        (
+            "file",
+            Claims::File(Dedupe::load(dir.path(), Duration::from_secs(3600))),
+            RateLimits::load(dir.path()),
+        ),
+        (
+            "redis",
+            shared(&store, "bench", Duration::from_secs(30)),
+            RateLimits::shared(store.clone()),
+        ),
+    ];
+    for (name, mut claims, limits) in stores {
+        let started = std::time::Instant::now();
+        for i in 0..n {
+            let key = unique(&format!("bench/{i}"));
+            let Begin::Handle(claim) = claims.begin(&key).await else {
+                panic!("new")
+            };
+            assert!(limits.admit("slack:t", &key, Duration::from_secs(60)).await);
+            claims.finish(claim).await;
+        }
+        let per = started.elapsed() / n;
+        println!("store cost per event ({name}): {per:?}");
+    }
+}
