@@ -7,7 +7,6 @@
 //!   after the lease unless renewed), then `done` for the dedupe retention.
 //! - `seen:<key>`: other dedupe keys (e.g. tenant + reload id), `1` for the retention.
 //! - `rate:<sink>:<key>`: an open rate-limit window; it expires when the window closes.
-//! - `lock:<name>`: a short exclusive lock (one `replay` at a time across instances).
 //! - `epoch`: set once per store lifetime; seeing it change tells that the store forgot
 //!   everything (a restart without persistence), which is logged and counted, never silent.
 //!
@@ -310,31 +309,6 @@ impl RedisStore {
             async move { conn.del::<_, ()>(k).await }
         })
         .await;
-    }
-
-    /// An exclusive lock for `ttl`: true when taken.
-    pub async fn try_lock(&self, name: &str, token: &str, ttl: Duration) -> bool {
-        let k = key("lock", name);
-        let set: Value = self
-            .retrying("lock", |mut conn| {
-                let k = k.clone();
-                async move {
-                    redis::cmd("SET")
-                        .arg(k)
-                        .arg(token)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(millis(ttl))
-                        .query_async(&mut conn)
-                        .await
-                }
-            })
-            .await;
-        !matches!(set, Value::Nil)
-    }
-
-    pub async fn unlock(&self, name: &str, token: &str) {
-        self.release_key(&key("lock", name), token).await;
     }
 
     async fn release_key(&self, k: &str, token: &str) {
