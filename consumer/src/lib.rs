@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod enrich;
 pub mod exit;
+pub mod metrics;
 pub mod pipeline;
 pub mod sinks;
 pub mod source;

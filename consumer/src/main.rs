@@ -30,6 +30,7 @@ Environment:
   QLIK_TENANT_JWT_<TENANTID>, QLIK_TENANT_JWT   tenant API token instead of auth.jwt.token
   MQTT_PASSWORD                                 broker password instead of broker.password
   SMTP_PASSWORD                                 SMTP password instead of emailNotification.smtp.auth.password
+  REDIS_PASSWORD                                password of a redis:// / rediss:// consumer.stateStore
   RUST_LOG                                      log filter, e.g. info or consumer=debug";
 
 #[derive(Parser)]

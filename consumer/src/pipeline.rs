@@ -10,10 +10,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::ConsumerConfig;
-use crate::delivery::{DeadLetter, Delivery, DeliveryError, RateLimits, RetryPolicy};
+use crate::delivery::{DeadLetter, Delivery, DeliveryError, RetryPolicy};
+use crate::metrics::server::{self as metrics_server, Probe, ServeError};
 use crate::sinks::{self, BuildError, SharedSink};
 use crate::source::{Received, Source, SourceConfig, SourceError};
-use crate::transforms::dedupe::Dedupe;
+use crate::state::{StateStore, StoreError};
 use crate::transforms::enrich::Enricher;
 use crate::transforms::{Handled, Transforms};
 
@@ -27,6 +28,10 @@ pub enum RunError {
     Delivery(#[from] DeliveryError),
     #[error("tenant API client: {0}")]
     Enrich(#[from] crate::enrich::EnrichError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Metrics(#[from] ServeError),
     #[error("state directory {path}: {reason}")]
     StateDir { path: String, reason: String },
 }
@@ -51,11 +56,19 @@ pub struct RunOptions {
 
 /// Everything delivery needs, built from the configuration; `replay` uses the same.
 pub fn delivery_for(config: &ConsumerConfig) -> Result<Arc<Delivery>, RunError> {
+    delivery_with(config, &StateStore::open(config)?)
+}
+
+/// [`delivery_for`] with rate-limit windows in `store`.
+pub fn delivery_with(
+    config: &ConsumerConfig,
+    store: &StateStore,
+) -> Result<Arc<Delivery>, RunError> {
     let sinks: Vec<SharedSink> = sinks::build(config)?;
     Ok(Delivery::new(
         sinks,
         RetryPolicy::from(&config.retry),
-        RateLimits::load(&config.state_dir),
+        store.rate_limits(config),
         DeadLetter::new(&config.dead_letter_dir),
     ))
 }
@@ -76,16 +89,31 @@ pub async fn run(
     ensure_dir(&config.state_dir)?;
     ensure_dir(&config.dead_letter_dir)?;
     let config = Arc::new(config);
-    let delivery = delivery_for(&config)?;
+    let store = StateStore::open(&config)?;
+    let delivery = delivery_with(&config, &store)?;
     let names: Vec<&str> = delivery.sinks().iter().map(|s| s.name()).collect();
-    let dedupe = Dedupe::load(&config.state_dir, config.dedupe.retention);
+    let claims = store.claims(&config);
     tracing::info!(
         sinks = %names.join(", "),
         state_dir = %config.state_dir.display(),
+        state_store = store.redis().map_or("files", |r| r.display()),
         dead_letter_dir = %config.dead_letter_dir.display(),
-        remembered_events = dedupe.len(),
+        remembered_events = claims.remembered(),
         "consumer starting"
     );
+    let _metrics = match config.ha.metrics_listen {
+        Some(addr) => Some(
+            metrics_server::start(
+                addr,
+                Probe {
+                    store: store.redis().cloned(),
+                    dead_letter_dir: config.dead_letter_dir.clone(),
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let source_config = options
         .source
         .unwrap_or_else(|| SourceConfig::from_config(&config));
@@ -97,7 +125,7 @@ pub async fn run(
         "subscribing"
     );
     let enricher = Enricher::new(&config)?;
-    let mut transforms = Transforms::new(Arc::clone(&config), dedupe, enricher, delivery);
+    let mut transforms = Transforms::new(Arc::clone(&config), claims, enricher, delivery);
     let mut source = Source::start(source_config)?;
     tokio::pin!(shutdown);
     loop {
@@ -124,6 +152,7 @@ pub async fn run(
         };
         match transforms.handle(&message.topic, &message.payload).await {
             Ok(handled) => {
+                crate::metrics::global().handled(&handled);
                 if let Err(e) = message.ack().await {
                     // The broker will send it again; dedupe recognizes it.
                     tracing::warn!("{e}");

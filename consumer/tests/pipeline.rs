@@ -230,6 +230,7 @@ async fn other_tenants_duplicates_and_successes_produce_no_alert() {
         assert_eq!(
             consumer.handled().await,
             Handled::Duplicate {
+                tenant_id: TENANT.to_owned(),
                 event_id: failed_id.clone()
             }
         );
@@ -257,6 +258,7 @@ async fn other_tenants_duplicates_and_successes_produce_no_alert() {
         assert_eq!(
             consumer.handled().await,
             Handled::Duplicate {
+                tenant_id: TENANT.to_owned(),
                 event_id: failed_id.clone()
             }
         );

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::node::{Node, Problems};
+use super::secret::Env;
+use super::store::{HaConfig, parse_ha};
 
 /// Key path of the consumer's own extension section.
 pub const CONSUMER: &str = "Butler.qlikSenseCloud.consumer";
@@ -67,9 +69,10 @@ pub(crate) struct Extension {
     pub dedupe: DedupeConfig,
     pub retry: RetryConfig,
     pub enrichment: EnrichmentConfig,
+    pub ha: HaConfig,
 }
 
-pub(crate) fn parse_extension(ext: &Node<'_>, p: &mut Problems) -> Extension {
+pub(crate) fn parse_extension(ext: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Extension {
     ext.expect_map(p, false);
     let state_dir = ext
         .child("stateDirectory")
@@ -92,6 +95,7 @@ pub(crate) fn parse_extension(ext: &Node<'_>, p: &mut Problems) -> Extension {
         dedupe,
         retry: parse_retry(&ext.child("retry"), p),
         enrichment: parse_enrichment(&ext.child("enrichment"), p),
+        ha: parse_ha(ext, env, p),
     }
 }
 
@@ -161,6 +165,19 @@ pub(crate) fn summary(s: &mut String, config: &super::ConsumerConfig) {
         config.state_dir.display(),
         config.dedupe.retention.as_secs() / 3600,
         config.dead_letter_dir.display()
+    );
+    let _ = writeln!(
+        s,
+        "State store: {}; metrics: {}",
+        match &config.ha.state_store {
+            super::StateStoreConfig::File => "files in the state directory".to_owned(),
+            super::StateStoreConfig::Redis(url) =>
+                format!("{url} (claim lease {}s)", config.ha.claim_lease.as_secs()),
+        },
+        config
+            .ha
+            .metrics_listen
+            .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"))
     );
     let retry = &config.retry;
     let _ = writeln!(

@@ -16,6 +16,7 @@ mod parse;
 mod report;
 mod secret;
 mod smtp;
+mod store;
 mod tenant;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ pub use secret::{SecretSource, SecretUrl};
 pub use smtp::{
     SMTP, SMTP_PASSWORD_ENV, SmtpAuth, SmtpConfig, SmtpSecurity, is_loopback_host, parse_mailbox,
 };
+#[cfg(test)]
+pub(crate) use store::parse_ha as parse_ha_for_tests;
+pub use store::{HaConfig, REDIS_PASSWORD_ENV, RedisUrl, StateStoreConfig};
 pub use tenant::{AuthType, TENANT, TENANT_JWT_ENV, TENANTS, TenantConfig, tenant_jwt_env_var};
 
 pub use crate::sinks::script_log_disk::SCRIPT_LOG;
@@ -68,6 +72,10 @@ pub struct ConsumerConfig {
     pub retry: RetryConfig,
     /// Extension `Butler.qlikSenseCloud.consumer.enrichment`: tenant REST API behaviour.
     pub enrichment: EnrichmentConfig,
+    /// Extension `Butler.qlikSenseCloud.consumer.stateStore`, `claimLeaseSeconds` and
+    /// `metrics.listen`: where several instances share their decisions, and where operators
+    /// read metrics and health.
+    pub ha: HaConfig,
     /// Destinations for failed reloads of every configured tenant: the extension's
     /// `Butler.qlikSenseCloud.consumer.destinations` and Butler's script log to disk. Butler's
     /// per-tenant alerts are in [`TenantConfig::alert`].

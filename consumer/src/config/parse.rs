@@ -45,7 +45,7 @@ pub(crate) fn parse(
     let (broker, topics) = parse_forward(&forward, env, &mut p);
     let generic_urls = parse_generic_urls(&root.child("genericUrls"), &mut p);
     let ext = qsc.child("consumer");
-    let extension = parse_extension(&ext, &mut p);
+    let extension = parse_extension(&ext, env, &mut p);
     ext.child("destinations").expect_map(&mut p, false);
     let destinations = crate::sinks::parse_global(&root, &mut p);
     let smtp = if email_wanted(&qsc) {
@@ -68,6 +68,7 @@ pub(crate) fn parse(
             dedupe: extension.dedupe,
             retry: extension.retry,
             enrichment: extension.enrichment,
+            ha: extension.ha,
             destinations,
             smtp,
             sources,

@@ -105,7 +105,9 @@ impl Delivery {
                 let sink = Arc::clone(sink);
                 tasks.spawn(async move {
                     let name = delivery_name(sink.name(), &alert);
-                    ((index, copy), name, this.deliver_to(&sink, &alert).await)
+                    let outcome = this.deliver_to(&sink, &alert).await;
+                    crate::metrics::global().alert(sink.name(), &alert, &outcome);
+                    ((index, copy), name, outcome)
                 });
             }
         }

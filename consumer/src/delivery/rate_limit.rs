@@ -3,6 +3,9 @@
 //! sink and key, kept in the state directory so a restart does not reopen every window. The key
 //! is the app id, or `<appId>|<recipient>` for destinations that send each recipient a copy
 //! (email), as Butler keys its email rate limiter.
+//!
+//! With the Redis state store the window lives there instead, one per sink and key for every
+//! instance of the group ([`crate::state::RedisStore::admit`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::state::{now_unix, write_atomically};
+use crate::state::{RedisStore, now_unix, write_atomically};
 
 const FILE: &str = "rate-limits.json";
 
@@ -26,6 +29,8 @@ struct State {
 pub struct RateLimits {
     path: PathBuf,
     state: Mutex<State>,
+    /// The group's windows, when the state store is Redis.
+    shared: Option<RedisStore>,
 }
 
 impl RateLimits {
@@ -47,6 +52,16 @@ impl RateLimits {
         Self {
             path,
             state: Mutex::new(state),
+            shared: None,
+        }
+    }
+
+    /// Windows kept in the shared store, one for the whole group.
+    pub fn shared(store: RedisStore) -> Self {
+        Self {
+            path: PathBuf::new(),
+            state: Mutex::new(State::default()),
+            shared: Some(store),
         }
     }
 
@@ -55,6 +70,9 @@ impl RateLimits {
     pub async fn admit(&self, sink: &str, key: &str, window: Duration) -> bool {
         if window.is_zero() {
             return true;
+        }
+        if let Some(store) = &self.shared {
+            return store.admit(sink, key, window).await;
         }
         let now = now_unix();
         let mut state = self.state.lock().await;

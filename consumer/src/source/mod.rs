@@ -187,6 +187,7 @@ impl Connection {
                     failures = 0;
                     self.backoff.reset();
                     tracing::info!(broker, session_present, "connected to MQTT broker");
+                    crate::metrics::global().set_broker_connected(true);
                     // A resumed session still holds the subscription; a new one (first start,
                     // expired session, broker restart without persistence) needs it again.
                     if !session_present || !subscribed_once {
@@ -225,6 +226,7 @@ impl Connection {
                 }
                 Ok(_) => {}
                 Err(error) => {
+                    crate::metrics::global().set_broker_connected(false);
                     failures = failures.saturating_add(1);
                     let delay = self.backoff.next_delay();
                     log_connection_error(broker, failures, &error, delay);

@@ -78,7 +78,9 @@ impl TenantClient {
                     .header(CONTENT_TYPE, "application/json")
                     .body(bytes.clone());
             }
-            let (error, retry_after, may_retry) = match request.send().await {
+            let sent = request.send().await;
+            crate::metrics::global().tenant_api(sent.as_ref().ok().map(|r| r.status().as_u16()));
+            let (error, retry_after, may_retry) = match sent {
                 Ok(response) if response.status().is_success() => {
                     match body::read(response, call.limit, call.overflow).await {
                         Ok(body) => return Ok(body),

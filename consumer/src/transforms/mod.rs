@@ -15,7 +15,7 @@ use crate::alert::Alert;
 use crate::config::ConsumerConfig;
 use crate::delivery::{Delivery, DeliveryError, Outcome};
 use crate::sinks::mqtt::MqttDestination;
-use dedupe::Dedupe;
+use crate::state::{Begin, Claims};
 use enrich::Enricher;
 use reload::Reaction;
 
@@ -33,9 +33,11 @@ pub enum Handled {
     NoAlert {
         event_id: String,
         event_type: String,
+        tenant_id: String,
     },
-    /// A failed reload already handled earlier.
-    Duplicate { event_id: String },
+    /// A failed reload already handled earlier (by this or, with a shared store, another
+    /// instance).
+    Duplicate { event_id: String, tenant_id: String },
     /// A failed reload, delivered (or parked, or rate-limited) per sink.
     Alerted {
         alert: Box<Alert>,
@@ -55,7 +57,7 @@ pub fn own_alert_prefix(template: &str) -> String {
 pub struct Transforms {
     config: Arc<ConsumerConfig>,
     own_alerts: Option<String>,
-    dedupe: Dedupe,
+    claims: Claims,
     enricher: Enricher,
     delivery: Arc<Delivery>,
 }
@@ -63,7 +65,7 @@ pub struct Transforms {
 impl Transforms {
     pub fn new(
         config: Arc<ConsumerConfig>,
-        dedupe: Dedupe,
+        claims: Claims,
         enricher: Enricher,
         delivery: Arc<Delivery>,
     ) -> Self {
@@ -75,7 +77,7 @@ impl Transforms {
         Self {
             config,
             own_alerts,
-            dedupe,
+            claims,
             enricher,
             delivery,
         }
@@ -131,6 +133,7 @@ impl Transforms {
                 return Ok(Handled::NoAlert {
                     event_id: envelope.id,
                     event_type: envelope.event_type,
+                    tenant_id: envelope.tenant_id,
                 });
             }
             Reaction::Other => {
@@ -143,20 +146,22 @@ impl Transforms {
                 return Ok(Handled::NoAlert {
                     event_id: envelope.id,
                     event_type: envelope.event_type,
+                    tenant_id: envelope.tenant_id,
                 });
             }
         };
         let key = dedupe::key(&envelope.tenant_id, &envelope.id);
-        if self.dedupe.seen(&key) {
+        let Begin::Handle(claim) = self.claims.begin(&key).await else {
             tracing::info!(
                 event_id = %envelope.id,
                 tenant = %envelope.tenant_id,
-                "event already handled (redelivery or Qlik retry), dropped"
+                "event already handled (redelivery, Qlik retry or another instance), dropped"
             );
             return Ok(Handled::Duplicate {
                 event_id: envelope.id,
+                tenant_id: envelope.tenant_id,
             });
-        }
+        };
         let alert = self
             .enricher
             .build_alert(&self.config, tenant, &envelope, &reload)
@@ -167,10 +172,7 @@ impl Transforms {
             alert.describe()
         );
         let outcomes = self.delivery.deliver(&alert).await?;
-        if let Err(e) = self.dedupe.remember(&key).await {
-            // The alert went out; failing here would only send it again.
-            tracing::error!("{e}; a redelivery of this event would alert again");
-        }
+        self.claims.finish(claim).await;
         Ok(Handled::Alerted {
             alert: Box::new(alert),
             outcomes,

@@ -1,12 +1,89 @@
-//! What the consumer keeps on disk between runs (seen events, rate-limit windows, parked
-//! alerts, script logs) is written through these helpers, so every file survives a crash
-//! whole or not at all, and every stored time and file-name hash means the same thing.
+//! State: what the consumer keeps between runs and what several instances must agree on.
+//!
+//! [`StateStore`] is where the shared decisions live — which instance handles an event
+//! ([`claims`]), dedupe, rate-limit windows: files in the state directory (the embedded
+//! default, one instance) or Redis / Valkey ([`redis_store`], several instances).
+//!
+//! What the consumer keeps on disk (seen events, rate-limit windows, parked alerts, script
+//! logs) is written through the helpers below, so every file survives a crash whole or not at
+//! all, and every stored time and file-name hash means the same thing.
 //!
 //! What is written here holds alert content (app names, error messages, script logs) and
 //! tenant ids: files are created `0600` and directories `0700` (on Unix), readable by the
 //! consumer's own user only, whatever the umask.
 
+pub mod claims;
+pub mod redis_store;
+
 use std::path::Path;
+
+use crate::config::{ConsumerConfig, StateStoreConfig};
+use crate::delivery::RateLimits;
+use crate::transforms::dedupe::Dedupe;
+pub use claims::{Begin, Claim, Claims};
+pub use redis_store::RedisStore;
+
+/// The configured store (`Butler.qlikSenseCloud.consumer.stateStore`).
+#[derive(Debug, Clone)]
+pub enum StateStore {
+    /// Files in the state directory.
+    File,
+    Redis(RedisStore),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("state store {store}: {reason}")]
+pub struct StoreError {
+    pub store: String,
+    pub reason: String,
+}
+
+impl StateStore {
+    /// Opens the store without waiting for it: an unreachable Redis is retried when used.
+    pub fn open(config: &ConsumerConfig) -> Result<Self, StoreError> {
+        match &config.ha.state_store {
+            StateStoreConfig::File => Ok(StateStore::File),
+            StateStoreConfig::Redis(url) => {
+                RedisStore::open(url)
+                    .map(StateStore::Redis)
+                    .map_err(|e| StoreError {
+                        store: url.to_string(),
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Who handles an event, and dedupe.
+    pub fn claims(&self, config: &ConsumerConfig) -> Claims {
+        match self {
+            StateStore::File => {
+                Claims::File(Dedupe::load(&config.state_dir, config.dedupe.retention))
+            }
+            StateStore::Redis(store) => Claims::Shared(claims::SharedClaims::new(
+                store.clone(),
+                &config.broker.client_id,
+                config.ha.claim_lease,
+                config.dedupe.retention,
+            )),
+        }
+    }
+
+    /// Rate-limit windows: per instance in the state directory, or one per app for the group.
+    pub fn rate_limits(&self, config: &ConsumerConfig) -> RateLimits {
+        match self {
+            StateStore::File => RateLimits::load(&config.state_dir),
+            StateStore::Redis(store) => RateLimits::shared(store.clone()),
+        }
+    }
+
+    pub fn redis(&self) -> Option<&RedisStore> {
+        match self {
+            StateStore::File => None,
+            StateStore::Redis(store) => Some(store),
+        }
+    }
+}
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it into place: a
 /// reader (or the next start after a crash) sees the old content or the new, never half of it.
@@ -70,6 +147,14 @@ pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Nanoseconds since the Unix epoch, for values that must differ between starts.
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
         .unwrap_or_default()
 }
 

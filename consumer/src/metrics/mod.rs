@@ -1,0 +1,307 @@
+//! Prometheus metrics and health, for operators (`Butler.qlikSenseCloud.consumer.metrics.listen`).
+//!
+//! One process-wide registry ([`global`]), so the pipeline, delivery, the tenant API client and
+//! the MQTT source each record with one line and no plumbing. Served by [`server`] as Prometheus
+//! text at `/metrics`; `/healthz` says whether the consumer can do its job.
+//!
+//! Labels never carry untrusted values: `tenant` is a configured tenant id (events from other
+//! tenants count under `unknown`), `sink` a configured sink name.
+
+pub mod server;
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::alert::Alert;
+use crate::delivery::{DeliveryError, Outcome};
+use crate::transforms::Handled;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    tenant: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    sink: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+/// The consumer's metrics. Names are fixed (dashboards and alert rules use them).
+pub struct Metrics {
+    registry: Registry,
+    events: Family<EventLabels, Counter>,
+    alerts: Family<AlertLabels, Counter>,
+    tenant_api: Family<StatusLabels, Counter>,
+    latency: Histogram,
+    broker_connected: Gauge,
+    store_connected: Gauge,
+    parked: Gauge,
+    claims_lost: Counter,
+    store_resets: Counter,
+    /// For `/healthz`: the same facts as the gauges, without reading them back.
+    broker_up: AtomicBool,
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+/// The `outcome` label of `qscloud_consumer_events_total` for a handled message.
+pub fn event_outcome(handled: &Handled) -> (&str, &'static str) {
+    match handled {
+        Handled::Alerted { alert, .. } => (alert.tenant_id.as_str(), "alerted"),
+        Handled::Duplicate { tenant_id, .. } => (tenant_id.as_str(), "duplicate"),
+        Handled::NoAlert { tenant_id, .. } => (tenant_id.as_str(), "ignored"),
+        Handled::UnknownTenant { .. } | Handled::OwnAlert { .. } => ("unknown", "ignored"),
+        Handled::Unparseable { .. } => ("unknown", "invalid"),
+    }
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "qscloud_consumer_events",
+            "MQTT messages handled, by configured tenant and outcome (alerted, duplicate, ignored, invalid, parked-raw)",
+            events.clone(),
+        );
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "qscloud_consumer_alerts",
+            "Alerts per sink (named as in dead-letter files) and outcome (delivered, parked, rate_limited)",
+            alerts.clone(),
+        );
+        let tenant_api = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "qscloud_consumer_tenant_api_requests",
+            "Qlik tenant REST API requests by HTTP status (or `error` when no answer came)",
+            tenant_api.clone(),
+        );
+        let latency = Histogram::new([
+            0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+        ]);
+        registry.register(
+            "qscloud_consumer_alert_latency_seconds",
+            "Seconds from the event's time to the alert's delivery",
+            latency.clone(),
+        );
+        let broker_connected = Gauge::default();
+        registry.register(
+            "qscloud_consumer_broker_connected",
+            "1 while connected to the MQTT broker",
+            broker_connected.clone(),
+        );
+        let store_connected = Gauge::default();
+        registry.register(
+            "qscloud_consumer_store_connected",
+            "1 while the shared state store (Redis) answers; absent meaning with the file store",
+            store_connected.clone(),
+        );
+        let parked = Gauge::default();
+        registry.register(
+            "qscloud_consumer_parked_alerts",
+            "Alerts waiting in the dead-letter directory for `consumer replay`",
+            parked.clone(),
+        );
+        let claims_lost = Counter::default();
+        registry.register(
+            "qscloud_consumer_store_claims_lost",
+            "Events alerted whose claim was lost before being marked done (store outage or a lease shorter than the delivery): a second alert is possible",
+            claims_lost.clone(),
+        );
+        let store_resets = Counter::default();
+        registry.register(
+            "qscloud_consumer_store_resets",
+            "Times the shared store was found to have forgotten everything (restart without persistence, flush): events handled before may be alerted again",
+            store_resets.clone(),
+        );
+        Self {
+            registry,
+            events,
+            alerts,
+            tenant_api,
+            latency,
+            broker_connected,
+            store_connected,
+            parked,
+            claims_lost,
+            store_resets,
+            broker_up: AtomicBool::new(false),
+        }
+    }
+
+    /// Pipeline hook: a message was handled (and acknowledged).
+    pub fn handled(&self, handled: &Handled) {
+        let (tenant, outcome) = event_outcome(handled);
+        self.event(tenant, outcome);
+    }
+
+    /// A message handled with this outcome (`parked-raw` for one set aside unparsed).
+    pub fn event(&self, tenant: &str, outcome: &'static str) {
+        self.events
+            .get_or_create(&EventLabels {
+                tenant: tenant.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Delivery hook: what became of an alert at one sink.
+    pub fn alert(&self, sink: &str, alert: &Alert, outcome: &Result<Outcome, DeliveryError>) {
+        let label = match outcome {
+            Ok(Outcome::Delivered { .. }) => {
+                if let Some(seconds) = alert.event_time.as_deref().and_then(seconds_since) {
+                    self.latency.observe(seconds);
+                }
+                "delivered"
+            }
+            Ok(Outcome::RateLimited) => "rate_limited",
+            Ok(Outcome::Parked { .. }) => "parked",
+            // Neither delivered nor parked: the message stays unacknowledged and comes back.
+            Err(_) => return,
+        };
+        self.alerts
+            .get_or_create(&AlertLabels {
+                sink: sink.to_owned(),
+                outcome: label,
+            })
+            .inc();
+    }
+
+    /// Tenant API hook: the HTTP status of an answer, or `None` when none came.
+    pub fn tenant_api(&self, status: Option<u16>) {
+        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.tenant_api
+            .get_or_create(&StatusLabels { status })
+            .inc();
+    }
+
+    /// Source hook: connected to the broker or not.
+    pub fn set_broker_connected(&self, up: bool) {
+        self.broker_up.store(up, Ordering::Relaxed);
+        self.broker_connected.set(i64::from(up));
+    }
+
+    pub fn broker_connected(&self) -> bool {
+        self.broker_up.load(Ordering::Relaxed)
+    }
+
+    pub fn set_store_connected(&self, up: bool) {
+        self.store_connected.set(i64::from(up));
+    }
+
+    pub fn set_parked(&self, count: usize) {
+        self.parked.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn claim_lost(&self) {
+        self.claims_lost.inc();
+    }
+
+    pub fn store_reset(&self) {
+        self.store_resets.inc();
+    }
+
+    pub fn claims_lost_count(&self) -> u64 {
+        self.claims_lost.get()
+    }
+
+    /// The Prometheus text exposition (OpenMetrics flavour, which Prometheus reads).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Seconds from an RFC 3339 time to now; `None` when it does not parse. A clock skew that puts
+/// the event in the future counts as zero.
+fn seconds_since(rfc3339: &str) -> Option<f64> {
+    let at = OffsetDateTime::parse(rfc3339, &Rfc3339).ok()?;
+    Some((OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_measured_from_the_event_time() {
+        let earlier = (OffsetDateTime::now_utc() - time::Duration::seconds(90))
+            .format(&Rfc3339)
+            .unwrap();
+        let seconds = seconds_since(&earlier).unwrap();
+        assert!((89.0..120.0).contains(&seconds), "{seconds}");
+        assert_eq!(seconds_since("2999-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(seconds_since("yesterday"), None);
+    }
+
+    #[test]
+    fn names_are_the_documented_ones() {
+        let m = Metrics::new();
+        m.event("t1", "alerted");
+        m.tenant_api(Some(200));
+        m.tenant_api(None);
+        m.set_broker_connected(true);
+        m.set_parked(3);
+        let text = m.encode();
+        for line in [
+            "qscloud_consumer_events_total{tenant=\"t1\",outcome=\"alerted\"} 1",
+            "qscloud_consumer_tenant_api_requests_total{status=\"200\"} 1",
+            "qscloud_consumer_tenant_api_requests_total{status=\"error\"} 1",
+            "qscloud_consumer_broker_connected 1",
+            "qscloud_consumer_parked_alerts 3",
+            "# TYPE qscloud_consumer_alert_latency_seconds histogram",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_metrics_that_exist() {
+        let dashboard = include_str!("../../../infra/grafana/consumer-dashboard.json");
+        let m = Metrics::new();
+        m.event("t", "alerted");
+        m.tenant_api(Some(200));
+        m.alerts
+            .get_or_create(&AlertLabels {
+                sink: "s".into(),
+                outcome: "delivered",
+            })
+            .inc();
+        let exposed = m.encode();
+        let mut checked = 0;
+        for (at, _) in dashboard.match_indices("qscloud_consumer_") {
+            let name: String = dashboard[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                exposed.contains(&name),
+                "dashboard uses unknown metric {name}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 10);
+    }
+}
