@@ -216,11 +216,12 @@ async fn publish_failed_reload_of(
     setup: &Setup,
     app_name: Option<&str>,
 ) {
-    let body = event(
+    let body = event_with_reload(
         Sample::CloudEventsAppReload,
         &testkit::unique("event"),
         TENANT,
         fake_tenant::APP_ID,
+        fake_tenant::RELOAD_ID,
     );
     let mut body: Value = serde_json::from_slice(&body).expect("sample is JSON");
     if let Some(name) = app_name {

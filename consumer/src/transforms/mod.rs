@@ -34,7 +34,8 @@ pub enum Handled {
         event_id: String,
         event_type: String,
     },
-    /// A failed reload already handled earlier.
+    /// A failed reload already handled earlier: the same event again, or another event about
+    /// the same reload.
     Duplicate { event_id: String },
     /// A failed reload, delivered (or parked, or rate-limited) per sink.
     Alerted {
@@ -146,12 +147,17 @@ impl Transforms {
                 });
             }
         };
-        let key = dedupe::key(&envelope.tenant_id, &envelope.id);
-        if self.dedupe.seen(&key) {
+        let mut keys = vec![dedupe::key(&envelope.tenant_id, &envelope.id)];
+        if let Some(reload_id) = reload.reload_id.as_deref().filter(|id| !id.is_empty()) {
+            keys.push(dedupe::reload_key(&envelope.tenant_id, reload_id));
+        }
+        if self.dedupe.seen_any(&keys) {
             tracing::info!(
                 event_id = %envelope.id,
                 tenant = %envelope.tenant_id,
-                "event already handled (redelivery or Qlik retry), dropped"
+                reload_id = reload.reload_id.as_deref().unwrap_or(""),
+                "event or reload already alerted on (redelivery, Qlik retry, or the other event \
+                 type of the same failed reload), dropped"
             );
             return Ok(Handled::Duplicate {
                 event_id: envelope.id,
@@ -167,7 +173,7 @@ impl Transforms {
             alert.describe()
         );
         let outcomes = self.delivery.deliver(&alert).await?;
-        if let Err(e) = self.dedupe.remember(&key).await {
+        if let Err(e) = self.dedupe.remember_all(&keys).await {
             // The alert went out; failing here would only send it again.
             tracing::error!("{e}; a redelivery of this event would alert again");
         }

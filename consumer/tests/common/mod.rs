@@ -451,8 +451,26 @@ fn set(obj: &mut Value, path: &[&str], value: &str) {
     }
 }
 
-/// A sample body with its event id, tenant and app replaced (only the fields the format has).
+/// The reload id [`event`] gives an event: its own, so that events of one test are different
+/// reloads (the consumer alerts once per reload).
+pub fn reload_of(event_id: &str) -> String {
+    format!("reload-{event_id}")
+}
+
+/// A sample body with its event id, tenant and app replaced (only the fields the format has),
+/// about reload [`reload_of`]`(event_id)`.
 pub fn event(sample: Sample, event_id: &str, tenant: &str, app_id: &str) -> Vec<u8> {
+    event_with_reload(sample, event_id, tenant, app_id, &reload_of(event_id))
+}
+
+/// A sample body about a given reload (the fake tenant knows the samples' own reload ids).
+pub fn event_with_reload(
+    sample: Sample,
+    event_id: &str,
+    tenant: &str,
+    app_id: &str,
+    reload_id: &str,
+) -> Vec<u8> {
     let body = match sample {
         Sample::Legacy => testkit::sample("app-reload-failed.legacy.json"),
         Sample::Hybrid => testkit::hybrid_sample(),
@@ -469,6 +487,10 @@ pub fn event(sample: Sample, event_id: &str, tenant: &str, app_id: &str) -> Vec<
     set(&mut v, &["toplevelresourceid"], app_id);
     set(&mut v, &["extensions", "topLevelResourceId"], app_id);
     set(&mut v, &["data", "appId"], app_id);
+    set(&mut v, &["data", "reloadId"], reload_id);
+    if sample == Sample::CloudEventsReloadFinished {
+        set(&mut v, &["data", "id"], reload_id);
+    }
     serde_json::to_vec(&v).expect("serializes")
 }
 
