@@ -67,3 +67,50 @@ async fn killed_before_acknowledging_gets_the_event_again_and_alerts_once() {
         );
     }
 }
+
+/// Issue 9: the rate-limit window starts once the alert was delivered (or parked), not before.
+/// A consumer killed mid-delivery used to find the window taken when the broker sent the event
+/// again, and dropped the alert as rate-limited.
+#[tokio::test]
+async fn killed_mid_delivery_under_a_rate_limit_still_alerts_after_restart() {
+    let broker = testkit::embedded();
+    let mut slack = Receiver::start().await;
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            slack: Some(slack.url("services/T000/B000/slack-token")),
+            chat_rate_limit: 3600,
+            max_attempts: 1,
+            ..Default::default()
+        },
+    );
+    slack.set_mode(Mode::Hang);
+    let first = spawn_binary(&setup).await;
+    let id = testkit::unique("crash");
+    let app = testkit::unique("app");
+    publish(
+        &broker,
+        &setup.topic,
+        event(Sample::CloudEventsAppReload, &id, TENANT, &app),
+    )
+    .await;
+    slack.hung().await;
+    first.kill().await;
+
+    slack.set_mode(Mode::Ok);
+    let mut second = spawn_binary(&setup).await;
+    slack.delivered().await;
+    let line = second.wait_for_line(&format!("sink=\"slack:{TENANT}\"")).await;
+    assert!(line.contains("alert delivered"), "{line}");
+    // The window is taken now: a second failed reload of the app within the hour is dropped.
+    let again = testkit::unique("crash");
+    publish(
+        &broker,
+        &setup.topic,
+        event(Sample::CloudEventsAppReload, &again, TENANT, &app),
+    )
+    .await;
+    second.wait_for_line("not sent, rate limit").await;
+    assert!(slack.drain_delivered().is_empty());
+    second.kill().await;
+}

@@ -146,7 +146,10 @@ impl Delivery {
             Some(recipient) => format!("{app}|{}", recipient.to_ascii_lowercase()),
             None => app.to_owned(),
         };
-        if !self.rate_limits.admit(name, &key, sink.rate_limit()).await {
+        // The window is checked now and started only once the alert was delivered or parked
+        // (below): a consumer killed mid-delivery must find it open when the broker redelivers.
+        let window = sink.rate_limit();
+        if !self.rate_limits.is_open(name, &key, window).await {
             tracing::info!(
                 sink = name,
                 "{}: not sent, rate limit of {:?} per app{}",
@@ -162,6 +165,7 @@ impl Delivery {
         }
         match retry::send_with_retry(sink.as_ref(), alert, &self.retry).await {
             Ok(attempts) => {
+                self.rate_limits.record(name, &key, window).await;
                 tracing::info!(
                     sink = name,
                     attempts,
@@ -178,6 +182,7 @@ impl Delivery {
                     .await
                 {
                     Ok(path) => {
+                        self.rate_limits.record(name, &key, window).await;
                         tracing::error!(
                             sink = name,
                             attempts = failure.attempts,
