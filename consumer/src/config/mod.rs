@@ -66,6 +66,10 @@ pub struct ConsumerConfig {
     pub retry: RetryConfig,
     /// Extension `Butler.qlikSenseCloud.consumer.enrichment`: tenant REST API behaviour.
     pub enrichment: EnrichmentConfig,
+    /// Extension `Butler.qlikSenseCloud.consumer.shutdownGraceSeconds` (default 10): on SIGTERM
+    /// the message in hand gets this long to finish; then it is left unacknowledged for the
+    /// broker to send again (or parked raw, without a persistent session).
+    pub shutdown_grace: std::time::Duration,
     /// Destinations for failed reloads of every configured tenant: the extension's
     /// `Butler.qlikSenseCloud.consumer.destinations` and Butler's script log to disk. Butler's
     /// per-tenant alerts are in [`TenantConfig::alert`].

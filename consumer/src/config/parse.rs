@@ -68,6 +68,7 @@ pub(crate) fn parse(
             dedupe: extension.dedupe,
             retry: extension.retry,
             enrichment: extension.enrichment,
+            shutdown_grace: extension.shutdown_grace,
             destinations,
             smtp,
             sources,
