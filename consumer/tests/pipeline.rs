@@ -28,18 +28,13 @@ struct Expect {
 
 fn expectation(sample: Sample, event_id: &str, app_id: &str) -> Expect {
     let (error_message, event_time) = match sample {
-        Sample::Legacy => (
-            "Field 'Amount' not found",
-            "2026-09-14T11-31-39",
-        ),
-        Sample::Hybrid | Sample::CloudEventsAppReload => (
-            "Field 'Amount' not found",
-            "2026-11-30T07-06-22",
-        ),
-        Sample::CloudEventsReloadFinished => (
-            "The reload failed: script error",
-            "2026-11-30T07-06-25",
-        ),
+        Sample::Legacy => ("Field 'Amount' not found", "2026-09-14T11-31-39"),
+        Sample::Hybrid | Sample::CloudEventsAppReload => {
+            ("Field 'Amount' not found", "2026-11-30T07-06-22")
+        }
+        Sample::CloudEventsReloadFinished => {
+            ("The reload failed: script error", "2026-11-30T07-06-25")
+        }
     };
     Expect {
         event_id: event_id.to_owned(),
@@ -603,7 +598,10 @@ async fn both_event_types_of_one_failed_reload_alert_once() {
     )
     .await;
     let (alert, _) = alerted(consumer.handled().await);
-    assert_eq!(alert.event_id, other, "another reload of the same app alerts");
+    assert_eq!(
+        alert.event_id, other,
+        "another reload of the same app alerts"
+    );
     consumer.stop().await;
     let got = webhook.delivered().await;
     assert_eq!(got.body["eventId"], app_event.as_str());

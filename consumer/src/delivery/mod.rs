@@ -7,6 +7,7 @@
 //! unacknowledged, so the broker sends it again.
 
 pub mod dead_letter;
+pub mod parked_message;
 pub mod rate_limit;
 pub mod retry;
 

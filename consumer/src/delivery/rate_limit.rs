@@ -131,9 +131,17 @@ mod tests {
         let w = Duration::from_secs(60);
         assert!(limits.is_open("slack:t", "app1", w).await);
         assert!(limits.is_open("slack:t", "app1", w).await);
-        assert!(RateLimits::load(dir.path()).is_open("slack:t", "app1", w).await);
+        assert!(
+            RateLimits::load(dir.path())
+                .is_open("slack:t", "app1", w)
+                .await
+        );
         limits.record("slack:t", "app1", w).await;
         assert!(!limits.is_open("slack:t", "app1", w).await);
-        assert!(!RateLimits::load(dir.path()).is_open("slack:t", "app1", w).await);
+        assert!(
+            !RateLimits::load(dir.path())
+                .is_open("slack:t", "app1", w)
+                .await
+        );
     }
 }

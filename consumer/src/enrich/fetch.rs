@@ -143,9 +143,9 @@ impl TenantClient {
         });
         let owner_f = async {
             match &event_owner {
-                Some(owner) => Some(
-                    within(deadline, limit, async { Ok(self.user(owner).await?) }).await,
-                ),
+                Some(owner) => {
+                    Some(within(deadline, limit, async { Ok(self.user(owner).await?) }).await)
+                }
                 None => None,
             }
         };

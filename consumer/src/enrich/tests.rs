@@ -283,7 +283,10 @@ fn a_duration_past_the_end_of_the_calendar_leaves_the_stop_time_unknown() {
     // Issue 9: `durationSeconds: 1e300` (and a reload the tenant does not know, so the start
     // time comes from the event) used to overflow `OffsetDateTime + Duration` and panic.
     for duration in ["1e300", "9.3e15", "1.8e19", "-1e300"] {
-        let body = RELOAD.replace("\"durationSeconds\":13", &format!("\"durationSeconds\":{duration}"));
+        let body = RELOAD.replace(
+            "\"durationSeconds\":13",
+            &format!("\"durationSeconds\":{duration}"),
+        );
         assert_ne!(body, RELOAD, "the sample has durationSeconds: 13");
         let envelope = Envelope::parse(body.as_bytes()).expect("envelope");
         let reload = envelope.reload().expect("reload event");
