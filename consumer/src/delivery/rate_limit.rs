@@ -61,11 +61,11 @@ impl RateLimits {
         }
         let now = now_unix();
         let state = self.state.lock().await;
-        !state
+        state
             .last_sent
             .get(sink)
             .and_then(|per_app| per_app.get(key))
-            .is_some_and(|last| now.saturating_sub(*last) < window.as_secs())
+            .is_none_or(|last| now.saturating_sub(*last) >= window.as_secs())
     }
 
     /// Starts the window for `key` at `sink` now and saves the state.
