@@ -189,7 +189,32 @@ fn list_parked(dir: &Path, only_sink: Option<&str>) -> anyhow::Result<u8> {
         }
     }
     eprintln!("{shown} parked alert(s) in {}", dir.display());
+    list_parked_messages(dir)?;
     Ok(exit::OK)
+}
+
+/// Raw messages the pipeline parked (a panic or error while handling them): listed, never
+/// re-sent by `replay`, since they are not alerts yet.
+fn list_parked_messages(dir: &Path) -> anyhow::Result<usize> {
+    let messages =
+        delivery::parked_message::list_messages(dir).context("listing parked raw messages")?;
+    for (path, message) in &messages {
+        println!(
+            "{}	message	{}	{}	{}",
+            message.parked_at,
+            message.topic,
+            message.reason,
+            path.display()
+        );
+    }
+    if !messages.is_empty() {
+        eprintln!(
+            "{} parked raw message(s) in {}: publish a payload again to its topic to handle it anew",
+            messages.len(),
+            delivery::parked_message::messages_dir(dir).display()
+        );
+    }
+    Ok(messages.len())
 }
 
 async fn replay(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyhow::Result<u8> {
@@ -213,6 +238,7 @@ async fn replay(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyho
         "replay: {} delivered, {} still failing, {} for unknown sinks, {} unreadable",
         report.delivered, report.failed, report.unknown_sink, report.unreadable
     );
+    list_parked_messages(&config.dead_letter_dir)?;
     Ok(if report.remaining() == 0 {
         exit::OK
     } else {

@@ -216,11 +216,14 @@ async fn publish_failed_reload_of(
     setup: &Setup,
     app_name: Option<&str>,
 ) {
-    let body = event(
+    // A reload of its own each time (the consumer alerts once per reload) that the fake
+    // tenant still knows.
+    let body = event_with_reload(
         Sample::CloudEventsAppReload,
         &testkit::unique("event"),
         TENANT,
         fake_tenant::APP_ID,
+        &format!("{}.{}", fake_tenant::RELOAD_ID, testkit::unique("run")),
     );
     let mut body: Value = serde_json::from_slice(&body).expect("sample is JSON");
     if let Some(name) = app_name {

@@ -490,3 +490,30 @@ Butler:
     assert!(e.missing.is_empty(), "{:?}", e.missing);
     assert!(fake.wait_for(Route::User, 1, Duration::from_secs(1)).await);
 }
+
+/// Issue 9: one event's enrichment ends at `enrichment.deadlineSeconds`, however the tenant
+/// answers (a 429 with a long `Retry-After` on one endpoint, no answer on another). What
+/// arrived in time is kept; the rest is listed as missing with the reason.
+#[tokio::test]
+async fn enrichment_ends_at_the_event_deadline_and_keeps_what_arrived() {
+    let fake = FakeTenant::start().await;
+    fake.fail_always(Route::ScriptLog, Fault::Hang);
+    fake.fail_always(Route::Reload, Fault::RetryAfter(429, "30".into()));
+    let (envelope, reload) = sample(APP_RELOAD);
+    let settings = EnrichmentConfig {
+        request_timeout: Duration::from_secs(60),
+        max_retries: 5,
+        max_retry_after: Duration::from_secs(30),
+        deadline: Duration::from_secs(1),
+        ..fast()
+    };
+    let started = std::time::Instant::now();
+    let e = client(&fake, settings).enrich(&envelope, &reload).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    for what in [Resource::ScriptLog, Resource::Reload] {
+        let reason = missing_of(&e, what).unwrap_or_default();
+        assert!(reason.contains("deadlineSeconds"), "{what}: {reason}");
+    }
+    assert!(e.app.is_some() && e.app_item.is_some() && e.owner.is_some());
+}

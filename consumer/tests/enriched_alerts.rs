@@ -40,11 +40,12 @@ async fn enriched_alert_reaches_each_destination_with_its_script_log_excerpt() {
     publish(
         &broker,
         &setup.topic,
-        event(
+        event_with_reload(
             Sample::CloudEventsAppReload,
             &id,
             TENANT,
             fake_tenant::APP_ID,
+            fake_tenant::RELOAD_ID,
         ),
     )
     .await;
@@ -119,11 +120,12 @@ async fn tenant_api_down_still_alerts_and_says_what_is_missing() {
     publish(
         &broker,
         &setup.topic,
-        event(
+        event_with_reload(
             Sample::CloudEventsReloadFinished,
             &id,
             TENANT,
             fake_tenant::APP_ID,
+            fake_tenant::RELOAD_ID,
         ),
     )
     .await;
@@ -153,11 +155,12 @@ async fn alert_once(broker: &testkit::TestBroker, setup: &Setup, consumer: &mut 
     publish(
         broker,
         &setup.topic,
-        event(
+        event_with_reload(
             Sample::CloudEventsAppReload,
             &id,
             TENANT,
             fake_tenant::APP_ID,
+            fake_tenant::RELOAD_ID,
         ),
     )
     .await;

@@ -21,33 +21,25 @@ fn alerted(handled: Handled) -> (Box<consumer::alert::Alert>, Vec<(String, Outco
 struct Expect {
     event_id: String,
     app_id: String,
-    reload_id: &'static str,
+    reload_id: String,
     error_message: &'static str,
     event_time: &'static str,
 }
 
 fn expectation(sample: Sample, event_id: &str, app_id: &str) -> Expect {
-    let (reload_id, error_message, event_time) = match sample {
-        Sample::Legacy => (
-            "66e5727b9f3c8a0013a4b5c6",
-            "Field 'Amount' not found",
-            "2026-09-14T11-31-39",
-        ),
-        Sample::Hybrid | Sample::CloudEventsAppReload => (
-            "674ab6e2c1d0f80012e3f4a5",
-            "Field 'Amount' not found",
-            "2026-11-30T07-06-22",
-        ),
-        Sample::CloudEventsReloadFinished => (
-            "674ab6e2c1d0f80012e3f4a5",
-            "The reload failed: script error",
-            "2026-11-30T07-06-25",
-        ),
+    let (error_message, event_time) = match sample {
+        Sample::Legacy => ("Field 'Amount' not found", "2026-09-14T11-31-39"),
+        Sample::Hybrid | Sample::CloudEventsAppReload => {
+            ("Field 'Amount' not found", "2026-11-30T07-06-22")
+        }
+        Sample::CloudEventsReloadFinished => {
+            ("The reload failed: script error", "2026-11-30T07-06-25")
+        }
     };
     Expect {
         event_id: event_id.to_owned(),
         app_id: app_id.to_owned(),
-        reload_id,
+        reload_id: reload_of(event_id),
         error_message,
         event_time,
     }
@@ -102,7 +94,7 @@ async fn failed_reload_in_every_envelope_alerts_once_per_sink() {
             );
             assert_eq!(
                 alert.reload_id.as_deref(),
-                Some(want.reload_id),
+                Some(want.reload_id.as_str()),
                 "{context}"
             );
             let names: Vec<&str> = outcomes.iter().map(|(n, _)| n.as_str()).collect();
@@ -130,7 +122,7 @@ async fn failed_reload_in_every_envelope_alerts_once_per_sink() {
             assert_eq!(got.path, "/services/T000/B000/slack-token");
             let text = got.body.to_string();
             assert!(text.contains(&want.app_id), "{context}: {text}");
-            assert!(text.contains(want.reload_id), "{context}: {text}");
+            assert!(text.contains(&want.reload_id), "{context}: {text}");
             assert!(text.contains(want.error_message), "{context}: {text}");
             assert_eq!(got.body["channel"], "sense-failures");
             assert_eq!(got.body["username"], "Qlik Sense");
@@ -153,7 +145,7 @@ async fn failed_reload_in_every_envelope_alerts_once_per_sink() {
             assert_eq!(got.body["eventId"], want.event_id.as_str(), "{context}");
             assert_eq!(got.body["tenantId"], TENANT);
             assert_eq!(got.body["appId"], want.app_id.as_str());
-            assert_eq!(got.body["reloadId"], want.reload_id);
+            assert_eq!(got.body["reloadId"], want.reload_id.as_str());
             assert_eq!(got.body["errorMessage"], want.error_message);
             assert_eq!(
                 got.body["appUrl"].as_str().map(|u| u.ends_with(&app_url)),
@@ -176,7 +168,7 @@ async fn failed_reload_in_every_envelope_alerts_once_per_sink() {
             ));
             let content = std::fs::read_to_string(&file)
                 .unwrap_or_else(|e| panic!("{context}: {}: {e}", file.display()));
-            assert!(content.contains(want.reload_id), "{content}");
+            assert!(content.contains(&want.reload_id), "{content}");
             assert!(content.contains(want.error_message), "{content}");
         }
         consumer.stop().await;
@@ -554,4 +546,73 @@ async fn alerts_re_published_under_the_subscription_are_not_taken_for_events() {
         }
     );
     consumer.stop().await;
+}
+
+/// Issue 9: Qlik reports one failed app reload twice, as `com.qlik.v1.app.reload.finished`
+/// (status error) and as `com.qlik.v1.reload.finished` (FAILED), with different event ids and
+/// the same reload id. One alert, also after a restart; another reload still alerts.
+#[tokio::test]
+async fn both_event_types_of_one_failed_reload_alert_once() {
+    let broker = testkit::embedded();
+    let mut webhook = Receiver::start().await;
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            webhook: Some(webhook.url("hook")),
+            max_attempts: 1,
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    let app = testkit::unique("app");
+    let reload = testkit::unique("reload");
+    let (app_event, reload_event) = (testkit::unique("event"), testkit::unique("event"));
+    for (sample, id) in [
+        (Sample::CloudEventsAppReload, &app_event),
+        (Sample::CloudEventsReloadFinished, &reload_event),
+    ] {
+        let body = event_with_reload(sample, id, TENANT, &app, &reload);
+        publish(&broker, &setup.topic, body).await;
+    }
+    let (alert, _) = alerted(consumer.handled().await);
+    assert_eq!(alert.event_id, app_event);
+    assert_eq!(
+        consumer.handled().await,
+        Handled::Duplicate {
+            event_id: reload_event.clone(),
+            tenant_id: TENANT.to_owned(),
+        }
+    );
+    consumer.stop().await;
+
+    let mut consumer = start(&setup).await;
+    let legacy = testkit::unique("event");
+    let body = event_with_reload(Sample::Legacy, &legacy, TENANT, &app, &reload);
+    publish(&broker, &setup.topic, body).await;
+    assert_eq!(
+        consumer.handled().await,
+        Handled::Duplicate {
+            event_id: legacy,
+            tenant_id: TENANT.to_owned(),
+        },
+        "remembered across a restart"
+    );
+    let other = testkit::unique("event");
+    publish(
+        &broker,
+        &setup.topic,
+        event(Sample::CloudEventsReloadFinished, &other, TENANT, &app),
+    )
+    .await;
+    let (alert, _) = alerted(consumer.handled().await);
+    assert_eq!(
+        alert.event_id, other,
+        "another reload of the same app alerts"
+    );
+    consumer.stop().await;
+    let got = webhook.delivered().await;
+    assert_eq!(got.body["eventId"], app_event.as_str());
+    let got = webhook.delivered().await;
+    assert_eq!(got.body["eventId"], other.as_str());
+    assert!(webhook.drain_delivered().is_empty());
 }

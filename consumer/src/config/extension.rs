@@ -47,6 +47,10 @@ pub struct EnrichmentConfig {
     pub initial_backoff: Duration,
     /// `maxScriptLogBytes` (default 16 MiB): a longer script log is cut, keeping the tail.
     pub max_script_log_bytes: usize,
+    /// `deadlineSeconds` (default 20): all tenant API calls for one event, retries and
+    /// `Retry-After` pauses included, end by then; what has not arrived is left out and listed
+    /// in the alert's `missing`.
+    pub deadline: Duration,
 }
 
 impl Default for EnrichmentConfig {
@@ -58,6 +62,7 @@ impl Default for EnrichmentConfig {
             max_retry_after: Duration::from_secs(30),
             initial_backoff: Duration::from_millis(500),
             max_script_log_bytes: 16 * 1024 * 1024,
+            deadline: Duration::from_secs(20),
         }
     }
 }
@@ -70,7 +75,11 @@ pub(crate) struct Extension {
     pub retry: RetryConfig,
     pub enrichment: EnrichmentConfig,
     pub ha: HaConfig,
+    pub shutdown_grace: Duration,
 }
+
+/// Default of `shutdownGraceSeconds`: well inside systemd's 90 s stop timeout.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub(crate) fn parse_extension(ext: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Extension {
     ext.expect_map(p, false);
@@ -96,6 +105,12 @@ pub(crate) fn parse_extension(ext: &Node<'_>, env: Env<'_>, p: &mut Problems) ->
         retry: parse_retry(&ext.child("retry"), p),
         enrichment: parse_enrichment(&ext.child("enrichment"), p),
         ha: parse_ha(ext, env, p),
+        shutdown_grace: Duration::from_secs(ext.child("shutdownGraceSeconds").u64_or(
+            p,
+            DEFAULT_SHUTDOWN_GRACE.as_secs(),
+            0,
+            80,
+        )),
     }
 }
 
@@ -154,6 +169,12 @@ fn parse_enrichment(node: &Node<'_>, p: &mut Problems) -> EnrichmentConfig {
             1024 * 1024 * 1024,
         ))
         .unwrap_or(d.max_script_log_bytes),
+        deadline: Duration::from_secs(node.child("deadlineSeconds").u64_or(
+            p,
+            d.deadline.as_secs(),
+            1,
+            600,
+        )),
     }
 }
 
@@ -179,6 +200,11 @@ pub(crate) fn summary(s: &mut String, config: &super::ConsumerConfig) {
             .metrics_listen
             .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"))
     );
+    let _ = writeln!(
+        s,
+        "Shutdown: up to {}s to finish the message in hand",
+        config.shutdown_grace.as_secs()
+    );
     let retry = &config.retry;
     let _ = writeln!(
         s,
@@ -191,10 +217,11 @@ pub(crate) fn summary(s: &mut String, config: &super::ConsumerConfig) {
     if e.enable {
         let _ = writeln!(
             s,
-            "Tenant API: timeout {}s, {} retries on 429/5xx, Retry-After capped at {}s",
+            "Tenant API: timeout {}s, {} retries on 429/5xx, Retry-After capped at {}s, {}s per event",
             e.request_timeout.as_secs(),
             e.max_retries,
-            e.max_retry_after.as_secs()
+            e.max_retry_after.as_secs(),
+            e.deadline.as_secs()
         );
     } else {
         let _ = writeln!(s, "Tenant API: off (alerts carry event content only)");

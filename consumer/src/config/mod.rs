@@ -76,6 +76,10 @@ pub struct ConsumerConfig {
     /// `metrics.listen`: where several instances share their decisions, and where operators
     /// read metrics and health.
     pub ha: HaConfig,
+    /// Extension `Butler.qlikSenseCloud.consumer.shutdownGraceSeconds` (default 10): on SIGTERM
+    /// the message in hand gets this long to finish; then it is left unacknowledged for the
+    /// broker to send again (or parked raw, without a persistent session).
+    pub shutdown_grace: std::time::Duration,
     /// Destinations for failed reloads of every configured tenant: the extension's
     /// `Butler.qlikSenseCloud.consumer.destinations` and Butler's script log to disk. Butler's
     /// per-tenant alerts are in [`TenantConfig::alert`].

@@ -69,6 +69,7 @@ pub(crate) fn parse(
             retry: extension.retry,
             enrichment: extension.enrichment,
             ha: extension.ha,
+            shutdown_grace: extension.shutdown_grace,
             destinations,
             smtp,
             sources,

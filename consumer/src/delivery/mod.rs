@@ -7,6 +7,7 @@
 //! unacknowledged, so the broker sends it again.
 
 pub mod dead_letter;
+pub mod parked_message;
 pub mod rate_limit;
 pub mod retry;
 
@@ -148,7 +149,11 @@ impl Delivery {
             Some(recipient) => format!("{app}|{}", recipient.to_ascii_lowercase()),
             None => app.to_owned(),
         };
-        if !self.rate_limits.admit(name, &key, sink.rate_limit()).await {
+        // The window is checked now and started only once the alert was delivered or parked
+        // (below): a consumer killed mid-delivery must find it open when the broker redelivers.
+        let window = sink.rate_limit();
+        let holder = format!("{}|{}", alert.tenant_id, alert.event_id);
+        if !self.rate_limits.is_open(name, &key, window, &holder).await {
             tracing::info!(
                 sink = name,
                 "{}: not sent, rate limit of {:?} per app{}",
@@ -164,6 +169,7 @@ impl Delivery {
         }
         match retry::send_with_retry(sink.as_ref(), alert, &self.retry).await {
             Ok(attempts) => {
+                self.rate_limits.record(name, &key, window, &holder).await;
                 tracing::info!(
                     sink = name,
                     attempts,
@@ -180,6 +186,7 @@ impl Delivery {
                     .await
                 {
                     Ok(path) => {
+                        self.rate_limits.record(name, &key, window, &holder).await;
                         tracing::error!(
                             sink = name,
                             attempts = failure.attempts,

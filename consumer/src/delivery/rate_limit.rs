@@ -5,7 +5,7 @@
 //! (email), as Butler keys its email rate limiter.
 //!
 //! With the Redis state store the window lives there instead, one per sink and key for every
-//! instance of the group ([`crate::state::RedisStore::admit`]).
+//! instance of the group ([`crate::state::RedisStore::window_open`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,22 +66,42 @@ impl RateLimits {
     }
 
     /// Whether an alert under `key` (the app id, or `<appId>|<recipient>`) may go to `sink`
-    /// now; if so, the window starts now.
-    pub async fn admit(&self, sink: &str, key: &str, window: Duration) -> bool {
+    /// now. Does not start the window: [`Self::record`] does, once the alert was delivered or
+    /// parked, so a consumer killed in between finds the window still open when the broker
+    /// sends the event again. Exact while messages are handled one at a time (the pipeline
+    /// does): nothing else can check the same key between this check and the record.
+    ///
+    /// `holder` names the alert (tenant + event id). With the shared store the check reserves
+    /// the window for it, so the group stays exact while instances handle events concurrently,
+    /// and an instance taking over a dead one's event may still send it.
+    pub async fn is_open(&self, sink: &str, key: &str, window: Duration, holder: &str) -> bool {
         if window.is_zero() {
             return true;
         }
         if let Some(store) = &self.shared {
-            return store.admit(sink, key, window).await;
+            return store.window_open(sink, key, window, holder).await;
+        }
+        let now = now_unix();
+        let state = self.state.lock().await;
+        state
+            .last_sent
+            .get(sink)
+            .and_then(|per_app| per_app.get(key))
+            .is_none_or(|last| now.saturating_sub(*last) >= window.as_secs())
+    }
+
+    /// Starts the window for `key` at `sink` now and saves the state.
+    pub async fn record(&self, sink: &str, key: &str, window: Duration, holder: &str) {
+        if window.is_zero() {
+            return;
+        }
+        if let Some(store) = &self.shared {
+            store.window_used(sink, key, window, holder).await;
+            return;
         }
         let now = now_unix();
         let mut state = self.state.lock().await;
         let per_app = state.last_sent.entry(sink.to_owned()).or_default();
-        if let Some(last) = per_app.get(key)
-            && now.saturating_sub(*last) < window.as_secs()
-        {
-            return false;
-        }
         per_app.insert(key.to_owned(), now);
         // Forget windows long closed, so the file stays small.
         let horizon = now.saturating_sub(window.as_secs().max(86_400));
@@ -94,6 +114,15 @@ impl RateLimits {
             }
             Err(e) => tracing::warn!("rate-limit state does not serialize: {e}"),
         }
+    }
+
+    /// [`Self::is_open`], then [`Self::record`] when it was: for callers that have nothing
+    /// between the two.
+    pub async fn admit(&self, sink: &str, key: &str, window: Duration) -> bool {
+        if !self.is_open(sink, key, window, "").await {
+            return false;
+        }
+        self.record(sink, key, window, "").await;
         true
     }
 }
@@ -119,5 +148,26 @@ mod tests {
         assert!(limits.admit("slack:t", "app1", Duration::ZERO).await);
         let again = RateLimits::load(dir.path());
         assert!(!again.admit("slack:t", "app1", w).await);
+    }
+
+    #[tokio::test]
+    async fn checking_does_not_start_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = RateLimits::load(dir.path());
+        let w = Duration::from_secs(60);
+        assert!(limits.is_open("slack:t", "app1", w, "t|e1").await);
+        assert!(limits.is_open("slack:t", "app1", w, "t|e1").await);
+        assert!(
+            RateLimits::load(dir.path())
+                .is_open("slack:t", "app1", w, "t|e1")
+                .await
+        );
+        limits.record("slack:t", "app1", w, "t|e1").await;
+        assert!(!limits.is_open("slack:t", "app1", w, "t|e1").await);
+        assert!(
+            !RateLimits::load(dir.path())
+                .is_open("slack:t", "app1", w, "t|e1")
+                .await
+        );
     }
 }

@@ -447,9 +447,13 @@ pub fn build_context(
             reload.duration_ms,
         )
     {
-        // `com.qlik.v1.reload.finished` has a start time and a duration but no end time.
-        let end = start + time::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX));
-        end_raw = end.format(&Rfc3339).ok();
+        // `com.qlik.v1.reload.finished` has a start time and a duration but no end time. Both
+        // come from the event: a duration past the calendar's end leaves the end time unknown
+        // rather than overflowing.
+        let end = start.checked_add(time::Duration::milliseconds(
+            i64::try_from(ms).unwrap_or(i64::MAX),
+        ));
+        end_raw = end.and_then(|end| end.format(&Rfc3339).ok());
     }
 
     let log = enrichment

@@ -17,6 +17,21 @@ pub enum EnrichError {
     NoId(&'static str),
     #[error("the app is not among the items the tenant returned")]
     NoItem,
+    /// `enrichment.deadlineSeconds` passed before the answer arrived.
+    #[error("no answer within the event's deadline of {0} s (enrichment.deadlineSeconds)")]
+    Deadline(u64),
+}
+
+/// `future`, or [`EnrichError::Deadline`] once `deadline` has passed: one event's tenant API
+/// calls, retries and `Retry-After` pauses included, never hold its alert up longer.
+pub(crate) async fn within<T>(
+    deadline: tokio::time::Instant,
+    limit: std::time::Duration,
+    future: impl std::future::Future<Output = Result<T, EnrichError>>,
+) -> Result<T, EnrichError> {
+    tokio::time::timeout_at(deadline, future)
+        .await
+        .unwrap_or(Err(EnrichError::Deadline(limit.as_secs())))
 }
 
 /// Which tenant API resource an entry of [`Enrichment::missing`] is about.
@@ -106,29 +121,33 @@ impl TenantClient {
         let app_id = reload.app_id.clone().or_else(|| envelope.app_id());
         let reload_id = reload.reload_id.clone();
         let event_owner = envelope.owner_id.clone();
+        let limit = self.settings().deadline;
+        let deadline = tokio::time::Instant::now() + limit;
 
         let need =
             |id: &Option<String>, what: &'static str| id.clone().ok_or(EnrichError::NoId(what));
-        let reload_f = async {
+        let reload_f = within(deadline, limit, async {
             let id = need(&reload_id, "reload id")?;
             Ok(self.reload(&id).await?)
-        };
-        let log_f = async {
+        });
+        let log_f = within(deadline, limit, async {
             let app = need(&app_id, "app id")?;
             let id = need(&reload_id, "reload id")?;
             Ok(self.script_log(&app, &id).await?)
-        };
-        let app_f = async {
+        });
+        let app_f = within(deadline, limit, async {
             let app = need(&app_id, "app id")?;
             Ok(self.app(&app).await?)
-        };
-        let item_f = async {
+        });
+        let item_f = within(deadline, limit, async {
             let app = need(&app_id, "app id")?;
             self.app_item(&app).await?.ok_or(EnrichError::NoItem)
-        };
+        });
         let owner_f = async {
             match &event_owner {
-                Some(owner) => Some(self.user(owner).await.map_err(EnrichError::from)),
+                Some(owner) => {
+                    Some(within(deadline, limit, async { Ok(self.user(owner).await?) }).await)
+                }
                 None => None,
             }
         };
@@ -155,7 +174,9 @@ impl TenantClient {
         let owner_r = match owner_r {
             Some(result) => result,
             None => match out.app.as_ref().and_then(|a| a.owner_id.clone()) {
-                Some(owner) => self.user(&owner).await.map_err(EnrichError::from),
+                Some(owner) => {
+                    within(deadline, limit, async { Ok(self.user(&owner).await?) }).await
+                }
                 None => Err(EnrichError::NoId("owner id")),
             },
         };

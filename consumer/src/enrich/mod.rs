@@ -14,6 +14,7 @@ pub use context::{
     ExecutionStartTime, ExecutionStopTime, ScriptLogParts, build_context, group_thousands,
     script_log_parts,
 };
+pub(crate) use fetch::within;
 pub use fetch::{EnrichError, Enrichment, Missing, Resource};
 
 #[cfg(test)]

@@ -279,6 +279,36 @@ fn reload_finished_event_without_enrichment_still_has_the_essentials() {
 }
 
 #[test]
+fn a_duration_past_the_end_of_the_calendar_leaves_the_stop_time_unknown() {
+    // Issue 9: `durationSeconds: 1e300` (and a reload the tenant does not know, so the start
+    // time comes from the event) used to overflow `OffsetDateTime + Duration` and panic.
+    for duration in ["1e300", "9.3e15", "1.8e19", "-1e300"] {
+        let body = RELOAD.replace(
+            "\"durationSeconds\":13",
+            &format!("\"durationSeconds\":{duration}"),
+        );
+        assert_ne!(body, RELOAD, "the sample has durationSeconds: 13");
+        let envelope = Envelope::parse(body.as_bytes()).expect("envelope");
+        let reload = envelope.reload().expect("reload event");
+        let ctx = build_context(
+            &envelope,
+            &reload,
+            &tenant("https://acme.eu.qlikcloud.com"),
+            &Enrichment::default(),
+            10,
+            10,
+        );
+        assert_eq!(
+            ctx.execution_start_time.start_time_utc,
+            "2026-11-30T07:06:12Z"
+        );
+        if !duration.starts_with('-') {
+            assert_eq!(ctx.execution_stop_time.stop_time_utc, "", "{duration}");
+        }
+    }
+}
+
+#[test]
 fn legacy_envelope_gives_the_same_context() {
     let legacy = Envelope::parse(LEGACY.as_bytes()).expect("legacy");
     let ce = Envelope::parse(APP_RELOAD.as_bytes()).expect("cloudevents");

@@ -183,16 +183,26 @@ impl Claims {
         }
     }
 
-    /// The event was delivered or parked: remember it so no instance alerts it again.
-    pub async fn finish(&mut self, claim: Claim) {
+    /// The event was delivered or parked: remember it, and the `also` keys (e.g. the event id
+    /// beside a reload's claim), so no instance alerts it again.
+    pub async fn finish(&mut self, claim: Claim, also: &[String]) {
         match self {
             Claims::File(dedupe) => {
-                if let Err(e) = dedupe.remember(&claim.key).await {
+                let keys: Vec<&str> = std::iter::once(claim.key.as_str())
+                    .chain(also.iter().map(String::as_str))
+                    .collect();
+                // One save for all keys: the acknowledgement waits for it.
+                if let Err(e) = dedupe.remember_all(&keys).await {
                     // The alert went out; failing here would only send it again.
                     tracing::error!("{e}; a redelivery of this event would alert again");
                 }
             }
-            Claims::Shared(shared) => shared.finish(claim).await,
+            Claims::Shared(shared) => {
+                for key in also {
+                    shared.store.remember(key, shared.retention).await;
+                }
+                shared.finish(claim).await;
+            }
         }
     }
 

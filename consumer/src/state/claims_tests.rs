@@ -58,7 +58,7 @@ async fn one_instance_handles_the_other_waits_for_done_then_drops_it() {
         !waiting.is_finished(),
         "b must wait while a holds the claim"
     );
-    a.finish(claim).await;
+    a.finish(claim, &[]).await;
     assert!(
         tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
@@ -91,7 +91,7 @@ async fn a_dead_holder_is_taken_over_when_its_lease_expires() {
         panic!("b handles it")
     };
     assert!(started.elapsed() <= lease * 2);
-    b.finish(taken).await;
+    b.finish(taken, &[]).await;
     assert!(matches!(a.begin(&key).await, Begin::Duplicate));
 }
 
@@ -109,7 +109,7 @@ async fn a_claim_lost_during_an_outage_is_counted_not_silent() {
         .await
         .expect("del");
     let before = crate::metrics::global().claims_lost_count();
-    a.finish(claim).await;
+    a.finish(claim, &[]).await;
     assert_eq!(crate::metrics::global().claims_lost_count(), before + 1);
 }
 
@@ -154,7 +154,7 @@ async fn the_file_store_keeps_todays_dedupe() {
     let Begin::Handle(claim) = claims.begin("t/e1").await else {
         panic!("new event")
     };
-    claims.finish(claim).await;
+    claims.finish(claim, &[]).await;
     assert!(matches!(claims.begin("t/e1").await, Begin::Duplicate));
     let again = Claims::File(Dedupe::load(dir.path(), Duration::from_secs(3600)));
     assert_eq!(again.remembered(), Some(1));
@@ -188,9 +188,36 @@ async fn store_cost_per_event() {
                 panic!("new")
             };
             assert!(limits.admit("slack:t", &key, Duration::from_secs(60)).await);
-            claims.finish(claim).await;
+            claims.finish(claim, &[]).await;
         }
         let per = started.elapsed() / n;
         println!("store cost per event ({name}): {per:?}");
     }
+}
+
+/// A window reserved by an instance that died before delivering is no sent alert: the
+/// instance that takes the same event over may send it; any other alert of the app waits.
+#[tokio::test]
+async fn a_reserved_window_passes_to_the_instance_taking_the_event_over() {
+    let Some(store) = redis().await else { return };
+    let app = unique("app");
+    let dead = RateLimits::shared(store.clone());
+    let survivor = RateLimits::shared(store.clone());
+    let w = Duration::from_secs(30);
+    assert!(dead.is_open("slack:t", &app, w, "t|event-1").await);
+    // `dead` is killed here, before delivering and recording.
+    assert!(
+        !survivor.is_open("slack:t", &app, w, "t|event-2").await,
+        "another alert of the app is held back while the window is reserved"
+    );
+    assert!(
+        survivor.is_open("slack:t", &app, w, "t|event-1").await,
+        "the event taken over may still go"
+    );
+    survivor.record("slack:t", &app, w, "t|event-1").await;
+    assert!(
+        !survivor.is_open("slack:t", &app, w, "t|event-1").await,
+        "once sent, the window is used, even for the same event"
+    );
+    assert!(!dead.is_open("slack:t", &app, w, "t|event-2").await);
 }

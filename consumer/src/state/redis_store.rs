@@ -278,18 +278,30 @@ impl RedisStore {
         .await;
     }
 
-    /// Opens the rate-limit window of `sink` + `key` if it is closed (SET NX with expiry): true
-    /// when the alert may go. One window for the whole group.
-    pub async fn admit(&self, sink: &str, rate_key: &str, window: Duration) -> bool {
+    /// Whether the group's rate-limit window of `sink` + `rate_key` lets the alert `holder`
+    /// (tenant + event id) go now. An open window is reserved for that alert (SET NX, for the
+    /// window's length), so no other alert of the app passes meanwhile on any instance. A
+    /// reservation is not a sent alert: if its instance dies before delivering, the instance
+    /// that takes the event over presents the same `holder` and may go; any other alert is
+    /// held back, as the window will be used.
+    pub async fn window_open(
+        &self,
+        sink: &str,
+        rate_key: &str,
+        window: Duration,
+        holder: &str,
+    ) -> bool {
         let k = key("rate", &format!("{sink}:{rate_key}"));
-        let set: Value = self
+        let reservation = format!("pending:{holder}");
+        let current: Value = self
             .retrying("rate limit", |mut conn| {
-                let k = k.clone();
+                let (k, reservation) = (k.clone(), reservation.clone());
                 async move {
                     redis::cmd("SET")
                         .arg(k)
-                        .arg(crate::state::now_unix())
+                        .arg(reservation)
                         .arg("NX")
+                        .arg("GET")
                         .arg("PX")
                         .arg(millis(window))
                         .query_async(&mut conn)
@@ -297,16 +309,29 @@ impl RedisStore {
                 }
             })
             .await;
-        !matches!(set, Value::Nil)
+        match current {
+            // Nothing was there: reserved now.
+            Value::Nil => true,
+            other => redis::from_redis_value::<String>(other).is_ok_and(|v| v == reservation),
+        }
     }
 
-    /// Closes a window opened by [`RedisStore::admit`] (an alert that was not delivered after
-    /// all should not silence the next one).
-    pub async fn reopen(&self, sink: &str, rate_key: &str) {
+    /// The alert `holder` was delivered or parked: the window of `sink` + `rate_key` now runs
+    /// its full length from here.
+    pub async fn window_used(&self, sink: &str, rate_key: &str, window: Duration, holder: &str) {
         let k = key("rate", &format!("{sink}:{rate_key}"));
-        self.retrying("rate limit reopen", |mut conn| {
-            let k = k.clone();
-            async move { conn.del::<_, ()>(k).await }
+        let used = format!("sent:{holder}");
+        self.retrying("rate limit", |mut conn| {
+            let (k, used) = (k.clone(), used.clone());
+            async move {
+                redis::cmd("SET")
+                    .arg(k)
+                    .arg(used)
+                    .arg("PX")
+                    .arg(millis(window))
+                    .query_async::<()>(&mut conn)
+                    .await
+            }
         })
         .await;
     }

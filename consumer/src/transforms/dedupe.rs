@@ -1,5 +1,9 @@
 //! Dedupe: an event is alerted on once, even when it arrives again — QoS 1 redelivery after a
 //! crash between delivery and acknowledgement, or Qlik retrying / an admin resending a webhook.
+//! A failed reload is alerted on once too: Qlik reports one failed app reload both as
+//! `com.qlik.v1.app.reload.finished` and as `com.qlik.v1.reload.finished`, with different
+//! event ids and the same reload id, so an alert remembers its reload id ([`reload_key`]) as
+//! well as its event id.
 //!
 //! Handled event ids are remembered in `<stateDirectory>/seen-events.json`, bounded both by age
 //! (`dedupe.retentionHours`) and by count ([`MAX_ENTRIES`], oldest forgotten first), and
@@ -45,6 +49,12 @@ pub struct Dedupe {
 /// The dedupe key: event ids are only unique per tenant.
 pub fn key(tenant_id: &str, event_id: &str) -> String {
     format!("{tenant_id}/{event_id}")
+}
+
+/// The dedupe key of a reload: reload ids are unique per tenant. The prefix keeps it apart
+/// from every event key (those start with the tenant id, which has no `:`).
+pub fn reload_key(tenant_id: &str, reload_id: &str) -> String {
+    format!("reload:{tenant_id}/{reload_id}")
 }
 
 impl Dedupe {
@@ -123,8 +133,20 @@ impl Dedupe {
     /// Remembers a handled event and saves the list before returning, so the MQTT
     /// acknowledgement that follows never gets ahead of the memory.
     pub async fn remember(&mut self, key: &str) -> Result<(), DedupeError> {
+        self.remember_all(&[key]).await
+    }
+
+    /// Whether any of the keys was handled (within the retention).
+    pub fn seen_any<K: AsRef<str>>(&self, keys: &[K]) -> bool {
+        keys.iter().any(|k| self.seen(k.as_ref()))
+    }
+
+    /// Remembers several keys of one handled alert (event and reload) with one save.
+    pub async fn remember_all<K: AsRef<str>>(&mut self, keys: &[K]) -> Result<(), DedupeError> {
         let now = now_unix();
-        self.insert(key.to_owned(), now);
+        for key in keys {
+            self.insert(key.as_ref().to_owned(), now);
+        }
         self.prune(now);
         let stored = Stored {
             version: 1,

@@ -14,7 +14,7 @@ use qlik_events::{Envelope, ReloadEvent};
 
 use crate::alert::Alert;
 use crate::config::{ConsumerConfig, TenantConfig};
-use crate::enrich::{EnrichError, Enrichment, Missing, Resource, build_context};
+use crate::enrich::{EnrichError, Enrichment, Missing, Resource, build_context, within};
 use crate::sinks::TenantApi;
 use crate::tenant_api::TenantClient;
 
@@ -46,11 +46,11 @@ async fn tags_only(client: &TenantClient, envelope: &Envelope, reload: &ReloadEv
     let Some(app_id) = reload.app_id.clone().or_else(|| envelope.app_id()) else {
         return enrichment;
     };
-    let item = client
-        .app_item(&app_id)
-        .await
-        .map_err(EnrichError::from)
-        .and_then(|item| item.ok_or(EnrichError::NoItem));
+    let limit = client.settings().deadline;
+    let item = within(tokio::time::Instant::now() + limit, limit, async {
+        client.app_item(&app_id).await?.ok_or(EnrichError::NoItem)
+    })
+    .await;
     match item {
         Ok(item) => enrichment.app_item = Some(item),
         Err(e) => {

@@ -35,8 +35,8 @@ pub enum Handled {
         event_type: String,
         tenant_id: String,
     },
-    /// A failed reload already handled earlier (by this or, with a shared store, another
-    /// instance).
+    /// A failed reload already handled earlier: the same event again, another event about the
+    /// same reload, or one handled by another instance sharing the store.
     Duplicate { event_id: String, tenant_id: String },
     /// A failed reload, delivered (or parked, or rate-limited) per sink.
     Alerted {
@@ -150,12 +150,29 @@ impl Transforms {
                 });
             }
         };
-        let key = dedupe::key(&envelope.tenant_id, &envelope.id);
-        let Begin::Handle(claim) = self.claims.begin(&key).await else {
+        let event_key = dedupe::key(&envelope.tenant_id, &envelope.id);
+        let reload_key = reload
+            .reload_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .map(|id| dedupe::reload_key(&envelope.tenant_id, id));
+        // One alert per failed reload: Qlik sends an app reload event and a reload event for
+        // it, with different event ids. Claiming the reload (not the event) makes the second
+        // one a duplicate here and on every other instance sharing the store; the event id
+        // stays remembered too, for events alerted before reload ids were.
+        let claim_key = reload_key.clone().unwrap_or_else(|| event_key.clone());
+        let begin = if reload_key.is_some() && self.claims.seen(&event_key).await {
+            Begin::Duplicate
+        } else {
+            self.claims.begin(&claim_key).await
+        };
+        let Begin::Handle(claim) = begin else {
             tracing::info!(
                 event_id = %envelope.id,
                 tenant = %envelope.tenant_id,
-                "event already handled (redelivery, Qlik retry or another instance), dropped"
+                reload_id = reload.reload_id.as_deref().unwrap_or(""),
+                "event or reload already alerted on (redelivery, Qlik retry, the other event \
+                 type of the same failed reload, or another instance), dropped"
             );
             return Ok(Handled::Duplicate {
                 event_id: envelope.id,
@@ -172,7 +189,12 @@ impl Transforms {
             alert.describe()
         );
         let outcomes = self.delivery.deliver(&alert).await?;
-        self.claims.finish(claim).await;
+        let also = if reload_key.is_some() {
+            vec![event_key]
+        } else {
+            Vec::new()
+        };
+        self.claims.finish(claim, &also).await;
         Ok(Handled::Alerted {
             alert: Box::new(alert),
             outcomes,

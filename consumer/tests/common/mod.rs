@@ -192,6 +192,8 @@ pub struct Destinations {
     pub chat_rate_limit: u64,
     /// Butler's `basicContentOnly` for Slack and Teams.
     pub basic_content_only: bool,
+    /// `consumer.shutdownGraceSeconds` (default: the consumer's).
+    pub shutdown_grace: Option<u64>,
 }
 
 pub struct Setup {
@@ -359,7 +361,7 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
         consumer:
             stateDirectory: {}
             deadLetterDirectory: {}
-            retry:
+{}            retry:
                 maxAttempts: {}
                 initialBackoffMs: 20
                 maxBackoffMs: 100
@@ -374,6 +376,9 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
 {webhook}{mqtt}",
         state_dir.display(),
         dead_letter_dir.display(),
+        d.shutdown_grace
+            .map(|s| format!("            shutdownGraceSeconds: {s}\n"))
+            .unwrap_or_default(),
         d.max_attempts.max(1),
         d.tenant_url.is_some(),
     );
@@ -451,8 +456,26 @@ fn set(obj: &mut Value, path: &[&str], value: &str) {
     }
 }
 
-/// A sample body with its event id, tenant and app replaced (only the fields the format has).
+/// The reload id [`event`] gives an event: its own, so that events of one test are different
+/// reloads (the consumer alerts once per reload).
+pub fn reload_of(event_id: &str) -> String {
+    format!("reload-{event_id}")
+}
+
+/// A sample body with its event id, tenant and app replaced (only the fields the format has),
+/// about reload [`reload_of`]`(event_id)`.
 pub fn event(sample: Sample, event_id: &str, tenant: &str, app_id: &str) -> Vec<u8> {
+    event_with_reload(sample, event_id, tenant, app_id, &reload_of(event_id))
+}
+
+/// A sample body about a given reload (the fake tenant knows the samples' own reload ids).
+pub fn event_with_reload(
+    sample: Sample,
+    event_id: &str,
+    tenant: &str,
+    app_id: &str,
+    reload_id: &str,
+) -> Vec<u8> {
     let body = match sample {
         Sample::Legacy => testkit::sample("app-reload-failed.legacy.json"),
         Sample::Hybrid => testkit::hybrid_sample(),
@@ -469,6 +492,10 @@ pub fn event(sample: Sample, event_id: &str, tenant: &str, app_id: &str) -> Vec<
     set(&mut v, &["toplevelresourceid"], app_id);
     set(&mut v, &["extensions", "topLevelResourceId"], app_id);
     set(&mut v, &["data", "appId"], app_id);
+    set(&mut v, &["data", "reloadId"], reload_id);
+    if sample == Sample::CloudEventsReloadFinished {
+        set(&mut v, &["data", "id"], reload_id);
+    }
     serde_json::to_vec(&v).expect("serializes")
 }
 
@@ -514,7 +541,7 @@ pub struct Running {
     events: mpsc::UnboundedReceiver<RunEvent>,
     /// Messages handled before the subscription was confirmed (a resumed session delivers
     /// what it kept before the SUBACK of the re-subscription arrives).
-    early: std::collections::VecDeque<Handled>,
+    early: std::collections::VecDeque<RunEvent>,
 }
 
 /// Starts the pipeline in this process and returns once it is subscribed.
@@ -542,7 +569,7 @@ pub async fn start(setup: &Setup) -> Running {
     loop {
         match running.next_event().await {
             RunEvent::Subscribed => return running,
-            RunEvent::Handled(h) => running.early.push_back(h),
+            other => running.early.push_back(other),
         }
     }
 }
@@ -556,14 +583,23 @@ impl Running {
             .expect("the consumer reports an event")
     }
 
-    /// The next handled message.
+    /// The next handled message (a message parked raw instead fails the test).
     pub async fn handled(&mut self) -> Handled {
-        if let Some(h) = self.early.pop_front() {
-            return h;
+        match self.next().await {
+            RunEvent::Handled(h) => h,
+            other => panic!("expected a handled message, got {other:?}"),
+        }
+    }
+
+    /// The next message handled or parked raw.
+    pub async fn next(&mut self) -> RunEvent {
+        if let Some(event) = self.early.pop_front() {
+            return event;
         }
         loop {
-            if let RunEvent::Handled(h) = self.next_event().await {
-                return h;
+            match self.next_event().await {
+                RunEvent::Subscribed => continue,
+                other => return other,
             }
         }
     }
@@ -645,6 +681,23 @@ impl Binary {
                 self.log.lock().map(|l| l.clone()).unwrap_or_default()
             ),
         }
+    }
+
+    /// SIGTERM, then waits for the process to end; returns how long that took and the log.
+    pub async fn terminate(mut self) -> (Duration, Option<i32>, String) {
+        let pid = self.child.id().expect("consumer still running");
+        let started = std::time::Instant::now();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM runs");
+        assert!(sent.success());
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the consumer ends within a minute of SIGTERM")
+            .expect("wait for consumer");
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        (started.elapsed(), status.code(), log)
     }
 
     /// SIGKILL: no chance to acknowledge anything.
