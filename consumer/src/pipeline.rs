@@ -288,6 +288,18 @@ fn panic_text(panic: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".to_owned())
 }
 
+/// The metrics label of a raw message: its topic's last level when that is a configured
+/// tenant (Butler's and the relay's default topics end with the tenant id), else `unknown`,
+/// so an arbitrary publisher cannot mint label values.
+fn tenant_of_topic<'a>(config: &'a ConsumerConfig, topic: &str) -> &'a str {
+    let last = topic.rsplit('/').next().unwrap_or_default();
+    config
+        .tenants
+        .iter()
+        .find(|t| t.id == last)
+        .map_or("unknown", |t| t.id.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,16 +321,4 @@ mod tests {
         assert_eq!(fine.ok(), Some(7));
         assert_eq!(panic_text(&String::from("owned")), "owned");
     }
-}
-
-/// The metrics label of a raw message: its topic's last level when that is a configured
-/// tenant (Butler's and the relay's default topics end with the tenant id), else `unknown`,
-/// so an arbitrary publisher cannot mint label values.
-fn tenant_of_topic<'a>(config: &'a ConsumerConfig, topic: &str) -> &'a str {
-    let last = topic.rsplit('/').next().unwrap_or_default();
-    config
-        .tenants
-        .iter()
-        .find(|t| t.id == last)
-        .map_or("unknown", |t| t.id.as_str())
 }
