@@ -272,7 +272,7 @@ async fn two_consumers_racing_on_the_same_events_alert_each_once() {
     // Both did part of the work: they really raced.
     // Every event (and the marker) had one owner and was dropped once by the other.
     let dropped = format!("{log_a}{log_b}")
-        .matches("event already handled")
+        .matches("already alerted on")
         .count();
     assert_eq!(dropped, ids.len() + 1, "A:\n{log_a}\nB:\n{log_b}");
 }
