@@ -133,37 +133,18 @@ fn load(args: &ConfigArgs) -> Result<ConsumerConfig, u8> {
     })
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-}
-
 async fn run(args: &ConfigArgs) -> anyhow::Result<u8> {
     let config = match load(args) {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
-    pipeline::run(config, shutdown_signal(), RunOptions::default())
-        .await
-        .context("consumer run failed")?;
+    pipeline::run(
+        config,
+        qlik_events::shutdown_signal(),
+        RunOptions::default(),
+    )
+    .await
+    .context("consumer run failed")?;
     Ok(exit::OK)
 }
 

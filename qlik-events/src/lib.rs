@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod envelope;
 pub mod mqtt;
+pub mod shutdown;
 pub mod signature;
 pub mod topic;
 
@@ -19,6 +20,7 @@ pub use envelope::{
     APP_RELOAD_FINISHED, Envelope, EnvelopeError, EnvelopeFormat, RELOAD_FINISHED, ReloadEvent,
     ReloadEventKind, with_legacy_fields,
 };
+pub use shutdown::shutdown_signal;
 pub use signature::{
     SIGNATURE_HEADER, SecretsError, SignatureError, VerifiedBody, WebhookSecrets, secret_value_eq,
     sign,

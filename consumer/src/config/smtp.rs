@@ -235,15 +235,7 @@ pub(crate) fn parse_smtp(email: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Op
     })
 }
 
-/// `localhost`, `127.0.0.0/8` or `::1` (brackets allowed): a server on this machine, which no
-/// one in the network path can listen to.
-pub fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
+pub use qlik_events::is_loopback_host;
 
 /// `Qlik Sense (no-reply) <noreply@example.com>` or a bare address. The display name may hold
 /// characters RFC 5322 wants quoted (Butler's own sample has parentheses); they are accepted
