@@ -108,7 +108,8 @@ for i in $(seq 1 "$consumers"); do
 done
 echo "== $consumers consumers subscribed (client ids ha-demo-N-$run_id), store $redis_url"
 
-# The burst: CloudEvents failed reloads with unique ids, one app each (no rate limit in play).
+# The burst: CloudEvents failed reloads with unique event and reload ids, one app each (no rate
+# limit in play; events about one reload would be one alert).
 python3 - "$work/events" "$events" "$run_id" <<'PY'
 import json, os, sys
 out, n, run = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -116,6 +117,7 @@ os.makedirs(out, exist_ok=True)
 base = json.load(open("testdata/qlik-samples/app-reload-failed.cloudevents.json"))
 for i in range(n):
     e = dict(base, id=f"ha-{run}-{i}", toplevelresourceid=f"app-{i}")
+    e["data"] = dict(base["data"], reloadId=f"reload-{run}-{i}")
     json.dump(e, open(f"{out}/{i:05d}.json", "w"))
 PY
 echo "== Publishing $events events; SIGKILL of consumer 1 after $kill_after alerts"
