@@ -19,18 +19,17 @@ use crate::state::{RedisStore, now_unix, write_atomically};
 const FILE: &str = "rate-limits.json";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct State {
+pub struct State {
     /// sink name → key (app id, or `<appId>|<recipient>`) → Unix seconds of the last admitted
     /// alert.
     last_sent: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+/// Where the windows live: this instance's file, or the group's Redis.
 #[derive(Debug)]
-pub struct RateLimits {
-    path: PathBuf,
-    state: Mutex<State>,
-    /// The group's windows, when the state store is Redis.
-    shared: Option<RedisStore>,
+pub enum RateLimits {
+    File { path: PathBuf, state: Mutex<State> },
+    Shared(RedisStore),
 }
 
 impl RateLimits {
@@ -49,20 +48,15 @@ impl RateLimits {
                 State::default()
             }
         };
-        Self {
+        Self::File {
             path,
             state: Mutex::new(state),
-            shared: None,
         }
     }
 
     /// Windows kept in the shared store, one for the whole group.
     pub fn shared(store: RedisStore) -> Self {
-        Self {
-            path: PathBuf::new(),
-            state: Mutex::new(State::default()),
-            shared: Some(store),
-        }
+        Self::Shared(store)
     }
 
     /// Whether an alert under `key` (the app id, or `<appId>|<recipient>`) may go to `sink`
@@ -78,11 +72,12 @@ impl RateLimits {
         if window.is_zero() {
             return true;
         }
-        if let Some(store) = &self.shared {
-            return store.window_open(sink, key, window, holder).await;
-        }
+        let state = match self {
+            Self::File { state, .. } => state,
+            Self::Shared(store) => return store.window_open(sink, key, window, holder).await,
+        };
         let now = now_unix();
-        let state = self.state.lock().await;
+        let state = state.lock().await;
         state
             .last_sent
             .get(sink)
@@ -95,12 +90,12 @@ impl RateLimits {
         if window.is_zero() {
             return;
         }
-        if let Some(store) = &self.shared {
-            store.window_used(sink, key, window, holder).await;
-            return;
-        }
+        let (path, state) = match self {
+            Self::File { path, state } => (path, state),
+            Self::Shared(store) => return store.window_used(sink, key, window, holder).await,
+        };
         let now = now_unix();
-        let mut state = self.state.lock().await;
+        let mut state = state.lock().await;
         let per_app = state.last_sent.entry(sink.to_owned()).or_default();
         per_app.insert(key.to_owned(), now);
         // Forget windows long closed, so the file stays small.
@@ -108,16 +103,17 @@ impl RateLimits {
         per_app.retain(|_, t| *t >= horizon);
         match serde_json::to_vec(&*state) {
             Ok(bytes) => {
-                if let Err(e) = write_atomically(&self.path, &bytes).await {
-                    tracing::warn!("{}: cannot save rate-limit state: {e}", self.path.display());
+                if let Err(e) = write_atomically(path, &bytes).await {
+                    tracing::warn!("{}: cannot save rate-limit state: {e}", path.display());
                 }
             }
             Err(e) => tracing::warn!("rate-limit state does not serialize: {e}"),
         }
     }
 
-    /// [`Self::is_open`], then [`Self::record`] when it was: for callers that have nothing
+    /// [`Self::is_open`], then [`Self::record`] when it was: for tests that have nothing
     /// between the two.
+    #[cfg(test)]
     pub async fn admit(&self, sink: &str, key: &str, window: Duration) -> bool {
         if !self.is_open(sink, key, window, "").await {
             return false;

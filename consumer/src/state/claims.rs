@@ -206,23 +206,11 @@ impl Claims {
         }
     }
 
-    /// Another dedupe key (e.g. tenant + reload id) already remembered?
+    /// A key remembered beside a claim (e.g. the event id of a reload's alert) already?
     pub async fn seen(&self, key: &str) -> bool {
         match self {
             Claims::File(dedupe) => dedupe.seen(key),
             Claims::Shared(shared) => shared.store.seen(key).await,
-        }
-    }
-
-    /// Remembers another dedupe key.
-    pub async fn remember(&mut self, key: &str) {
-        match self {
-            Claims::File(dedupe) => {
-                if let Err(e) = dedupe.remember(key).await {
-                    tracing::error!("{e}");
-                }
-            }
-            Claims::Shared(shared) => shared.store.remember(key, shared.retention).await,
         }
     }
 

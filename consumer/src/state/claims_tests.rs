@@ -142,9 +142,16 @@ async fn rate_limit_windows_and_dedupe_keys_are_one_for_the_group() {
     let mut a = shared(&store, "a", Duration::from_secs(5));
     let b = shared(&store, "b", Duration::from_secs(5));
     let reload = unique("t/reload");
-    assert!(!b.seen(&reload).await);
-    a.remember(&reload).await;
-    assert!(b.seen(&reload).await);
+    let event = unique("t/event");
+    assert!(!b.seen(&event).await);
+    let Begin::Handle(claim) = a.begin(&reload).await else {
+        panic!("new reload")
+    };
+    a.finish(claim, std::slice::from_ref(&event)).await;
+    assert!(
+        b.seen(&event).await,
+        "a key remembered beside a claim is the group's"
+    );
 }
 
 #[tokio::test]

@@ -136,11 +136,6 @@ impl Dedupe {
         self.remember_all(&[key]).await
     }
 
-    /// Whether any of the keys was handled (within the retention).
-    pub fn seen_any<K: AsRef<str>>(&self, keys: &[K]) -> bool {
-        keys.iter().any(|k| self.seen(k.as_ref()))
-    }
-
     /// Remembers several keys of one handled alert (event and reload) with one save.
     pub async fn remember_all<K: AsRef<str>>(&mut self, keys: &[K]) -> Result<(), DedupeError> {
         let now = now_unix();
