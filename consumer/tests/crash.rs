@@ -13,14 +13,7 @@ async fn killed_before_acknowledging_gets_the_event_again_and_alerts_once() {
         .filter(|b| b.persistent_sessions)
     {
         let mut webhook = Receiver::start().await;
-        let setup = write_config(
-            &broker,
-            &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
-                ..Default::default()
-            },
-        );
+        let setup = webhook_only(&broker, &webhook.url("hook"));
         // The destination takes the request and never answers: the consumer is mid-delivery.
         webhook.set_mode(Mode::Hang);
         let first = spawn_binary(&setup).await;
@@ -164,14 +157,7 @@ async fn sigterm_with_a_stuck_destination_ends_within_the_grace_and_loses_nothin
 async fn a_poison_message_does_not_stop_the_alerts_behind_it() {
     let broker = testkit::embedded();
     let mut webhook = Receiver::start().await;
-    let setup = write_config(
-        &broker,
-        &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
-            ..Default::default()
-        },
-    );
+    let setup = webhook_only(&broker, &webhook.url("hook"));
     let mut consumer = spawn_binary(&setup).await;
     let poison = testkit::unique("poison");
     let body = event(Sample::CloudEventsReloadFinished, &poison, TENANT, "app-p");

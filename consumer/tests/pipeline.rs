@@ -184,14 +184,7 @@ async fn failed_reload_in_every_envelope_alerts_once_per_sink() {
 async fn other_tenants_duplicates_and_successes_produce_no_alert() {
     for broker in testkit::brokers() {
         let mut webhook = Receiver::start().await;
-        let setup = write_config(
-            &broker,
-            &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
-                ..Default::default()
-            },
-        );
+        let setup = webhook_only(&broker, &webhook.url("hook"));
         let mut consumer = start(&setup).await;
         let app = testkit::unique("app");
         let failed_id = testkit::unique("event");
@@ -555,14 +548,7 @@ async fn alerts_re_published_under_the_subscription_are_not_taken_for_events() {
 async fn both_event_types_of_one_failed_reload_alert_once() {
     let broker = testkit::embedded();
     let mut webhook = Receiver::start().await;
-    let setup = write_config(
-        &broker,
-        &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
-            ..Default::default()
-        },
-    );
+    let setup = webhook_only(&broker, &webhook.url("hook"));
     let mut consumer = start(&setup).await;
     let app = testkit::unique("app");
     let reload = testkit::unique("reload");

@@ -37,14 +37,7 @@ async fn waits_for_a_late_broker_with_backoff_then_subscribes_and_alerts() {
         persistent_sessions: true,
     };
     let mut webhook = Receiver::start().await;
-    let setup = write_config(
-        &broker,
-        &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
-            ..Default::default()
-        },
-    );
+    let setup = webhook_only(&broker, &webhook.url("hook"));
     let config = setup.config();
     let mut source = SourceConfig::from_config(&config);
     source.backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));

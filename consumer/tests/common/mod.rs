@@ -213,6 +213,18 @@ pub fn templates_dir() -> PathBuf {
 }
 
 /// Writes a Butler file (Butler's keys only) and an extension file for `broker`.
+/// One webhook destination at `url` and no retry: the set-up most end-to-end tests need.
+pub fn webhook_only(broker: &testkit::TestBroker, url: &str) -> Setup {
+    write_config(
+        broker,
+        &Destinations {
+            webhook: Some(url.to_owned()),
+            max_attempts: 1,
+            ..Default::default()
+        },
+    )
+}
+
 pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = d
