@@ -206,10 +206,11 @@ async fn replay(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyho
     if list {
         return list_parked(&config.dead_letter_dir, only_sink);
     }
-    let delivery = pipeline::delivery_for(&config).context("building sinks")?;
+    // The sinks only: no queue or worker, which would redeliver on their own.
+    let sinks = consumer::sinks::build(&config).context("building sinks")?;
     let report = delivery::replay(
         &DeadLetter::new(&config.dead_letter_dir),
-        delivery.sinks(),
+        &sinks,
         &RetryPolicy::from(&config.retry),
         only_sink,
     )

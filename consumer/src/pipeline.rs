@@ -1,36 +1,37 @@
-//! The running consumer: source → transforms → delivery, one message at a time, each message
-//! acknowledged only after it was handled.
+//! The running consumer: everything is built once ([`Consumer::build`]), then a loop only
+//! moves messages: source → transforms (up to `concurrency` messages at once) → each
+//! destination's own queue ([`crate::delivery`]) → acknowledgement.
 //!
-//! Messages are handled in arrival order and one at a time: a failed reload is rare, ordering
-//! keeps dedupe and rate limits exact, and the sinks of one alert already run concurrently.
-//! Each message's time is bounded (`enrichment.deadlineSeconds`, then delivery's retries).
+//! Acknowledgements go out in the order the messages came (MQTT 3.1.1, 4.6: PUBACKs in the
+//! order of the PUBLISHes): a message finished early waits for the ones before it. With
+//! `concurrency: 1` messages are handled one after the other, as before. Two events about one
+//! reload handled at once are one alert: the second waits for the first's claim.
 //!
 //! Isolation: a panic or an error while handling one message does not end the process. The
-//! message is parked raw with the reason ([`crate::delivery::parked_message`]), acknowledged,
-//! and the next one is handled. Only when even that parking fails (disk full) does the consumer
-//! stop with the message unacknowledged, so the broker keeps it.
+//! message is parked raw with the reason ([`crate::delivery::parked_message`]), acknowledged in
+//! its turn, and the others go on. Only when even that parking fails (disk full) does the
+//! consumer stop with the message unacknowledged, so the broker keeps it.
 //!
-//! Shutdown (SIGTERM): no new message is taken; the one in hand gets `shutdownGraceSeconds` to
-//! finish. After that it is left unacknowledged — with a persistent session the broker sends it
-//! again on the next start, and dedupe keeps an alert that already went out from going out
-//! twice — or, without a persistent session (the broker would forget it), parked raw.
+//! Shutdown (SIGTERM): no new message is taken; those in hand get `shutdownGraceSeconds` to
+//! finish. After that they are left unacknowledged — with a persistent session the broker sends
+//! them again on the next start, and dedupe keeps an alert that already went out from going
+//! out twice — or, without a persistent session (the broker would forget them), parked raw.
 
 use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::config::ConsumerConfig;
 use crate::delivery::parked_message::{ParkMessageError, ParkedMessage, park_message};
-use crate::delivery::{DeadLetter, Delivery, DeliveryError, RetryPolicy};
+use crate::delivery::{DeadLetter, Deliveries, DeliveryError, RetryPolicy, WorkerSettings};
 use crate::metrics::server::{self as metrics_server, Probe, ServeError};
-use crate::sinks::{self, BuildError, SharedSink};
-use crate::source::{Received, Source, SourceConfig, SourceError};
-use crate::state::{StateStore, StoreError};
+use crate::sinks::{self, BuildError};
+use crate::source::{Message, Received, Source, SourceConfig, SourceError};
+use crate::state::{Claims, StateBackend, StoreError};
 use crate::transforms::enrich::Enricher;
 use crate::transforms::{Handled, Transforms};
 
@@ -77,25 +78,6 @@ pub struct RunOptions {
     pub source: Option<SourceConfig>,
 }
 
-/// Everything delivery needs, built from the configuration; `replay` uses the same.
-pub fn delivery_for(config: &ConsumerConfig) -> Result<Arc<Delivery>, RunError> {
-    delivery_with(config, &StateStore::open(config)?)
-}
-
-/// [`delivery_for`] with rate-limit windows in `store`.
-pub fn delivery_with(
-    config: &ConsumerConfig,
-    store: &StateStore,
-) -> Result<Arc<Delivery>, RunError> {
-    let sinks: Vec<SharedSink> = sinks::build(config)?;
-    Ok(Delivery::new(
-        sinks,
-        RetryPolicy::from(&config.retry),
-        store.rate_limits(config),
-        DeadLetter::new(&config.dead_letter_dir),
-    ))
-}
-
 fn ensure_dir(path: &std::path::Path) -> Result<(), RunError> {
     crate::state::create_private_dir(path).map_err(|e| RunError::StateDir {
         path: path.display().to_string(),
@@ -103,134 +85,301 @@ fn ensure_dir(path: &std::path::Path) -> Result<(), RunError> {
     })
 }
 
-/// Runs until `shutdown` completes (then disconnects cleanly) or a fatal error.
+/// A consumer with everything built from its configuration, not yet connected.
+pub struct Consumer {
+    config: Arc<ConsumerConfig>,
+    store: Arc<dyn StateBackend>,
+    sinks: Vec<sinks::SharedSink>,
+    enricher: Enricher,
+}
+
+impl Consumer {
+    /// Builds sinks, the state store and the tenant API clients; connects to nothing.
+    pub fn build(config: ConsumerConfig) -> Result<Self, RunError> {
+        ensure_dir(&config.state_dir)?;
+        ensure_dir(&config.dead_letter_dir)?;
+        let store = crate::state::open(&config)?;
+        let sinks = sinks::build(&config)?;
+        let enricher = Enricher::new(&config)?;
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            sinks,
+            enricher,
+        })
+    }
+
+    /// Runs until `shutdown` completes (then disconnects cleanly) or a fatal error.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        options: RunOptions,
+    ) -> Result<(), RunError> {
+        let Consumer {
+            config,
+            store,
+            sinks,
+            enricher,
+        } = self;
+        let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
+        tracing::info!(
+            sinks = %names.join(", "),
+            state_dir = %config.state_dir.display(),
+            state_store = %store.describe(),
+            dead_letter_dir = %config.dead_letter_dir.display(),
+            remembered_events = store.remembered(),
+            concurrency = config.concurrency,
+            "consumer starting"
+        );
+        let _metrics = match config.ha.metrics_listen {
+            Some(addr) => Some(
+                metrics_server::start(
+                    addr,
+                    Probe {
+                        store: store.redis().cloned(),
+                        dead_letter_dir: config.dead_letter_dir.clone(),
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let (deliveries, workers) = Deliveries::start(sinks, &worker_settings(&config, &store));
+        let claims = Claims::new(
+            Arc::clone(&store),
+            &config.broker.client_id,
+            config.ha.claim_lease,
+            config.dedupe.retention,
+        );
+        let transforms = Arc::new(Transforms::new(
+            Arc::clone(&config),
+            claims,
+            enricher,
+            deliveries,
+        ));
+        let source_config = options
+            .source
+            .unwrap_or_else(|| SourceConfig::from_config(&config));
+        tracing::info!(
+            broker = %source_config.broker.display_url(),
+            client_id = %source_config.broker.client_id,
+            filter = %source_config.filter,
+            persistent_session = !config.broker.clean_session,
+            "subscribing"
+        );
+        let source = Source::start(source_config)?;
+        let mut engine = Engine {
+            config: Arc::clone(&config),
+            transforms,
+            observer: options.observer,
+            in_flight: JoinSet::new(),
+            tasks: HashMap::new(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+        };
+        let result = engine.run(source, shutdown).await;
+        // In-flight handling ends here (its claims are released); the workers stop once their
+        // queues' senders are gone. Held and parked alerts are on disk.
+        engine.in_flight.shutdown().await;
+        drop(engine);
+        for worker in workers {
+            worker.abort();
+        }
+        result
+    }
+}
+
+/// Runs a consumer: [`Consumer::build`], then [`Consumer::run`].
 pub async fn run(
     config: ConsumerConfig,
     shutdown: impl Future<Output = ()>,
     options: RunOptions,
 ) -> Result<(), RunError> {
-    ensure_dir(&config.state_dir)?;
-    ensure_dir(&config.dead_letter_dir)?;
-    let config = Arc::new(config);
-    let store = StateStore::open(&config)?;
-    let delivery = delivery_with(&config, &store)?;
-    let names: Vec<&str> = delivery.sinks().iter().map(|s| s.name()).collect();
-    let claims = store.claims(&config);
-    tracing::info!(
-        sinks = %names.join(", "),
-        state_dir = %config.state_dir.display(),
-        state_store = store.redis().map_or("files", |r| r.display()),
-        dead_letter_dir = %config.dead_letter_dir.display(),
-        remembered_events = claims.remembered(),
-        "consumer starting"
-    );
-    let _metrics = match config.ha.metrics_listen {
-        Some(addr) => Some(
-            metrics_server::start(
-                addr,
-                Probe {
-                    store: store.redis().cloned(),
-                    dead_letter_dir: config.dead_letter_dir.clone(),
-                },
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let source_config = options
-        .source
-        .unwrap_or_else(|| SourceConfig::from_config(&config));
-    tracing::info!(
-        broker = %source_config.broker.display_url(),
-        client_id = %source_config.broker.client_id,
-        filter = %source_config.filter,
-        persistent_session = !config.broker.clean_session,
-        "subscribing"
-    );
-    let enricher = Enricher::new(&config)?;
-    let mut transforms = Transforms::new(Arc::clone(&config), claims, enricher, delivery);
-    let mut source = Source::start(source_config)?;
-    let persistent = !config.broker.clean_session;
-    tokio::pin!(shutdown);
-    let mut stopping = false;
-    loop {
-        if stopping {
-            break;
+    Consumer::build(config)?.run(shutdown, options).await
+}
+
+fn worker_settings(config: &ConsumerConfig, store: &Arc<dyn StateBackend>) -> WorkerSettings {
+    WorkerSettings {
+        retry: RetryPolicy::from(&config.retry),
+        schedule: config.redelivery.schedule.clone(),
+        hold: config.redelivery.hold,
+        dead_letter: DeadLetter::new(&config.dead_letter_dir),
+        store: Arc::clone(store),
+        instance: format!("{}:{}", config.broker.client_id, std::process::id()),
+    }
+}
+
+/// Every destination's queue and worker, as `consumer run` builds them; for `replay`'s sinks
+/// and for tests that deliver one alert.
+pub fn delivery_for(config: &ConsumerConfig) -> Result<Arc<Deliveries>, RunError> {
+    let store = crate::state::open(config)?;
+    let (deliveries, _workers) =
+        Deliveries::start(sinks::build(config)?, &worker_settings(config, &store));
+    Ok(deliveries)
+}
+
+/// A message in hand, in arrival order.
+struct InHand {
+    message: Box<Message>,
+    /// `None` while it is being handled.
+    finished: Option<Finished>,
+}
+
+enum Finished {
+    Handled(Handled),
+    /// Not handled (an error or a panic): park it raw, then acknowledge.
+    Failed(String),
+}
+
+struct Engine {
+    config: Arc<ConsumerConfig>,
+    transforms: Arc<Transforms>,
+    observer: Option<mpsc::UnboundedSender<RunEvent>>,
+    in_flight: JoinSet<(u64, Result<Handled, DeliveryError>)>,
+    /// Task id → sequence number, to place a panic.
+    tasks: HashMap<tokio::task::Id, u64>,
+    order: BTreeMap<u64, InHand>,
+    next_seq: u64,
+}
+
+impl Engine {
+    fn tell(&self, event: RunEvent) {
+        if let Some(observer) = &self.observer {
+            let _ = observer.send(event);
         }
-        let next = tokio::select! {
-            next = source.next() => next,
-            () = &mut shutdown => {
-                tracing::info!("shutting down");
+    }
+
+    async fn run(
+        &mut self,
+        mut source: Source,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), RunError> {
+        tokio::pin!(shutdown);
+        let concurrency = self.config.concurrency.max(1);
+        let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let metrics = crate::metrics::global();
+        loop {
+            if grace.is_some() && self.in_flight.is_empty() {
                 break;
             }
-        };
-        let message = match next {
-            Some(Ok(Received::Message(message))) => message,
-            Some(Ok(Received::Subscribed)) => {
-                if let Some(observer) = &options.observer {
-                    let _ = observer.send(RunEvent::Subscribed);
+            metrics.set_in_flight(self.in_flight.len());
+            tokio::select! {
+                // Finished work first: it frees room for the next message.
+                biased;
+                Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    let (seq, finished) = match joined {
+                        Ok((id, (seq, result))) => {
+                            self.tasks.remove(&id);
+                            (seq, match result {
+                                Ok(handled) => Finished::Handled(handled),
+                                Err(e) => Finished::Failed(format!("not handled: {e}")),
+                            })
+                        }
+                        Err(e) => {
+                            let Some(seq) = self.tasks.remove(&e.id()) else { continue };
+                            let reason = if e.is_panic() {
+                                format!("panic while handling: {}", panic_text(&*e.into_panic()))
+                            } else {
+                                "handling was cancelled".to_owned()
+                            };
+                            (seq, Finished::Failed(reason))
+                        }
+                    };
+                    if let Some(in_hand) = self.order.get_mut(&seq) {
+                        in_hand.finished = Some(finished);
+                    }
+                    if let Err(e) = self.acknowledge_ready().await {
+                        source.stop().await;
+                        return Err(e);
+                    }
                 }
-                continue;
+                () = &mut shutdown, if grace.is_none() => {
+                    tracing::info!(
+                        in_hand = self.in_flight.len(),
+                        grace = ?self.config.shutdown_grace,
+                        "shutting down: finishing the messages in hand"
+                    );
+                    grace = Some(Box::pin(tokio::time::sleep(self.config.shutdown_grace)));
+                }
+                () = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => {
+                    self.cut_off().await?;
+                    break;
+                }
+                next = source.next(), if grace.is_none() && self.in_flight.len() < concurrency => {
+                    match next {
+                        Some(Ok(Received::Message(message))) => self.start(message),
+                        Some(Ok(Received::Subscribed)) => self.tell(RunEvent::Subscribed),
+                        Some(Err(e)) => {
+                            source.stop().await;
+                            return Err(e.into());
+                        }
+                        None => {
+                            source.stop().await;
+                            return Err(SourceError::Ended.into());
+                        }
+                    }
+                }
             }
-            Some(Err(e)) => {
-                source.stop().await;
-                return Err(e.into());
-            }
-            None => break,
-        };
-        // Copies (the payload's is a reference count), so the message itself stays free to be
-        // acknowledged while the handling future is still around.
+        }
+        metrics.set_in_flight(0);
+        source.stop().await;
+        Ok(())
+    }
+
+    fn start(&mut self, message: Box<Message>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // Copies (the payload's is a reference count), so the message itself stays here,
+        // free to be acknowledged in its turn.
         let (topic, payload) = (message.topic.clone(), message.payload.clone());
-        let handling = CatchUnwind(Box::pin(transforms.handle(&topic, &payload)));
-        tokio::pin!(handling);
-        let first = tokio::select! {
-            result = &mut handling => Some(result),
-            () = &mut shutdown => None,
-        };
-        let result = match first {
-            Some(result) => Some(result),
-            None => {
-                stopping = true;
-                tracing::info!(
-                    grace = ?config.shutdown_grace,
-                    "shutting down: finishing the message in hand"
-                );
-                tokio::time::timeout(config.shutdown_grace, &mut handling)
-                    .await
-                    .ok()
-            }
-        };
-        let reason = match result {
-            Some(Ok(Ok(handled))) => {
-                crate::metrics::global().handled(&handled);
-                if let Err(e) = message.ack().await {
-                    // The broker will send it again; dedupe recognizes it.
-                    tracing::warn!("{e}");
-                }
-                if let Some(observer) = &options.observer {
-                    let _ = observer.send(RunEvent::Handled(handled));
-                }
-                continue;
-            }
-            Some(Ok(Err(e))) => format!("not handled: {e}"),
-            Some(Err(panic)) => format!("panic while handling: {}", panic_text(&*panic)),
-            None if persistent => {
-                tracing::warn!(
-                    topic = %message.topic,
-                    "not finished within shutdownGraceSeconds; left unacknowledged, the broker \
-                     sends it again on the next start"
-                );
+        let transforms = Arc::clone(&self.transforms);
+        let handle = self
+            .in_flight
+            .spawn(async move { (seq, transforms.handle(&topic, &payload).await) });
+        self.tasks.insert(handle.id(), seq);
+        self.order.insert(
+            seq,
+            InHand {
+                message,
+                finished: None,
+            },
+        );
+    }
+
+    /// Acknowledges, in arrival order, every message from the oldest on that is finished.
+    async fn acknowledge_ready(&mut self) -> Result<(), RunError> {
+        while let Some(entry) = self.order.first_entry() {
+            if entry.get().finished.is_none() {
                 break;
             }
-            None => "not finished within shutdownGraceSeconds before shutdown, and the \
-                     session is not persistent"
-                .to_owned(),
-        };
+            let in_hand = entry.remove();
+            let Some(finished) = in_hand.finished else {
+                continue;
+            };
+            match finished {
+                Finished::Handled(handled) => {
+                    let (tenant, outcome) = handled.labels();
+                    crate::metrics::global().event(tenant, outcome);
+                    if let Err(e) = in_hand.message.ack().await {
+                        // The broker will send it again; dedupe recognizes it.
+                        tracing::warn!("{e}");
+                    }
+                    self.tell(RunEvent::Handled(handled));
+                }
+                Finished::Failed(reason) => self.park_raw(in_hand.message, reason).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A message that could not be handled: parked raw with the reason and acknowledged, so the
+    /// ones behind it go on. If parking fails too, stop with it unacknowledged.
+    async fn park_raw(&mut self, message: Box<Message>, reason: String) -> Result<(), RunError> {
         let parked = ParkedMessage::new(&message.topic, &message.payload, &reason);
-        match park_message(&config.dead_letter_dir, &parked).await {
+        match park_message(&self.config.dead_letter_dir, &parked).await {
             Ok(path) => {
                 crate::metrics::global()
-                    .event(tenant_of_topic(&config, &message.topic), "parked-raw");
+                    .event(tenant_of_topic(&self.config, &message.topic), "parked-raw");
                 tracing::error!(
                     topic = %message.topic,
                     parked = %path.display(),
@@ -239,43 +388,46 @@ pub async fn run(
                 if let Err(e) = message.ack().await {
                     tracing::warn!("{e}");
                 }
-                if let Some(observer) = &options.observer {
-                    let _ = observer.send(RunEvent::Parked {
-                        topic: parked.topic,
-                        reason,
-                    });
-                }
+                self.tell(RunEvent::Parked {
+                    topic: parked.topic,
+                    reason,
+                });
+                Ok(())
             }
             Err(park) => {
                 // Not even parking worked (disk full?). Leave the message unacknowledged and
                 // stop loudly: the broker keeps it for the next start.
                 tracing::error!("message {reason}; {park}; left unacknowledged, stopping");
-                source.stop().await;
-                return Err(RunError::Park {
+                Err(RunError::Park {
                     error: reason,
                     park,
-                });
+                })
             }
         }
     }
-    source.stop().await;
-    Ok(())
-}
 
-/// A future that turns a panic while polling it into an `Err` with the panic's payload, so one
-/// message's panic ends that message, not the consumer. Boxed, so it needs no unsafe pinning.
-struct CatchUnwind<F>(Pin<Box<F>>);
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Err(panic) => Poll::Ready(Err(panic)),
+    /// The grace period ended with messages still in hand.
+    async fn cut_off(&mut self) -> Result<(), RunError> {
+        self.in_flight.abort_all();
+        if !self.config.broker.clean_session {
+            tracing::warn!(
+                unfinished = self.order.len(),
+                "not finished within shutdownGraceSeconds; left unacknowledged, the broker sends \
+                 them again on the next start"
+            );
+            return Ok(());
         }
+        // Without a session the broker would forget them: park each raw, in order.
+        for in_hand in self.order.values_mut() {
+            if in_hand.finished.is_none() {
+                in_hand.finished = Some(Finished::Failed(
+                    "not finished within shutdownGraceSeconds before shutdown, and the session \
+                     is not persistent"
+                        .to_owned(),
+                ));
+            }
+        }
+        self.acknowledge_ready().await
     }
 }
 
@@ -305,20 +457,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_panic_while_handling_ends_that_future_not_the_task() {
-        let panicking = CatchUnwind(Box::pin(async {
+    async fn a_panic_while_handling_is_reported_with_its_message() {
+        let mut set = JoinSet::new();
+        set.spawn(async {
             tokio::task::yield_now().await;
             let values: Vec<u64> = Vec::new();
             values[usize::from(values.is_empty())]
-        }));
-        let err = panicking.await.expect_err("the panic is caught");
-        assert!(
-            panic_text(&*err).contains("index out of bounds"),
-            "{}",
-            panic_text(&*err)
-        );
-        let fine = CatchUnwind(Box::pin(async { 7 })).await;
-        assert_eq!(fine.ok(), Some(7));
+        });
+        let err = set
+            .join_next()
+            .await
+            .expect("a task")
+            .expect_err("the panic is caught");
+        let text = panic_text(&*err.into_panic());
+        assert!(text.contains("index out of bounds"), "{text}");
         assert_eq!(panic_text(&String::from("owned")), "owned");
     }
 }

@@ -700,7 +700,10 @@ async fn deliver_once(email: &Email) -> (Vec<(String, Outcome)>, Setup) {
     );
     let config = setup.config();
     let delivery = consumer::pipeline::delivery_for(&config).expect("sinks build");
-    let outcomes = delivery.deliver(&sample_alert()).await.expect("handled");
+    let outcomes = delivery
+        .deliver(&sample_alert(), "test")
+        .await
+        .expect("handled");
     (email_outcomes(&outcomes), setup)
 }
 

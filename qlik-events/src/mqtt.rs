@@ -44,6 +44,10 @@ pub struct ClientOptions {
     pub manual_acks: bool,
     /// Requests (publish, subscribe, ack) that may wait for the event loop at once.
     pub request_queue: usize,
+    /// MQTT 5 receive maximum: QoS 1 messages the broker may send before this client
+    /// acknowledged them. `None`: the protocol's default (65,535). MQTT 3.1.1 has no such
+    /// setting; there the broker's own in-flight limit bounds it.
+    pub receive_maximum: Option<u16>,
 }
 
 impl Default for ClientOptions {
@@ -52,6 +56,7 @@ impl Default for ClientOptions {
             session: Session::CLEAN,
             manual_acks: false,
             request_queue: 16,
+            receive_maximum: None,
         }
     }
 }
@@ -220,6 +225,9 @@ impl Connector {
             MqttVersion::V5 => {
                 let mut mqtt = settings.mqtt_options_v5(options.session.expiry)?;
                 mqtt.set_manual_acks(options.manual_acks);
+                if options.receive_maximum.is_some() {
+                    mqtt.set_receive_maximum(options.receive_maximum);
+                }
                 Connector::V5 {
                     options: Box::new(mqtt),
                     request_queue,

@@ -67,12 +67,46 @@ impl Default for EnrichmentConfig {
     }
 }
 
+/// Extension `consumer.redelivery`: what happens to an alert a destination did not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedeliveryConfig {
+    /// `scheduleSeconds` (default [`DEFAULT_REDELIVERY_SCHEDULE`]): after an alert was parked,
+    /// the delays before each automatic redelivery. Past the last one the alert stays parked
+    /// for `consumer replay`. Empty: no automatic redelivery.
+    pub schedule: Vec<Duration>,
+    /// `holdSeconds` (default 5): how long an alert may wait at its destination (queued, or
+    /// being tried) before it is written to the destination's durable queue, so that its event
+    /// can be acknowledged and a slow destination never holds up the broker's window.
+    pub hold: Duration,
+}
+
+/// About 27 hours in all, as the webhook services users trust do: quick at first, then hourly
+/// and half-daily for an outage over a night and a day.
+pub const DEFAULT_REDELIVERY_SCHEDULE: [u64; 7] = [60, 300, 1800, 7200, 18000, 36000, 36000];
+
+impl Default for RedeliveryConfig {
+    fn default() -> Self {
+        Self {
+            schedule: DEFAULT_REDELIVERY_SCHEDULE
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            hold: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Default of `concurrency`: events handled at once.
+pub const DEFAULT_CONCURRENCY: u64 = 32;
+
 /// Everything in the consumer section but its destinations.
 pub(crate) struct Extension {
     pub state_dir: PathBuf,
     pub dead_letter_dir: PathBuf,
     pub dedupe: DedupeConfig,
     pub retry: RetryConfig,
+    pub redelivery: RedeliveryConfig,
+    pub concurrency: usize,
     pub enrichment: EnrichmentConfig,
     pub ha: HaConfig,
     pub shutdown_grace: Duration,
@@ -103,6 +137,14 @@ pub(crate) fn parse_extension(ext: &Node<'_>, env: Env<'_>, p: &mut Problems) ->
         dead_letter_dir,
         dedupe,
         retry: parse_retry(&ext.child("retry"), p),
+        redelivery: parse_redelivery(&ext.child("redelivery"), p),
+        concurrency: usize::try_from(ext.child("concurrency").u64_or(
+            p,
+            DEFAULT_CONCURRENCY,
+            1,
+            1024,
+        ))
+        .unwrap_or(1),
         enrichment: parse_enrichment(&ext.child("enrichment"), p),
         ha: parse_ha(ext, env, p),
         shutdown_grace: Duration::from_secs(ext.child("shutdownGraceSeconds").u64_or(
@@ -128,6 +170,31 @@ fn parse_retry(node: &Node<'_>, p: &mut Problems) -> RetryConfig {
         max_attempts: u32::try_from(node.child("maxAttempts").u64_or(p, 5, 1, 100)).unwrap_or(5),
         initial_backoff: Duration::from_millis(initial),
         max_backoff: Duration::from_millis(max),
+    }
+}
+
+fn parse_redelivery(node: &Node<'_>, p: &mut Problems) -> RedeliveryConfig {
+    node.expect_map(p, false);
+    let d = RedeliveryConfig::default();
+    let schedule_node = node.child("scheduleSeconds");
+    let schedule = if schedule_node.is_present() {
+        schedule_node
+            .items(p)
+            .iter()
+            // A week at most per step: Qlik keeps deliveries 7 days, alerts older than that
+            // are history.
+            .filter_map(|item| item.u64_required(p, 1, 7 * 86_400))
+            .map(Duration::from_secs)
+            .collect()
+    } else {
+        d.schedule
+    };
+    RedeliveryConfig {
+        schedule,
+        hold: Duration::from_secs(
+            node.child("holdSeconds")
+                .u64_or(p, d.hold.as_secs(), 1, 300),
+        ),
     }
 }
 
@@ -208,10 +275,28 @@ pub(crate) fn summary(s: &mut String, config: &super::ConsumerConfig) {
     let retry = &config.retry;
     let _ = writeln!(
         s,
-        "Delivery: {} attempts, backoff {}ms up to {}ms, then parked",
+        "Delivery: {} events at once; per destination {} attempts, backoff {}ms up to {}ms, \
+         then parked; an alert waiting over {}s is held on disk",
+        config.concurrency,
         retry.max_attempts,
         retry.initial_backoff.as_millis(),
-        retry.max_backoff.as_millis()
+        retry.max_backoff.as_millis(),
+        config.redelivery.hold.as_secs()
+    );
+    let schedule: Vec<String> = config
+        .redelivery
+        .schedule
+        .iter()
+        .map(|d| d.as_secs().to_string())
+        .collect();
+    let _ = writeln!(
+        s,
+        "Redelivery of parked alerts: {}",
+        if schedule.is_empty() {
+            "off (parked alerts wait for `consumer replay`)".to_owned()
+        } else {
+            format!("after {}s, then `consumer replay`", schedule.join("s, "))
+        }
     );
     let e = &config.enrichment;
     if e.enable {

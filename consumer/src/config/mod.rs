@@ -27,7 +27,10 @@ pub use alert::AlertEnableByTag;
 pub(crate) use alert::{BUTLER_RATE_LIMIT_SECS, block_enabled, rate_limit, script_log_lines};
 pub use broker::{BrokerConfig, FORWARD, MQTT_PASSWORD_ENV, TopicConfig};
 pub use error::{ConfigErrors, Problem};
-pub use extension::{CONSUMER, DedupeConfig, EnrichmentConfig, RetryConfig};
+pub use extension::{
+    CONSUMER, DEFAULT_CONCURRENCY, DEFAULT_REDELIVERY_SCHEDULE, DedupeConfig, EnrichmentConfig,
+    RedeliveryConfig, RetryConfig,
+};
 pub(crate) use node::{Node, Problems, is_placeholder};
 pub use parse::QSC;
 pub use report::{EXIT_CONFIG_INVALID, EXIT_OK, check_config, check_config_with_env, summary};
@@ -70,6 +73,12 @@ pub struct ConsumerConfig {
     pub dedupe: DedupeConfig,
     /// Extension `Butler.qlikSenseCloud.consumer.retry`: delivery retries before parking.
     pub retry: RetryConfig,
+    /// Extension `Butler.qlikSenseCloud.consumer.redelivery`: automatic redelivery of parked
+    /// alerts, and how long an alert may wait at its destination before it is held on disk.
+    pub redelivery: RedeliveryConfig,
+    /// Extension `Butler.qlikSenseCloud.consumer.concurrency` (default 32, 1–1024): events
+    /// handled at once. 1 handles them one after the other, in arrival order.
+    pub concurrency: usize,
     /// Extension `Butler.qlikSenseCloud.consumer.enrichment`: tenant REST API behaviour.
     pub enrichment: EnrichmentConfig,
     /// Extension `Butler.qlikSenseCloud.consumer.stateStore`, `claimLeaseSeconds` and

@@ -67,6 +67,8 @@ pub(crate) fn parse(
             dead_letter_dir: extension.dead_letter_dir,
             dedupe: extension.dedupe,
             retry: extension.retry,
+            redelivery: extension.redelivery,
+            concurrency: extension.concurrency,
             enrichment: extension.enrichment,
             ha: extension.ha,
             shutdown_grace: extension.shutdown_grace,

@@ -24,6 +24,16 @@ pub struct ParkedAlert {
     pub attempts: u32,
     /// The last error (secret-free: URLs masked).
     pub error: String,
+    /// Automatic redeliveries tried so far (`consumer.redelivery.scheduleSeconds`).
+    #[serde(default)]
+    pub redeliveries: u32,
+    /// Unix seconds of the next automatic redelivery. Absent in files written before automatic
+    /// redelivery existed: those are scheduled as if parked when first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<u64>,
+    /// Past the schedule: waits for `consumer replay`.
+    #[serde(default)]
+    pub exhausted: bool,
     pub alert: Alert,
 }
 
@@ -133,8 +143,32 @@ impl DeadLetter {
             parked_at: now_rfc3339(),
             attempts,
             error: error.to_owned(),
+            redeliveries: 0,
+            next_attempt_at: None,
+            exhausted: false,
             alert: bounded_for_parking(alert),
         };
+        self.write(&parked).await
+    }
+
+    /// Writes a parked alert under its stable name ([`Self::path_for`]) and returns the file.
+    pub async fn write(&self, parked: &ParkedAlert) -> Result<PathBuf, DeadLetterError> {
+        let path = self.path_for(&parked.sink, &parked.alert);
+        let bytes = serde_json::to_vec_pretty(parked).map_err(|e| DeadLetterError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&path, &bytes)
+            .await
+            .map_err(|e| DeadLetterError::Write {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(path)
+    }
+
+    /// The file an alert of `sink` is parked in: stable per sink, event and recipient.
+    pub fn path_for(&self, sink: &str, alert: &Alert) -> PathBuf {
         let mut name = format!(
             "{}__{}__{}-{:016x}",
             file_part(&alert.tenant_id),
@@ -151,18 +185,7 @@ impl DeadLetter {
                 fnv1a(&recipient.to_ascii_lowercase()) as u32
             ));
         }
-        let path = self.dir.join(format!("{name}.json"));
-        let bytes = serde_json::to_vec_pretty(&parked).map_err(|e| DeadLetterError::Write {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        write_atomically(&path, &bytes)
-            .await
-            .map_err(|e| DeadLetterError::Write {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(path)
+        self.dir.join(format!("{name}.json"))
     }
 
     /// Parked alert files, oldest name first. A missing directory means nothing is parked.

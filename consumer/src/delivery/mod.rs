@@ -1,28 +1,35 @@
-//! Delivery: the service layers every sink is wrapped in, once — per-app rate limit, retry with
-//! backoff, and parking in the dead-letter directory after the last try — plus `replay`.
+//! Delivery: the service layers every sink is wrapped in, once — per-app rate limit, a queue
+//! and worker of its own ([`worker`]), retry with backoff, pauses on `Retry-After`, parking in
+//! the dead-letter directory, a circuit breaker and automatic redelivery — plus `replay`.
 //!
-//! An alert is *handled* when every sink that accepts it has either delivered it, dropped it
-//! under its rate limit, or had it parked. Only then may the MQTT message be acknowledged; if
-//! even parking fails (disk full), delivery reports an error and the message stays
-//! unacknowledged, so the broker sends it again.
+//! An alert is *handled* when every sink that accepts it has delivered it, dropped it under
+//! its rate limit, or holds it durably (parked, or held on disk while delivery goes on). Only
+//! then may the MQTT message be acknowledged; if even parking fails (disk full), delivery
+//! reports an error and the message stays unacknowledged, so the broker sends it again.
 
 pub mod dead_letter;
 pub mod parked_message;
-pub mod rate_limit;
+pub mod replay;
 pub mod retry;
+pub mod schedule;
+pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::alert::Alert;
 use crate::sinks::SharedSink;
+use crate::state::StateBackend;
 pub use dead_letter::{DeadLetter, DeadLetterError, ParkedAlert};
-pub use rate_limit::RateLimits;
+pub use replay::{ReplayReport, replay};
 pub use retry::RetryPolicy;
+pub use worker::WorkerSettings;
+use worker::{Job, Worker};
 
-/// What became of an alert at one sink.
+/// What became of an alert at one sink, when its event was released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Delivered {
@@ -30,10 +37,24 @@ pub enum Outcome {
     },
     /// Dropped: an alert for this app went to this sink less than `rateLimit` ago.
     RateLimited,
+    /// In the dead-letter directory after every attempt failed (or the destination is down),
+    /// redelivered on the schedule, then by `consumer replay`.
     Parked {
         path: PathBuf,
         error: String,
     },
+    /// Not delivered within `redelivery.holdSeconds`: written to disk so the event can be
+    /// acknowledged, while the destination's worker keeps trying it.
+    Held {
+        path: PathBuf,
+    },
+}
+
+impl Outcome {
+    /// Whether the alert went out or will (so the rate-limit window is used).
+    fn uses_window(&self) -> bool {
+        !matches!(self, Outcome::RateLimited)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,40 +65,54 @@ pub struct DeliveryError {
     pub park: DeadLetterError,
 }
 
-pub struct Delivery {
+/// Every sink with its own queue and worker.
+pub struct Deliveries {
     sinks: Vec<SharedSink>,
-    retry: RetryPolicy,
-    rate_limits: RateLimits,
-    dead_letter: DeadLetter,
+    queues: Vec<mpsc::Sender<Job>>,
+    store: Arc<dyn StateBackend>,
 }
 
-impl Delivery {
-    pub fn new(
+/// Alerts a destination's queue takes before an event waits to hand it one (events in flight
+/// are bounded by `concurrency`; this only smooths bursts).
+const QUEUE: usize = 256;
+
+impl Deliveries {
+    /// Starts one worker per sink; they stop when this is dropped.
+    pub fn start(
         sinks: Vec<SharedSink>,
-        retry: RetryPolicy,
-        rate_limits: RateLimits,
-        dead_letter: DeadLetter,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+        settings: &WorkerSettings,
+    ) -> (Arc<Self>, Vec<JoinHandle<()>>) {
+        let mut queues = Vec::with_capacity(sinks.len());
+        let mut workers = Vec::with_capacity(sinks.len());
+        for sink in &sinks {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            queues.push(tx);
+            let worker = Worker::new(Arc::clone(sink), rx, settings.clone());
+            workers.push(tokio::spawn(worker.run()));
+        }
+        let deliveries = Arc::new(Self {
             sinks,
-            retry,
-            rate_limits,
-            dead_letter,
-        })
+            queues,
+            store: Arc::clone(&settings.store),
+        });
+        (deliveries, workers)
     }
 
     pub fn sinks(&self) -> &[SharedSink] {
         &self.sinks
     }
 
-    /// Delivers to every accepting sink at once (a slow Teams does not hold up Slack) and
-    /// returns each sink's outcome.
+    /// Hands the alert to every accepting sink's queue (a slow Teams does not hold up Slack)
+    /// and returns each sink's outcome once each has released it. `holder` is the claim the
+    /// alert is handled under (tenant + reload): the rate-limit windows it reserves are its.
     pub async fn deliver(
-        self: &Arc<Self>,
+        &self,
         alert: &Alert,
+        holder: &str,
     ) -> Result<Vec<(String, Outcome)>, DeliveryError> {
         let alert = Arc::new(alert.clone());
-        let mut tasks = JoinSet::new();
+        let mut waiting = Vec::new();
+        let mut outcomes: Vec<(usize, String, Outcome)> = Vec::new();
         for (index, sink) in self.sinks.iter().enumerate() {
             if !sink.accepts(&alert) {
                 continue;
@@ -101,110 +136,73 @@ impl Delivery {
                         .collect()
                 }
             };
-            for (copy, alert) in copies.into_iter().enumerate() {
-                let this = Arc::clone(self);
-                let sink = Arc::clone(sink);
-                tasks.spawn(async move {
-                    let name = delivery_name(sink.name(), &alert);
-                    let outcome = this.deliver_to(&sink, &alert).await;
-                    crate::metrics::global().alert(sink.name(), &alert, &outcome);
-                    ((index, copy), name, outcome)
-                });
-            }
-        }
-        let mut outcomes = Vec::new();
-        let mut failure = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((order, name, Ok(outcome))) => outcomes.push((order, name, outcome)),
-                Ok((_, _, Err(e))) => failure = Some(e),
-                Err(e) => {
-                    failure = Some(DeliveryError {
-                        sink: "?".into(),
-                        error: format!("delivery task ended abnormally: {e}"),
-                        park: DeadLetterError::Write {
-                            path: self.dead_letter.dir().to_owned(),
-                            reason: "not attempted".into(),
-                        },
-                    })
+            for copy in copies {
+                let name = delivery_name(sink.name(), &copy);
+                let key = rate_key(&copy);
+                let window = sink.rate_limit();
+                if !self
+                    .store
+                    .window_open(sink.name(), &key, window, holder)
+                    .await
+                {
+                    tracing::info!(
+                        sink = sink.name(),
+                        "{}: not sent, rate limit of {window:?} per app{}",
+                        copy.describe(),
+                        if copy.recipient.is_some() {
+                            " and recipient"
+                        } else {
+                            ""
+                        }
+                    );
+                    crate::metrics::global().alert(sink.name(), "rate_limited", None);
+                    outcomes.push((index, name, Outcome::RateLimited));
+                    continue;
                 }
+                let (done, released) = oneshot::channel();
+                let job = Job { alert: copy, done };
+                if self.queues[index].send(job).await.is_err() {
+                    return Err(stopped(sink.name()));
+                }
+                waiting.push((index, name, key, released));
             }
         }
-        if let Some(e) = failure {
-            return Err(e);
+        for (index, name, key, released) in waiting {
+            let sink = &self.sinks[index];
+            let outcome = released.await.map_err(|_| stopped(sink.name()))??;
+            if outcome.uses_window() {
+                self.store
+                    .window_used(sink.name(), &key, sink.rate_limit(), holder)
+                    .await;
+            }
+            outcomes.push((index, name, outcome));
         }
-        outcomes.sort_by_key(|(order, _, _)| *order);
+        outcomes.sort_by_key(|(index, _, _)| *index);
         Ok(outcomes
             .into_iter()
             .map(|(_, name, outcome)| (name, outcome))
             .collect())
     }
+}
 
-    async fn deliver_to(&self, sink: &SharedSink, alert: &Alert) -> Result<Outcome, DeliveryError> {
-        let name = sink.name();
-        let app = alert.app_id.as_deref().unwrap_or("unknown");
-        // Butler keys email rate limits by app and address (`<appId>|<email>`): one recipient's
-        // window does not silence the others.
-        let key = match &alert.recipient {
-            Some(recipient) => format!("{app}|{}", recipient.to_ascii_lowercase()),
-            None => app.to_owned(),
-        };
-        // The window is checked now and started only once the alert was delivered or parked
-        // (below): a consumer killed mid-delivery must find it open when the broker redelivers.
-        let window = sink.rate_limit();
-        let holder = format!("{}|{}", alert.tenant_id, alert.event_id);
-        if !self.rate_limits.is_open(name, &key, window, &holder).await {
-            tracing::info!(
-                sink = name,
-                "{}: not sent, rate limit of {:?} per app{}",
-                alert.describe(),
-                sink.rate_limit(),
-                if alert.recipient.is_some() {
-                    " and recipient"
-                } else {
-                    ""
-                }
-            );
-            return Ok(Outcome::RateLimited);
-        }
-        match retry::send_with_retry(sink.as_ref(), alert, &self.retry).await {
-            Ok(attempts) => {
-                self.rate_limits.record(name, &key, window, &holder).await;
-                tracing::info!(
-                    sink = name,
-                    attempts,
-                    "{}: alert delivered",
-                    alert.describe()
-                );
-                Ok(Outcome::Delivered { attempts })
-            }
-            Err(failure) => {
-                let error = failure.error.to_string();
-                match self
-                    .dead_letter
-                    .park(name, alert, failure.attempts, &error)
-                    .await
-                {
-                    Ok(path) => {
-                        self.rate_limits.record(name, &key, window, &holder).await;
-                        tracing::error!(
-                            sink = name,
-                            attempts = failure.attempts,
-                            parked = %path.display(),
-                            "{}: alert parked after {} attempt(s); `consumer replay` re-sends it. Last error: {error}",
-                            alert.describe(),
-                            failure.attempts
-                        );
-                        Ok(Outcome::Parked { path, error })
-                    }
-                    Err(park) => Err(DeliveryError {
-                        sink: name.to_owned(),
-                        error,
-                        park,
-                    }),
-                }
-            }
-        }
+fn stopped(sink: &str) -> DeliveryError {
+    DeliveryError {
+        sink: sink.to_owned(),
+        error: "the destination's worker has stopped".to_owned(),
+        park: DeadLetterError::Write {
+            path: PathBuf::new(),
+            reason: "not attempted".to_owned(),
+        },
+    }
+}
+
+/// Butler keys email rate limits by app and address (`<appId>|<email>`): one recipient's window
+/// does not silence the others.
+fn rate_key(alert: &Alert) -> String {
+    let app = alert.app_id.as_deref().unwrap_or("unknown");
+    match &alert.recipient {
+        Some(recipient) => format!("{app}|{}", recipient.to_ascii_lowercase()),
+        None => app.to_owned(),
     }
 }
 
@@ -215,83 +213,4 @@ pub fn delivery_name(sink: &str, alert: &Alert) -> String {
         Some(recipient) => format!("{sink}/{recipient}"),
         None => sink.to_owned(),
     }
-}
-
-/// What `replay` did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ReplayReport {
-    pub delivered: usize,
-    /// Still parked: the sink failed again.
-    pub failed: usize,
-    /// Still parked: no configured sink has that name (configuration changed since).
-    pub unknown_sink: usize,
-    /// Files that are not parked alerts; left alone.
-    pub unreadable: usize,
-}
-
-impl ReplayReport {
-    pub fn remaining(&self) -> usize {
-        self.failed + self.unknown_sink + self.unreadable
-    }
-}
-
-/// Re-sends every parked alert (optionally only those of one sink) through its sink, with the
-/// same retry policy but no rate limit (the alert was already admitted once). A file is
-/// deleted only after its alert was delivered.
-pub async fn replay(
-    dead_letter: &DeadLetter,
-    sinks: &[SharedSink],
-    retry: &RetryPolicy,
-    only_sink: Option<&str>,
-) -> Result<ReplayReport, DeadLetterError> {
-    let mut report = ReplayReport::default();
-    for path in dead_letter.list()? {
-        let mut parked = match DeadLetter::read(&path) {
-            Ok(parked) => parked,
-            Err(e) => {
-                tracing::warn!("{e}; left in place");
-                report.unreadable += 1;
-                continue;
-            }
-        };
-        if only_sink.is_some_and(|s| s != parked.sink) {
-            continue;
-        }
-        let Some(sink) = sinks.iter().find(|s| s.name() == parked.sink) else {
-            tracing::warn!(
-                parked = %path.display(),
-                "{}: no configured sink named `{}`; left parked",
-                parked.alert.describe(),
-                parked.sink
-            );
-            report.unknown_sink += 1;
-            continue;
-        };
-        match retry::send_with_retry(sink.as_ref(), &parked.alert, retry).await {
-            Ok(attempts) => {
-                DeadLetter::remove(&path)?;
-                tracing::info!(
-                    sink = %parked.sink,
-                    attempts,
-                    "{}: parked alert delivered and removed",
-                    parked.alert.describe()
-                );
-                report.delivered += 1;
-            }
-            Err(failure) => {
-                tracing::error!(
-                    sink = %parked.sink,
-                    parked = %path.display(),
-                    "{}: still failing, left parked: {}",
-                    parked.alert.describe(),
-                    failure.error
-                );
-                parked.attempts = parked.attempts.saturating_add(failure.attempts);
-                parked.error = failure.error.to_string();
-                DeadLetter::update(&path, &parked)?;
-                report.failed += 1;
-            }
-        }
-    }
-    Ok(report)
 }

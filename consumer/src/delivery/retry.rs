@@ -41,16 +41,47 @@ pub struct Failure {
     pub error: SinkError,
 }
 
-/// Sends until the sink accepts, a final error, or the attempts run out.
+/// How a run of attempts ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempted {
+    Delivered {
+        attempts: u32,
+    },
+    /// The destination asked for a pause (`429` + `Retry-After`): the caller pauses the whole
+    /// destination and tries again; `attempts` counts the failed ones made before, not this.
+    Throttled {
+        attempts: u32,
+        retry_after: Duration,
+        error: SinkError,
+    },
+    Failed(Failure),
+}
+
+/// Sends until the sink accepts, a final error, a request to pause, or the attempts run out.
+/// `made` attempts were already made for this alert (before a pause).
 pub async fn send_with_retry(
     sink: &dyn DynSink,
     alert: &Alert,
     policy: &RetryPolicy,
-) -> Result<u32, Failure> {
-    let mut attempt = 1;
+    made: u32,
+) -> Attempted {
+    let mut attempt = made.saturating_add(1);
     loop {
         match sink.send_boxed(alert).await {
-            Ok(()) => return Ok(attempt),
+            Ok(()) => return Attempted::Delivered { attempts: attempt },
+            Err(SinkError::Throttled {
+                message,
+                retry_after,
+            }) => {
+                return Attempted::Throttled {
+                    attempts: attempt - 1,
+                    retry_after,
+                    error: SinkError::Throttled {
+                        message,
+                        retry_after,
+                    },
+                };
+            }
             Err(error) if error.is_transient() && attempt < policy.max_attempts => {
                 let pause = policy.backoff(attempt);
                 tracing::info!(
@@ -64,7 +95,7 @@ pub async fn send_with_retry(
                 attempt += 1;
             }
             Err(error) => {
-                return Err(Failure {
+                return Attempted::Failed(Failure {
                     attempts: attempt,
                     error,
                 });

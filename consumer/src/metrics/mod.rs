@@ -1,7 +1,8 @@
 //! Prometheus metrics and health, for operators (`Butler.qlikSenseCloud.consumer.metrics.listen`).
 //!
 //! One process-wide registry ([`global`]), so the pipeline, delivery, the tenant API client and
-//! the MQTT source each record with one line and no plumbing. Served by [`server`] as Prometheus
+//! the MQTT source each record with one line and no plumbing. It takes plain values (names,
+//! labels, counts) and imports no stage of the pipeline. Served by [`server`] as Prometheus
 //! text at `/metrics`; `/healthz` says whether the consumer can do its job.
 //!
 //! Labels never carry untrusted values: `tenant` is a configured tenant id (events from other
@@ -21,10 +22,6 @@ use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::alert::Alert;
-use crate::delivery::{DeliveryError, Outcome};
-use crate::transforms::Handled;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     tenant: String,
@@ -35,6 +32,11 @@ struct EventLabels {
 struct AlertLabels {
     sink: String,
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +56,11 @@ pub struct Metrics {
     parked: Gauge,
     claims_lost: Counter,
     store_resets: Counter,
+    destination_up: Family<SinkLabels, Gauge>,
+    destination_queue: Family<SinkLabels, Gauge>,
+    redeliveries: Family<AlertLabels, Counter>,
+    throttled: Family<SinkLabels, Counter>,
+    in_flight: Gauge,
     /// For `/healthz`: the same facts as the gauges, without reading them back.
     broker_up: AtomicBool,
 }
@@ -62,17 +69,6 @@ pub struct Metrics {
 pub fn global() -> &'static Metrics {
     static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
     &METRICS
-}
-
-/// The `outcome` label of `qscloud_consumer_events_total` for a handled message.
-pub fn event_outcome(handled: &Handled) -> (&str, &'static str) {
-    match handled {
-        Handled::Alerted { alert, .. } => (alert.tenant_id.as_str(), "alerted"),
-        Handled::Duplicate { tenant_id, .. } => (tenant_id.as_str(), "duplicate"),
-        Handled::NoAlert { tenant_id, .. } => (tenant_id.as_str(), "ignored"),
-        Handled::UnknownTenant { .. } | Handled::OwnAlert { .. } => ("unknown", "ignored"),
-        Handled::Unparseable { .. } => ("unknown", "invalid"),
-    }
 }
 
 impl Metrics {
@@ -134,6 +130,36 @@ impl Metrics {
             "Times the shared store was found to have forgotten everything (restart without persistence, flush): events handled before may be alerted again",
             store_resets.clone(),
         );
+        let destination_up = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "qscloud_consumer_destination_up",
+            "1 while a destination takes alerts, 0 while it is marked down (its alerts are parked and redelivered on the schedule)",
+            destination_up.clone(),
+        );
+        let destination_queue = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "qscloud_consumer_destination_queue_depth",
+            "Alerts waiting for a destination: in its memory queue plus parked for it",
+            destination_queue.clone(),
+        );
+        let redeliveries = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "qscloud_consumer_redeliveries",
+            "Automatic redeliveries of parked alerts by sink and outcome (delivered, failed, exhausted: past the schedule, left for `consumer replay`)",
+            redeliveries.clone(),
+        );
+        let throttled = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "qscloud_consumer_destination_throttled",
+            "Times a destination answered 429/503 with Retry-After and was paused (not failed attempts)",
+            throttled.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "qscloud_consumer_events_in_flight",
+            "Events being handled at once (at most `concurrency`)",
+            in_flight.clone(),
+        );
         Self {
             registry,
             events,
@@ -145,14 +171,13 @@ impl Metrics {
             parked,
             claims_lost,
             store_resets,
+            destination_up,
+            destination_queue,
+            redeliveries,
+            throttled,
+            in_flight,
             broker_up: AtomicBool::new(false),
         }
-    }
-
-    /// Pipeline hook: a message was handled (and acknowledged).
-    pub fn handled(&self, handled: &Handled) {
-        let (tenant, outcome) = event_outcome(handled);
-        self.event(tenant, outcome);
     }
 
     /// A message handled with this outcome (`parked-raw` for one set aside unparsed).
@@ -165,26 +190,60 @@ impl Metrics {
             .inc();
     }
 
-    /// Delivery hook: what became of an alert at one sink.
-    pub fn alert(&self, sink: &str, alert: &Alert, outcome: &Result<Outcome, DeliveryError>) {
-        let label = match outcome {
-            Ok(Outcome::Delivered { .. }) => {
-                if let Some(seconds) = alert.event_time.as_deref().and_then(seconds_since) {
-                    self.latency.observe(seconds);
-                }
-                "delivered"
-            }
-            Ok(Outcome::RateLimited) => "rate_limited",
-            Ok(Outcome::Parked { .. }) => "parked",
-            // Neither delivered nor parked: the message stays unacknowledged and comes back.
-            Err(_) => return,
-        };
+    /// Delivery hook: what became of an alert at one sink (`delivered`, `parked`,
+    /// `rate_limited`); a delivery is timed from the event's time (RFC 3339) when known.
+    pub fn alert(&self, sink: &str, outcome: &'static str, event_time: Option<&str>) {
+        if outcome == "delivered"
+            && let Some(seconds) = event_time.and_then(seconds_since)
+        {
+            self.latency.observe(seconds);
+        }
         self.alerts
             .get_or_create(&AlertLabels {
                 sink: sink.to_owned(),
-                outcome: label,
+                outcome,
             })
             .inc();
+    }
+
+    /// A destination marked up or down (circuit breaker).
+    pub fn set_destination_up(&self, sink: &str, up: bool) {
+        self.destination_up
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    pub fn set_destination_queue(&self, sink: &str, depth: usize) {
+        self.destination_queue
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// An automatic redelivery: `delivered`, `failed` or `exhausted`.
+    pub fn redelivery(&self, sink: &str, outcome: &'static str) {
+        self.redeliveries
+            .get_or_create(&AlertLabels {
+                sink: sink.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn throttled(&self, sink: &str) {
+        self.throttled
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_in_flight(&self, events: usize) {
+        self.in_flight
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
     }
 
     /// Tenant API hook: the HTTP status of an answer, or `None` when none came.

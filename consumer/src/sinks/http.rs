@@ -57,6 +57,11 @@ pub async fn post_json(
     if status.is_success() {
         return Ok(());
     }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(retry_after);
     // A short excerpt of the answer helps (Slack says `invalid_payload`, Teams says why).
     let text = response.text().await.unwrap_or_default();
     let excerpt: String = text.chars().take(200).collect();
@@ -66,6 +71,14 @@ pub async fn post_json(
         message.push_str(" (redirect not followed: configure the final URL)");
         return Err(SinkError::Transient(message));
     }
+    if let Some(retry_after) = retry_after.filter(|_| {
+        status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+    }) {
+        return Err(SinkError::Throttled {
+            message,
+            retry_after,
+        });
+    }
     if status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || status.is_server_error()
@@ -74,6 +87,18 @@ pub async fn post_json(
     } else {
         Err(SinkError::Permanent(message))
     }
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110 10.2.3); `None` when it is neither.
+pub fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let wait = at - time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -117,6 +142,19 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         tokio::spawn(async move { axum::serve(listener, app).await });
         (format!("http://{addr}"), seen)
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past: go now"
+        );
+        assert_eq!(retry_after("soon"), None);
+        assert_eq!(retry_after("-3"), None);
     }
 
     #[tokio::test]

@@ -42,11 +42,18 @@ pub enum SinkError {
     /// Retrying the same alert cannot succeed (4xx, template error): park it at once.
     #[error("{0}")]
     Permanent(String),
+    /// The destination asked us to slow down (`429` with `Retry-After`): the whole destination
+    /// pauses that long. Not a failed attempt.
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 impl SinkError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, SinkError::Transient(_))
+        matches!(self, SinkError::Transient(_) | SinkError::Throttled { .. })
     }
 }
 

@@ -9,10 +9,12 @@
 //! - Reconnects with capped exponential backoff; subscribes again whenever the broker did not
 //!   resume the session (CONNACK `session_present` false).
 //!
-//! The MQTT event loop runs in its own task and never waits on the pipeline, so keep-alives
-//! continue while an alert is being delivered slowly. The channel to the pipeline is unbounded
-//! in type but bounded in practice by the broker's in-flight window: without acknowledgements
-//! it sends no more than that.
+//! The MQTT event loop runs in its own task, so keep-alives continue while alerts are being
+//! delivered slowly. The channel to the pipeline is bounded (`concurrency` messages); what the
+//! broker may push is bounded too: with MQTT 5 by the receive maximum this client announces
+//! (`concurrency`), with MQTT 3.1.1 by the broker's own in-flight window (Mosquitto's
+//! `max_inflight_messages`, 20 by default). Should more arrive while the channel is full, the
+//! event loop waits for the pipeline, and TCP pushes back on the broker.
 
 mod backoff;
 
@@ -36,6 +38,10 @@ pub enum SourceError {
     SubscriptionRefused { filter: String, reason: String },
     #[error("cannot acknowledge message: the MQTT client has stopped")]
     AckFailed,
+    #[error(
+        "the MQTT connection task ended without an error (a bug): stopping so a supervisor restarts the consumer"
+    )]
+    Ended,
 }
 
 /// How to reach the broker and what to subscribe to.
@@ -49,6 +55,8 @@ pub struct SourceConfig {
     /// Topic filter, possibly `$share/<group>/<filter>` (MQTT 5).
     pub filter: String,
     pub backoff: Backoff,
+    /// Messages in hand at once: the channel's capacity, and the MQTT 5 receive maximum.
+    pub window: usize,
 }
 
 impl SourceConfig {
@@ -59,6 +67,7 @@ impl SourceConfig {
             session_expiry: config.broker.session_expiry_v5(),
             filter: config.topics.subscription_filter(),
             backoff: Backoff::default(),
+            window: config.concurrency,
         }
     }
 }
@@ -105,7 +114,7 @@ pub enum Received {
 
 /// A running subscription.
 pub struct Source {
-    rx: mpsc::UnboundedReceiver<SourceEvent>,
+    rx: mpsc::Receiver<SourceEvent>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -114,7 +123,8 @@ impl Source {
     /// Starts connecting in the background. Certificate and key files are read here, so a bad
     /// TLS setting fails now rather than on every reconnect.
     pub fn start(config: SourceConfig) -> Result<Source, SourceError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let window = config.window.max(1);
+        let (tx, rx) = mpsc::channel(window);
         let (stop, stopped) = watch::channel(false);
         let (client, eventloop) = MqttClient::new(
             &config.broker,
@@ -124,7 +134,10 @@ impl Source {
                     expiry: config.session_expiry,
                 },
                 manual_acks: true,
-                request_queue: 64,
+                // Room for an acknowledgement of every message in hand, so acknowledging
+                // never waits on the event loop.
+                request_queue: 2 * window + 16,
+                receive_maximum: Some(u16::try_from(window).unwrap_or(u16::MAX)),
             },
         )?;
         let connection = Connection {
@@ -163,7 +176,7 @@ struct Connection {
     broker: String,
     filter: String,
     backoff: Backoff,
-    tx: mpsc::UnboundedSender<SourceEvent>,
+    tx: mpsc::Sender<SourceEvent>,
 }
 
 impl Connection {
@@ -199,16 +212,19 @@ impl Connection {
                 }
                 Ok(MqttEvent::SubAck(granted)) => {
                     if let Some(Err(reason)) = granted.into_iter().find(Result::is_err) {
-                        let _ =
-                            self.tx
-                                .send(SourceEvent::Fatal(SourceError::SubscriptionRefused {
-                                    filter: filter.to_owned(),
-                                    reason,
-                                }));
+                        let _ = self
+                            .tx
+                            .send(SourceEvent::Fatal(SourceError::SubscriptionRefused {
+                                filter: filter.to_owned(),
+                                reason,
+                            }))
+                            .await;
                         return;
                     }
                     tracing::info!(filter, "subscribed with QoS 1");
-                    let _ = self.tx.send(SourceEvent::Subscribed);
+                    if self.tx.send(SourceEvent::Subscribed).await.is_err() {
+                        return;
+                    }
                 }
                 Ok(MqttEvent::Publish(publish)) => {
                     let message = Message {
@@ -216,12 +232,14 @@ impl Connection {
                         payload: publish.payload,
                         ack: publish.ack,
                     };
-                    if self
-                        .tx
-                        .send(SourceEvent::Message(Box::new(message)))
-                        .is_err()
-                    {
-                        return;
+                    // Waits while the pipeline has its window full; stopping still wins.
+                    tokio::select! {
+                        sent = self.tx.send(SourceEvent::Message(Box::new(message))) => {
+                            if sent.is_err() {
+                                return;
+                            }
+                        }
+                        _ = stopped.changed() => return,
                     }
                 }
                 Ok(_) => {}

@@ -1,21 +1,23 @@
 //! Which instance handles an event, and whether it was handled already: the one decision point
 //! the pipeline asks before building an alert ([`Claims::begin`]) and tells after the alert was
-//! delivered or parked ([`Claims::finish`]).
+//! delivered or is held durably ([`Claims::finish`]). The same protocol over every
+//! [`StateBackend`]:
 //!
-//! - File store (one instance): today's dedupe memory in the state directory.
-//! - Redis store (several instances): an atomic claim with a lease. With plain subscriptions
-//!   every instance receives every event; the first to claim handles it, renewing its lease
-//!   while it works, and marks it `done`. The others wait for `done` before acknowledging
-//!   (so a message is never acknowledged by an instance while the one handling it might still
-//!   die), and take the event over when the lease expires without `done` — the holder died.
+//! - The first to claim a key handles it; with a shared store it renews its lease while it
+//!   works. Everyone else (another instance, or a second event about the same reload in this
+//!   one) waits for `done` before acknowledging their copy, and takes the event over when the
+//!   key is freed: released by a holder whose handling failed, panicked or was cut off at
+//!   shutdown, or expired because the holder died.
+//! - A claim dropped without [`Claims::finish`] is released at once, so nobody waits out a full
+//!   lease for an event nobody handles (a redelivered copy on this very consumer included).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::redis_store::{ClaimState, RedisStore};
-use crate::transforms::dedupe::Dedupe;
+use super::backend::{ClaimState, StateBackend};
 
 /// What [`Claims::begin`] decided.
 #[derive(Debug)]
@@ -26,14 +28,27 @@ pub enum Begin {
     Duplicate,
 }
 
-/// An event this instance is handling. Dropping it without [`Claims::finish`] (delivery
-/// failed, process ends) stops the lease renewal: another instance takes the event over once
-/// the lease expires.
-#[derive(Debug)]
+/// An event this instance is handling.
 pub struct Claim {
     key: String,
-    token: Option<String>,
+    token: String,
+    store: Arc<dyn StateBackend>,
     renewal: Option<JoinHandle<()>>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim").field("key", &self.key).finish()
+    }
+}
+
+impl Claim {
+    /// The claimed key (tenant + reload, or tenant + event): also the holder of the rate-limit
+    /// windows its alert reserves, so an instance that takes the event over may use them.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 impl Drop for Claim {
@@ -41,57 +56,85 @@ impl Drop for Claim {
         if let Some(renewal) = self.renewal.take() {
             renewal.abort();
         }
+        if self.finished {
+            return;
+        }
+        // Handling failed, panicked or was cut off: free the key now rather than at the end
+        // of the lease. Outside a runtime (process exit) the lease expires by itself.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, key, token) = (
+                Arc::clone(&self.store),
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+            );
+            runtime.spawn(async move {
+                store.release(&key, &token).await;
+                tracing::debug!(event = %key, "claim released without being done");
+            });
+        }
     }
 }
 
-/// Shared claims in Redis.
-pub struct SharedClaims {
-    store: RedisStore,
+pub struct Claims {
+    store: Arc<dyn StateBackend>,
     instance: String,
     lease: Duration,
     retention: Duration,
-    /// How often a waiting instance looks whether the holder finished.
+    /// How often a waiting handler looks whether the holder finished.
     poll: Duration,
-}
-
-pub enum Claims {
-    File(Dedupe),
-    Shared(SharedClaims),
 }
 
 static NONCE: AtomicU64 = AtomicU64::new(0);
 
-/// A claim token unique per instance, process and event: `<clientId>:<pid>:<n>`.
-fn token(instance: &str) -> String {
-    format!(
-        "claim:{instance}:{}:{}",
-        std::process::id(),
-        NONCE.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-impl SharedClaims {
-    pub fn new(store: RedisStore, instance: &str, lease: Duration, retention: Duration) -> Self {
+impl Claims {
+    pub fn new(
+        store: Arc<dyn StateBackend>,
+        instance: &str,
+        lease: Duration,
+        retention: Duration,
+    ) -> Self {
+        let poll = if store.shared() {
+            (lease / 20).clamp(Duration::from_millis(20), Duration::from_millis(500))
+        } else {
+            // Only this process can hold a local claim: the holder is never far away.
+            Duration::from_millis(10)
+        };
         Self {
             store,
             instance: instance.to_owned(),
             lease,
             retention,
-            poll: (lease / 20).clamp(Duration::from_millis(20), Duration::from_millis(500)),
+            poll,
         }
     }
 
-    async fn begin(&self, key: &str) -> Begin {
-        let token = token(&self.instance);
+    pub fn store(&self) -> &Arc<dyn StateBackend> {
+        &self.store
+    }
+
+    /// A claim token unique per instance, process and claim: `claim:<clientId>:<pid>:<n>`.
+    fn token(&self) -> String {
+        format!(
+            "claim:{}:{}:{}",
+            self.instance,
+            std::process::id(),
+            NONCE.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Whether to handle an event under this key. May wait for another holder; never fails (an
+    /// unreachable store is retried by the backend).
+    pub async fn begin(&self, key: &str) -> Begin {
+        let token = self.token();
         let mut waited_for: Option<String> = None;
         loop {
             match self.store.claim(key, &token, self.lease).await {
                 ClaimState::Mine => {
                     if let Some(holder) = waited_for {
-                        tracing::warn!(
+                        tracing::info!(
                             event = key,
                             holder = %holder,
-                            "the instance handling this event stopped renewing its lease; taking it over"
+                            "the holder of this event gave it up or stopped renewing its lease; taking it over"
                         );
                     }
                     return Begin::Handle(self.claim(key, token));
@@ -102,11 +145,12 @@ impl SharedClaims {
                         tracing::info!(
                             event = key,
                             holder = %holder,
-                            "another instance is handling this event; waiting for it before acknowledging"
+                            "this event (or its reload) is being handled; waiting for it before acknowledging"
                         );
                     }
                     waited_for = Some(holder);
-                    // Wait until done or the key is gone (lease expired), then decide again.
+                    // Wait until done or the key is free (released, or the lease expired),
+                    // then decide again.
                     loop {
                         tokio::time::sleep(self.poll).await;
                         match self.store.state(key).await.as_deref() {
@@ -121,36 +165,42 @@ impl SharedClaims {
     }
 
     fn claim(&self, key: &str, token: String) -> Claim {
-        let store = self.store.clone();
-        let lease = self.lease;
-        let (event, mine) = (key.to_owned(), token.clone());
-        let renewal = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                if !store.renew(&event, &mine, lease).await {
-                    tracing::warn!(
-                        event = %event,
-                        "lost the claim on this event while handling it (lease expired, e.g. \
-                         during a store outage); another instance may alert it too"
-                    );
-                    return;
+        let renewal = self.store.shared().then(|| {
+            let store = Arc::clone(&self.store);
+            let lease = self.lease;
+            let (event, mine) = (key.to_owned(), token.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    if !store.renew(&event, &mine, lease).await {
+                        tracing::warn!(
+                            event = %event,
+                            "lost the claim on this event while handling it (lease expired, e.g. \
+                             during a store outage); another instance may alert it too"
+                        );
+                        return;
+                    }
                 }
-            }
+            })
         });
         Claim {
             key: key.to_owned(),
-            token: Some(token),
-            renewal: Some(renewal),
+            token,
+            store: Arc::clone(&self.store),
+            renewal,
+            finished: false,
         }
     }
 
-    async fn finish(&self, mut claim: Claim) {
+    /// The event's alert was delivered or is held durably: mark it done and remember the
+    /// `also` keys (e.g. the event id beside a reload's claim), so no instance alerts it again.
+    pub async fn finish(&self, mut claim: Claim, also: &[String]) {
         if let Some(renewal) = claim.renewal.take() {
             renewal.abort();
         }
-        let previous = self.store.done(&claim.key, self.retention).await;
-        let mine = claim.token.as_deref();
-        if previous.as_deref() != mine {
+        claim.finished = true;
+        let previous = self.store.done(&claim.key, also, self.retention).await;
+        if previous.as_deref() != Some(claim.token.as_str()) && self.store.shared() {
             // Never silent: the alert went out here, and the group's memory says another
             // instance held (or finished) the event meanwhile — it may have alerted too.
             crate::metrics::global().claim_lost();
@@ -161,65 +211,10 @@ impl SharedClaims {
             );
         }
     }
-}
-
-impl Claims {
-    /// Whether to handle an event under this dedupe key (tenant + event id). With the Redis store
-    /// this may wait for another instance; it never fails (an unreachable store is retried).
-    pub async fn begin(&mut self, key: &str) -> Begin {
-        match self {
-            Claims::File(dedupe) => {
-                if dedupe.seen(key) {
-                    Begin::Duplicate
-                } else {
-                    Begin::Handle(Claim {
-                        key: key.to_owned(),
-                        token: None,
-                        renewal: None,
-                    })
-                }
-            }
-            Claims::Shared(shared) => shared.begin(key).await,
-        }
-    }
-
-    /// The event was delivered or parked: remember it, and the `also` keys (e.g. the event id
-    /// beside a reload's claim), so no instance alerts it again.
-    pub async fn finish(&mut self, claim: Claim, also: &[String]) {
-        match self {
-            Claims::File(dedupe) => {
-                let keys: Vec<&str> = std::iter::once(claim.key.as_str())
-                    .chain(also.iter().map(String::as_str))
-                    .collect();
-                // One save for all keys: the acknowledgement waits for it.
-                if let Err(e) = dedupe.remember_all(&keys).await {
-                    // The alert went out; failing here would only send it again.
-                    tracing::error!("{e}; a redelivery of this event would alert again");
-                }
-            }
-            Claims::Shared(shared) => {
-                for key in also {
-                    shared.store.remember(key, shared.retention).await;
-                }
-                shared.finish(claim).await;
-            }
-        }
-    }
 
     /// A key remembered beside a claim (e.g. the event id of a reload's alert) already?
     pub async fn seen(&self, key: &str) -> bool {
-        match self {
-            Claims::File(dedupe) => dedupe.seen(key),
-            Claims::Shared(shared) => shared.store.seen(key).await,
-        }
-    }
-
-    /// Events remembered locally (file store), for the start-up log.
-    pub fn remembered(&self) -> Option<usize> {
-        match self {
-            Claims::File(dedupe) => Some(dedupe.len()),
-            Claims::Shared(_) => None,
-        }
+        self.store.seen(key).await
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::StateStoreConfig;
-use crate::delivery::RateLimits;
+use crate::state::{LocalStore, RedisStore};
 
 async fn redis() -> Option<RedisStore> {
     let env = |_: &str| None;
@@ -35,20 +35,30 @@ fn unique(prefix: &str) -> String {
 }
 
 fn shared(store: &RedisStore, instance: &str, lease: Duration) -> Claims {
-    Claims::Shared(SharedClaims::new(
-        store.clone(),
+    Claims::new(
+        Arc::new(store.clone()),
         instance,
         lease,
         Duration::from_secs(60),
-    ))
+    )
+}
+
+impl Claim {
+    /// What a process that dies leaves behind: no renewal, no release, no done.
+    fn abandon(mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        self.finished = true;
+    }
 }
 
 #[tokio::test]
 async fn one_instance_handles_the_other_waits_for_done_then_drops_it() {
     let Some(store) = redis().await else { return };
     let key = unique("t/race");
-    let mut a = shared(&store, "a", Duration::from_secs(5));
-    let mut b = shared(&store, "b", Duration::from_secs(5));
+    let a = shared(&store, "a", Duration::from_secs(5));
+    let b = shared(&store, "b", Duration::from_secs(5));
     let Begin::Handle(claim) = a.begin(&key).await else {
         panic!("first claim is mine")
     };
@@ -73,16 +83,16 @@ async fn a_dead_holder_is_taken_over_when_its_lease_expires() {
     let Some(store) = redis().await else { return };
     let key = unique("t/takeover");
     let lease = Duration::from_millis(600);
-    let mut a = shared(&store, "a", lease);
-    let mut b = shared(&store, "b", lease);
+    let a = shared(&store, "a", lease);
+    let b = shared(&store, "b", lease);
     let Begin::Handle(claim) = a.begin(&key).await else {
         panic!("a claims")
     };
     // While a lives its renewals keep the claim past several leases.
     let b_waits = tokio::time::timeout(lease * 3, b.begin(&key)).await;
     assert!(b_waits.is_err(), "b must not take a live claim");
-    // a dies: no renewal, no done.
-    drop(claim);
+    // a dies: no renewal, no release, no done.
+    claim.abandon();
     let started = std::time::Instant::now();
     let Begin::Handle(taken) = tokio::time::timeout(lease * 4, b.begin(&key))
         .await
@@ -99,7 +109,7 @@ async fn a_dead_holder_is_taken_over_when_its_lease_expires() {
 async fn a_claim_lost_during_an_outage_is_counted_not_silent() {
     let Some(store) = redis().await else { return };
     let key = unique("t/lost");
-    let mut a = shared(&store, "a", Duration::from_secs(5));
+    let a = shared(&store, "a", Duration::from_secs(5));
     let Begin::Handle(claim) = a.begin(&key).await else {
         panic!("a claims")
     };
@@ -117,29 +127,33 @@ async fn a_claim_lost_during_an_outage_is_counted_not_silent() {
 async fn rate_limit_windows_and_dedupe_keys_are_one_for_the_group() {
     let Some(store) = redis().await else { return };
     let app = unique("app");
-    let one = RateLimits::shared(store.clone());
-    let two = RateLimits::shared(store.clone());
     let w = Duration::from_secs(30);
-    assert!(one.admit("slack:t", &app, w).await);
+    let admit = |sink: &'static str, key: String, w: Duration, holder: &'static str| {
+        let store = store.clone();
+        async move {
+            let open = StateBackend::window_open(&store, sink, &key, w, holder).await;
+            if open {
+                StateBackend::window_used(&store, sink, &key, w, holder).await;
+            }
+            open
+        }
+    };
+    assert!(admit("slack:t", app.clone(), w, "h1").await);
     assert!(
-        !two.admit("slack:t", &app, w).await,
+        !admit("slack:t", app.clone(), w, "h2").await,
         "same window in the group"
     );
-    assert!(two.admit("teams:t", &app, w).await, "per sink");
-    assert!(two.admit("slack:t", &format!("{app}|a@x"), w).await);
+    assert!(admit("teams:t", app.clone(), w, "h2").await, "per sink");
+    assert!(admit("slack:t", format!("{app}|a@x"), w, "h2").await);
     let short = unique("short");
-    assert!(
-        one.admit("slack:t", &short, Duration::from_millis(200))
-            .await
-    );
+    assert!(admit("slack:t", short.clone(), Duration::from_millis(200), "h1").await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        two.admit("slack:t", &short, Duration::from_millis(200))
-            .await,
+        admit("slack:t", short, Duration::from_millis(200), "h2").await,
         "window closed"
     );
 
-    let mut a = shared(&store, "a", Duration::from_secs(5));
+    let a = shared(&store, "a", Duration::from_secs(5));
     let b = shared(&store, "b", Duration::from_secs(5));
     let reload = unique("t/reload");
     let event = unique("t/event");
@@ -157,14 +171,73 @@ async fn rate_limit_windows_and_dedupe_keys_are_one_for_the_group() {
 #[tokio::test]
 async fn the_file_store_keeps_todays_dedupe() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut claims = Claims::File(Dedupe::load(dir.path(), Duration::from_secs(3600)));
+    let hour = Duration::from_secs(3600);
+    let claims = Claims::new(
+        Arc::new(LocalStore::open(dir.path(), hour)),
+        "i",
+        hour,
+        hour,
+    );
     let Begin::Handle(claim) = claims.begin("t/e1").await else {
         panic!("new event")
     };
     claims.finish(claim, &[]).await;
     assert!(matches!(claims.begin("t/e1").await, Begin::Duplicate));
-    let again = Claims::File(Dedupe::load(dir.path(), Duration::from_secs(3600)));
+    let again = LocalStore::open(dir.path(), hour);
     assert_eq!(again.remembered(), Some(1));
+}
+
+/// Two events about one reload handled at once in one process: the second waits for the
+/// first and is a duplicate once it is done.
+#[tokio::test]
+async fn a_second_event_of_a_reload_in_hand_waits_then_is_a_duplicate() {
+    let hour = Duration::from_secs(3600);
+    let claims = Arc::new(Claims::new(
+        Arc::new(LocalStore::memory(hour)),
+        "i",
+        hour,
+        hour,
+    ));
+    let Begin::Handle(claim) = claims.begin("reload:t/r").await else {
+        panic!("first")
+    };
+    let other = Arc::clone(&claims);
+    let second = tokio::spawn(async move { other.begin("reload:t/r").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!second.is_finished(), "waits while the first is in hand");
+    claims.finish(claim, &[]).await;
+    let second = second.await.expect("task");
+    assert!(matches!(second, Begin::Duplicate), "{second:?}");
+}
+
+/// A claim whose handling failed (dropped without finish) is released at once: the next copy
+/// of the event is handled without waiting for a lease, on this instance or another.
+#[tokio::test]
+async fn a_claim_dropped_without_finish_is_released_at_once() {
+    let hour = Duration::from_secs(3600);
+    let claims = Claims::new(Arc::new(LocalStore::memory(hour)), "i", hour, hour);
+    let Begin::Handle(claim) = claims.begin("t/e").await else {
+        panic!("first")
+    };
+    drop(claim);
+    let again = tokio::time::timeout(Duration::from_secs(2), claims.begin("t/e"))
+        .await
+        .expect("not waiting for the hour-long lease");
+    assert!(matches!(again, Begin::Handle(_)));
+
+    let Some(store) = redis().await else { return };
+    let key = unique("t/released");
+    let lease = Duration::from_secs(30);
+    let a = shared(&store, "a", lease);
+    let b = shared(&store, "b", lease);
+    let Begin::Handle(claim) = a.begin(&key).await else {
+        panic!("a claims")
+    };
+    drop(claim);
+    let taken = tokio::time::timeout(Duration::from_secs(3), b.begin(&key))
+        .await
+        .expect("b takes it at once, not after the 30 s lease");
+    assert!(matches!(taken, Begin::Handle(_)));
 }
 
 /// The store's cost per alerted event (claim, rate-limit window, done), file against Redis.
@@ -175,26 +248,22 @@ async fn store_cost_per_event() {
     let Some(store) = redis().await else { return };
     let n = 500;
     let dir = tempfile::tempdir().expect("tempdir");
-    let stores = [
-        (
-            "file",
-            Claims::File(Dedupe::load(dir.path(), Duration::from_secs(3600))),
-            RateLimits::load(dir.path()),
-        ),
-        (
-            "redis",
-            shared(&store, "bench", Duration::from_secs(30)),
-            RateLimits::shared(store.clone()),
-        ),
+    let hour = Duration::from_secs(3600);
+    let stores: [(&str, Arc<dyn StateBackend>); 2] = [
+        ("file", Arc::new(LocalStore::open(dir.path(), hour))),
+        ("redis", Arc::new(store.clone())),
     ];
-    for (name, mut claims, limits) in stores {
+    for (name, backend) in stores {
+        let claims = Claims::new(Arc::clone(&backend), "bench", Duration::from_secs(30), hour);
         let started = std::time::Instant::now();
         for i in 0..n {
             let key = unique(&format!("bench/{i}"));
             let Begin::Handle(claim) = claims.begin(&key).await else {
                 panic!("new")
             };
-            assert!(limits.admit("slack:t", &key, Duration::from_secs(60)).await);
+            let w = Duration::from_secs(60);
+            assert!(backend.window_open("slack:t", &key, w, &key).await);
+            backend.window_used("slack:t", &key, w, &key).await;
             claims.finish(claim, &[]).await;
         }
         let per = started.elapsed() / n;
@@ -208,23 +277,22 @@ async fn store_cost_per_event() {
 async fn a_reserved_window_passes_to_the_instance_taking_the_event_over() {
     let Some(store) = redis().await else { return };
     let app = unique("app");
-    let dead = RateLimits::shared(store.clone());
-    let survivor = RateLimits::shared(store.clone());
     let w = Duration::from_secs(30);
-    assert!(dead.is_open("slack:t", &app, w, "t|event-1").await);
-    // `dead` is killed here, before delivering and recording.
+    // The claim is on the reload; the two consumers saw different events of it.
+    let holder = "reload:t/r1";
+    assert!(StateBackend::window_open(&store, "slack:t", &app, w, holder).await);
+    // The consumer that reserved it is killed here, before delivering and recording.
     assert!(
-        !survivor.is_open("slack:t", &app, w, "t|event-2").await,
-        "another alert of the app is held back while the window is reserved"
+        !StateBackend::window_open(&store, "slack:t", &app, w, "reload:t/r2").await,
+        "another reload's alert of the app is held back while the window is reserved"
     );
     assert!(
-        survivor.is_open("slack:t", &app, w, "t|event-1").await,
-        "the event taken over may still go"
+        StateBackend::window_open(&store, "slack:t", &app, w, holder).await,
+        "the reload taken over may still go, whichever event of it the survivor got"
     );
-    survivor.record("slack:t", &app, w, "t|event-1").await;
+    StateBackend::window_used(&store, "slack:t", &app, w, holder).await;
     assert!(
-        !survivor.is_open("slack:t", &app, w, "t|event-1").await,
-        "once sent, the window is used, even for the same event"
+        !StateBackend::window_open(&store, "slack:t", &app, w, holder).await,
+        "once sent, the window is used, even for the same reload"
     );
-    assert!(!dead.is_open("slack:t", &app, w, "t|event-2").await);
 }

@@ -1,8 +1,9 @@
 //! State: what the consumer keeps between runs and what several instances must agree on.
 //!
-//! [`StateStore`] is where the shared decisions live — which instance handles an event
-//! ([`claims`]), dedupe, rate-limit windows: files in the state directory (the embedded
-//! default, one instance) or Redis / Valkey ([`redis_store`], several instances).
+//! [`StateBackend`] is where the shared decisions live — which instance handles an event
+//! ([`claims`]), dedupe, rate-limit windows, leases: files in the state directory ([`local`],
+//! the embedded default, one instance), Redis / Valkey ([`redis_store`], several instances), or
+//! memory (unit tests).
 //!
 //! What the consumer keeps on disk (seen events, rate-limit windows, parked alerts, script
 //! logs) is written through the helpers below, so every file survives a crash whole or not at
@@ -12,76 +13,36 @@
 //! tenant ids: files are created `0600` and directories `0700` (on Unix), readable by the
 //! consumer's own user only, whatever the umask.
 
+pub mod backend;
 pub mod claims;
+pub mod dedupe;
+pub mod local;
+mod redis_backend;
 pub mod redis_store;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::{ConsumerConfig, StateStoreConfig};
-use crate::delivery::RateLimits;
-use crate::transforms::dedupe::Dedupe;
+pub use backend::{ClaimState, StateBackend, StoreError};
 pub use claims::{Begin, Claim, Claims};
+pub use local::LocalStore;
 pub use redis_store::RedisStore;
 
-/// The configured store (`Butler.qlikSenseCloud.consumer.stateStore`).
-#[derive(Debug, Clone)]
-pub enum StateStore {
-    /// Files in the state directory.
-    File,
-    Redis(RedisStore),
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("state store {store}: {reason}")]
-pub struct StoreError {
-    pub store: String,
-    pub reason: String,
-}
-
-impl StateStore {
-    /// Opens the store without waiting for it: an unreachable Redis is retried when used.
-    pub fn open(config: &ConsumerConfig) -> Result<Self, StoreError> {
-        match &config.ha.state_store {
-            StateStoreConfig::File => Ok(StateStore::File),
-            StateStoreConfig::Redis(url) => {
-                RedisStore::open(url)
-                    .map(StateStore::Redis)
-                    .map_err(|e| StoreError {
-                        store: url.to_string(),
-                        reason: e.to_string(),
-                    })
-            }
-        }
-    }
-
-    /// Who handles an event, and dedupe.
-    pub fn claims(&self, config: &ConsumerConfig) -> Claims {
-        match self {
-            StateStore::File => {
-                Claims::File(Dedupe::load(&config.state_dir, config.dedupe.retention))
-            }
-            StateStore::Redis(store) => Claims::Shared(claims::SharedClaims::new(
-                store.clone(),
-                &config.broker.client_id,
-                config.ha.claim_lease,
-                config.dedupe.retention,
-            )),
-        }
-    }
-
-    /// Rate-limit windows: per instance in the state directory, or one per app for the group.
-    pub fn rate_limits(&self, config: &ConsumerConfig) -> RateLimits {
-        match self {
-            StateStore::File => RateLimits::load(&config.state_dir),
-            StateStore::Redis(store) => RateLimits::shared(store.clone()),
-        }
-    }
-
-    pub fn redis(&self) -> Option<&RedisStore> {
-        match self {
-            StateStore::File => None,
-            StateStore::Redis(store) => Some(store),
-        }
+/// Opens the configured store (`Butler.qlikSenseCloud.consumer.stateStore`) without waiting
+/// for it: an unreachable Redis is retried when used.
+pub fn open(config: &ConsumerConfig) -> Result<Arc<dyn StateBackend>, StoreError> {
+    match &config.ha.state_store {
+        StateStoreConfig::File => Ok(Arc::new(LocalStore::open(
+            &config.state_dir,
+            config.dedupe.retention,
+        ))),
+        StateStoreConfig::Redis(url) => RedisStore::open(url)
+            .map(|store| Arc::new(store) as Arc<dyn StateBackend>)
+            .map_err(|e| StoreError {
+                store: url.to_string(),
+                reason: e.to_string(),
+            }),
     }
 }
 

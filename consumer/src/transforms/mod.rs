@@ -3,7 +3,6 @@
 //! them for one message and delivers the alert; it returns an error only when the message must
 //! not be acknowledged.
 
-pub mod dedupe;
 pub mod enrich;
 pub mod parse;
 pub mod reload;
@@ -13,8 +12,9 @@ use std::sync::Arc;
 
 use crate::alert::Alert;
 use crate::config::ConsumerConfig;
-use crate::delivery::{Delivery, DeliveryError, Outcome};
+use crate::delivery::{Deliveries, DeliveryError, Outcome};
 use crate::sinks::mqtt::MqttDestination;
+use crate::state::dedupe;
 use crate::state::{Begin, Claims};
 use enrich::Enricher;
 use reload::Reaction;
@@ -45,6 +45,19 @@ pub enum Handled {
     },
 }
 
+impl Handled {
+    /// The `tenant` and `outcome` labels of `qscloud_consumer_events_total`.
+    pub fn labels(&self) -> (&str, &'static str) {
+        match self {
+            Handled::Alerted { alert, .. } => (alert.tenant_id.as_str(), "alerted"),
+            Handled::Duplicate { tenant_id, .. } => (tenant_id.as_str(), "duplicate"),
+            Handled::NoAlert { tenant_id, .. } => (tenant_id.as_str(), "ignored"),
+            Handled::UnknownTenant { .. } | Handled::OwnAlert { .. } => ("unknown", "ignored"),
+            Handled::Unparseable { .. } => ("unknown", "invalid"),
+        }
+    }
+}
+
 /// The fixed start of the MQTT destination's topic template (up to its first placeholder), or
 /// the whole topic when it has none.
 pub fn own_alert_prefix(template: &str) -> String {
@@ -59,7 +72,7 @@ pub struct Transforms {
     own_alerts: Option<String>,
     claims: Claims,
     enricher: Enricher,
-    delivery: Arc<Delivery>,
+    delivery: Arc<Deliveries>,
 }
 
 impl Transforms {
@@ -67,7 +80,7 @@ impl Transforms {
         config: Arc<ConsumerConfig>,
         claims: Claims,
         enricher: Enricher,
-        delivery: Arc<Delivery>,
+        delivery: Arc<Deliveries>,
     ) -> Self {
         let own_alerts = config
             .destinations
@@ -83,7 +96,14 @@ impl Transforms {
         }
     }
 
-    pub async fn handle(&mut self, topic: &str, payload: &[u8]) -> Result<Handled, DeliveryError> {
+    pub fn deliveries(&self) -> &Arc<Deliveries> {
+        &self.delivery
+    }
+
+    /// Handles one message. Safe to run for many messages at once: a second event about a
+    /// reload in hand waits for the first (the claim), and every other decision is the
+    /// store's.
+    pub async fn handle(&self, topic: &str, payload: &[u8]) -> Result<Handled, DeliveryError> {
         if self
             .own_alerts
             .as_deref()
@@ -188,7 +208,9 @@ impl Transforms {
             "{}: reload failed, alerting",
             alert.describe()
         );
-        let outcomes = self.delivery.deliver(&alert).await?;
+        // The claim key names the alert's rate-limit reservations: whoever holds the claim
+        // (this instance, or one that takes the reload over) may use them.
+        let outcomes = self.delivery.deliver(&alert, claim.key()).await?;
         let also = if reload_key.is_some() {
             vec![event_key]
         } else {

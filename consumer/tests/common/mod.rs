@@ -695,6 +695,37 @@ impl Binary {
         }
     }
 
+    /// Waits until the log says what became of event `id`: alerted, or dropped as already
+    /// alerted on (here or by another consumer).
+    pub async fn wait_for_decision(&mut self, id: &str) {
+        let decided = |log: &str| {
+            log.lines().any(|l| {
+                l.contains(&format!("event {id:?}")) && l.contains("reload failed, alerting")
+                    || l.contains(&format!("event_id={id}")) && l.contains("already alerted on")
+            })
+        };
+        let found = async {
+            loop {
+                let seen = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+                if decided(&seen) {
+                    return Some(());
+                }
+                self.lines.recv().await?;
+            }
+        };
+        if tokio::time::timeout(WAIT, found)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            panic!(
+                "consumer log never decided event {id}; log so far:\n{}",
+                self.log.lock().map(|l| l.clone()).unwrap_or_default()
+            );
+        }
+    }
+
     /// SIGTERM, then waits for the process to end; returns how long that took and the log.
     pub async fn terminate(mut self) -> (Duration, Option<i32>, String) {
         let pid = self.child.id().expect("consumer still running");

@@ -121,6 +121,7 @@ impl ConfirmedPublisher {
                 session: Session::CLEAN,
                 manual_acks: false,
                 request_queue,
+                receive_maximum: None,
             },
         )
     }

@@ -39,7 +39,8 @@ struct Stored {
 
 #[derive(Debug)]
 pub struct Dedupe {
-    path: PathBuf,
+    /// `None`: kept in memory only (unit tests).
+    path: Option<PathBuf>,
     retention: Duration,
     max_entries: usize,
     order: VecDeque<(String, u64)>,
@@ -84,7 +85,7 @@ impl Dedupe {
             }
         };
         let mut dedupe = Self {
-            path,
+            path: Some(path),
             retention,
             max_entries: max_entries.max(1),
             order: VecDeque::new(),
@@ -95,6 +96,17 @@ impl Dedupe {
         }
         dedupe.prune(now_unix());
         dedupe
+    }
+
+    /// A memory that is never written: for unit tests.
+    pub fn in_memory(retention: Duration) -> Self {
+        Self {
+            path: None,
+            retention,
+            max_entries: MAX_ENTRIES,
+            order: VecDeque::new(),
+            index: HashMap::new(),
+        }
     }
 
     fn insert(&mut self, key: String, at: u64) {
@@ -143,18 +155,21 @@ impl Dedupe {
             self.insert(key.as_ref().to_owned(), now);
         }
         self.prune(now);
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let stored = Stored {
             version: 1,
             seen: self.order.iter().cloned().collect(),
         };
         let bytes = serde_json::to_vec(&stored).map_err(|e| DedupeError {
-            path: self.path.clone(),
+            path: path.clone(),
             reason: e.to_string(),
         })?;
-        write_atomically(&self.path, &bytes)
+        write_atomically(path, &bytes)
             .await
             .map_err(|e| DedupeError {
-                path: self.path.clone(),
+                path: path.clone(),
                 reason: e.to_string(),
             })
     }

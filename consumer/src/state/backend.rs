@@ -1,0 +1,100 @@
+//! The one trait every state backend implements: files in the state directory (one instance),
+//! Redis / Valkey (several instances), and memory (unit tests). Each method is one decision the
+//! group must agree on; [`super::Claims`] builds the claim protocol (waiting, leases, takeover)
+//! on top, the same for every backend.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use super::redis_store::ClaimState;
+use super::redis_store::RedisStore;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("state store {store}: {reason}")]
+pub struct StoreError {
+    pub store: String,
+    pub reason: String,
+}
+
+/// Where the consumer keeps what must survive it and what several instances share.
+///
+/// Keys are built by the caller: event and reload keys from [`super::dedupe`], window keys from
+/// the sink name and app (and recipient), lease names from what they guard.
+pub trait StateBackend: Send + Sync + 'static {
+    /// Where the state lives, for logs (never a password).
+    fn describe(&self) -> String;
+
+    /// Whether other instances may share this state, so claims need leases that are renewed
+    /// while an event is handled and taken over when they expire.
+    fn shared(&self) -> bool;
+
+    /// Takes `key` for `token` unless it is taken or done.
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, ClaimState>;
+
+    /// Extends the claim; false when it is no longer `token`'s.
+    fn renew<'a>(&'a self, key: &'a str, token: &'a str, lease: Duration) -> BoxFuture<'a, bool>;
+
+    /// Marks `key` done and remembers the `also` keys, all for `retention`; returns what `key`
+    /// held before (the claim's token, unless it was lost meanwhile).
+    fn done<'a>(
+        &'a self,
+        key: &'a str,
+        also: &'a [String],
+        retention: Duration,
+    ) -> BoxFuture<'a, Option<String>>;
+
+    /// Gives up a claim without marking it done, so the next copy of the event (here or on
+    /// another instance) is handled at once instead of after the lease.
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, ()>;
+
+    /// `done`, a claim token, or `None` when nobody holds the key.
+    fn state<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>>;
+
+    /// Whether a key was remembered (by [`Self::done`]'s `also`).
+    fn seen<'a>(&'a self, key: &'a str) -> BoxFuture<'a, bool>;
+
+    /// Whether the rate-limit window of `sink` + `key` lets `holder` (the claim key: tenant +
+    /// reload) send now; an open window is reserved for `holder`, so whoever holds the claim
+    /// may use it and nobody else.
+    fn window_open<'a>(
+        &'a self,
+        sink: &'a str,
+        key: &'a str,
+        window: Duration,
+        holder: &'a str,
+    ) -> BoxFuture<'a, bool>;
+
+    /// `holder`'s alert was delivered or is held durably: the window runs from now.
+    fn window_used<'a>(
+        &'a self,
+        sink: &'a str,
+        key: &'a str,
+        window: Duration,
+        holder: &'a str,
+    ) -> BoxFuture<'a, ()>;
+
+    /// Takes or renews a named lease for `holder` (e.g. one parked alert being redelivered);
+    /// false while another holder has it.
+    fn lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> BoxFuture<'a, bool>;
+
+    /// Gives a lease back early.
+    fn unlease<'a>(&'a self, name: &'a str, holder: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Events remembered locally, for the start-up log; `None` when the store is shared.
+    fn remembered(&self) -> Option<usize> {
+        None
+    }
+
+    /// The Redis store behind this backend, for health and metrics.
+    fn redis(&self) -> Option<&RedisStore> {
+        None
+    }
+}
