@@ -13,13 +13,19 @@
 //! The store being unreachable is never skipped over: [`RedisStore::retrying`] repeats an
 //! operation with capped backoff until the store answers, so the MQTT message in hand stays
 //! unacknowledged (the broker keeps it) and nothing is decided without the group.
+//!
+//! Not every failure is an outage that waiting cures, so failures are told apart
+//! ([`FailureKind`]): a server that became a read-only replica after a failover gets a fresh
+//! connection (a DNS name or proxy may lead elsewhere now), and while any operation is stuck
+//! on a failure, [`RedisStore::failing`] says why, so `/healthz` answers 503 instead of
+//! reporting a consumer that PINGs fine but handles nothing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, RedisResult, Script, Value};
+use redis::{AsyncCommands, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 use crate::config::RedisUrl;
 
@@ -59,11 +65,105 @@ pub enum ClaimState {
     HeldElsewhere(String),
 }
 
+/// What went wrong with a store operation, and so what helps: the `kind` label of
+/// `qscloud_consumer_store_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No answer (refused, reset, timed out), or a server not ready yet (loading its data): the
+    /// connection manager reconnects by itself, and waiting is the cure.
+    Connection,
+    /// `READONLY`: the server is a replica now (failover). The connection is replaced, because
+    /// the old one stays with that host although the DNS name or proxy may lead to the new
+    /// primary.
+    ReadOnly,
+    /// `OOM`: `maxmemory` reached with `noeviction`. Retried, since freeing memory cures it;
+    /// the message stays unacknowledged, so nothing is lost meanwhile.
+    Oom,
+    /// A refusal no retry cures: a command or syntax the server lacks (older than 7.0), ACL
+    /// permissions, a wrong password, foreign data under our keys. An operator must act.
+    Other,
+}
+
+impl FailureKind {
+    pub fn of(error: &RedisError) -> Self {
+        match error.kind() {
+            ErrorKind::Io | ErrorKind::Parse | ErrorKind::ClusterConnectionNotFound => {
+                FailureKind::Connection
+            }
+            ErrorKind::Server(ServerErrorKind::ReadOnly) => FailureKind::ReadOnly,
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ClusterDown,
+            ) => FailureKind::Connection,
+            // Errors raised inside a Lua script keep the server's code (`-OOM … script: …`).
+            _ => match error.code() {
+                Some("OOM") => FailureKind::Oom,
+                Some("READONLY") => FailureKind::ReadOnly,
+                Some("LOADING") => FailureKind::Connection,
+                _ => FailureKind::Other,
+            },
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Connection => "connection",
+            FailureKind::ReadOnly => "readonly",
+            FailureKind::Oom => "oom",
+            FailureKind::Other => "other",
+        }
+    }
+
+    /// What the failure means, for the log line and `/healthz`.
+    fn meaning(self) -> &'static str {
+        match self {
+            FailureKind::Connection => "unreachable",
+            FailureKind::ReadOnly => "a read-only replica (after a failover?)",
+            FailureKind::Oom => "out of memory (maxmemory reached)",
+            FailureKind::Other => "refusing the command",
+        }
+    }
+}
+
+/// Operations stuck on a failure right now, and the latest reason: what `/healthz` reports.
+#[derive(Debug, Default)]
+struct Failing {
+    operations: usize,
+    reason: Option<String>,
+}
+
+/// Held by an operation from its first failure to its success (or its cancellation: dropped
+/// with the future), so the count never outlives the operations it counts.
+struct Stuck(Arc<Mutex<Failing>>);
+
+impl Drop for Stuck {
+    fn drop(&mut self) {
+        let mut failing = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        failing.operations = failing.operations.saturating_sub(1);
+        if failing.operations == 0 {
+            failing.reason = None;
+        }
+    }
+}
+
+/// The connection in use, and a generation number so that many operations failing on the same
+/// replica at once replace it once, not once each.
+struct Current {
+    conn: ConnectionManager,
+    generation: u64,
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    current: Arc<Mutex<Current>>,
+    /// What a fresh connection is built from (behind an `Arc`: the store is cloned into every
+    /// claim and rate limit, and both are large).
+    connector: Arc<(redis::Client, ConnectionManagerConfig)>,
     display: String,
     connected: Arc<AtomicBool>,
+    failing: Arc<Mutex<Failing>>,
     /// The store's epoch as last seen by this process.
     epoch: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -71,6 +171,16 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RedisStore({})", self.display)
+    }
+}
+
+/// A server's refusal as `redis-cli` shows it (`READONLY You can't write…`), so the code an
+/// operator searches for is there; other errors as the `redis` crate words them.
+fn describe(error: &RedisError) -> String {
+    match (error.code(), error.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_owned(),
+        _ => error.to_string(),
     }
 }
 
@@ -92,17 +202,87 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
         Ok(Self {
-            conn: ConnectionManager::new_lazy_with_config(client, config)?,
+            current: Arc::new(Mutex::new(Current {
+                conn,
+                generation: 0,
+            })),
+            connector: Arc::new((client, config)),
             display: url.to_string(),
             connected: Arc::new(AtomicBool::new(false)),
+            failing: Arc::default(),
             epoch: Arc::default(),
         })
     }
 
     /// A connection for commands this module has no method for (tests, diagnostics).
     pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.current().0
+    }
+
+    fn current(&self) -> (ConnectionManager, u64) {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        (current.conn.clone(), current.generation)
+    }
+
+    /// Replaces the connection that gave a failure, unless another operation already did.
+    /// Operations still holding the old one finish on it; it closes with its last clone.
+    fn reconnect(&self, failed_generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.generation != failed_generation {
+            return;
+        }
+        let (client, config) = &*self.connector;
+        match ConnectionManager::new_lazy_with_config(client.clone(), config.clone()) {
+            Ok(conn) => {
+                *current = Current {
+                    conn,
+                    generation: failed_generation.wrapping_add(1),
+                };
+            }
+            Err(e) => {
+                tracing::warn!(store = %self.display, "cannot build a new connection to the state store: {e}");
+            }
+        }
+    }
+
+    /// Why store operations fail now: the latest failure's reason while at least one operation
+    /// is stuck retrying (a write refused for lack of memory, a read-only replica, a command
+    /// the server lacks, or no answer); `None` when none is. `/healthz` answers 503 with it.
+    /// The text comes from the server's error, never from the URL: it holds no password.
+    pub fn failing(&self) -> Option<String> {
+        let failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        if failing.operations > 0 {
+            failing.reason.clone()
+        } else {
+            None
+        }
+    }
+
+    fn stuck(&self) -> Stuck {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        failing.operations = failing.operations.saturating_add(1);
+        Stuck(Arc::clone(&self.failing))
+    }
+
+    fn note_failure(&self, what: &str, kind: FailureKind, error: &RedisError) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        failing.reason = Some(format!(
+            "{what} failed: the store is {}: {}",
+            kind.meaning(),
+            describe(error)
+        ));
+    }
+
+    /// Counts a failure and, for a replica, replaces the connection; a server that refuses
+    /// still answers, so only a connection failure counts as disconnected.
+    fn failed(&self, kind: FailureKind, generation: u64) {
+        crate::metrics::global().store_error(kind.label());
+        self.set_connected(kind != FailureKind::Connection);
+        if kind == FailureKind::ReadOnly {
+            self.reconnect(generation);
+        }
     }
 
     /// The URL with its password masked.
@@ -117,7 +297,7 @@ impl RedisStore {
 
     /// One PING, bounded by `timeout`; updates [`RedisStore::connected`].
     pub async fn ping(&self, timeout: Duration) -> bool {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let ok = matches!(
             tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn))
                 .await,
@@ -128,9 +308,11 @@ impl RedisStore {
         ok
     }
 
-    /// Runs `op` until the store answers. Failures are logged at the first try and every tenth,
-    /// with the reason (never the URL's password: the error text of the `redis` crate does not
-    /// carry it, and we log our masked URL).
+    /// Runs `op` until the store answers, each failure counted by [`FailureKind`]; a read-only
+    /// replica gets a fresh connection first. Meanwhile [`RedisStore::failing`] says why.
+    /// Failures are logged at the first try, every tenth and when their kind changes, with the
+    /// reason (never the URL's password: the error text of the `redis` crate does not carry
+    /// it, and we log our masked URL).
     pub async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> T
     where
         F: Fn(ConnectionManager) -> Fut,
@@ -138,29 +320,74 @@ impl RedisStore {
     {
         let mut failures = 0u32;
         let mut delay = Duration::from_millis(100);
+        let mut stuck: Option<Stuck> = None;
+        let mut last_kind = None;
         loop {
-            match op(self.conn.clone()).await {
+            let (conn, generation) = self.current();
+            match op(conn).await {
                 Ok(value) => {
                     if failures > 0 {
-                        tracing::info!(store = %self.display, "state store reachable again after {failures} failed tries ({what})");
+                        tracing::info!(store = %self.display, "state store answers again after {failures} failed tries ({what})");
                     }
                     self.set_connected(true);
+                    drop(stuck);
                     return value;
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    self.set_connected(false);
-                    if failures == 1 || failures.is_multiple_of(10) {
-                        tracing::error!(
-                            store = %self.display,
-                            failures,
-                            "state store unreachable ({what}): {e}; the message stays unacknowledged, retrying in {delay:?}"
-                        );
+                    let kind = FailureKind::of(&e);
+                    self.failed(kind, generation);
+                    stuck.get_or_insert_with(|| self.stuck());
+                    self.note_failure(what, kind, &e);
+                    if failures == 1 || failures.is_multiple_of(10) || last_kind != Some(kind) {
+                        self.log_failure(what, kind, &e, failures, delay);
                     }
+                    last_kind = Some(kind);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+    }
+
+    fn log_failure(
+        &self,
+        what: &str,
+        kind: FailureKind,
+        e: &RedisError,
+        failures: u32,
+        delay: Duration,
+    ) {
+        let store = &self.display;
+        let e = describe(e);
+        match kind {
+            FailureKind::Connection => tracing::error!(
+                store = %store,
+                failures,
+                "state store unreachable ({what}): {e}; the message stays unacknowledged, retrying in {delay:?}"
+            ),
+            FailureKind::ReadOnly => tracing::error!(
+                store = %store,
+                failures,
+                "state store is a read-only replica ({what}): {e}; a failover demoted it, or the \
+                 URL names a replica. Reconnecting (the name may lead to the new primary now) \
+                 and retrying in {delay:?}; the message stays unacknowledged"
+            ),
+            FailureKind::Oom => tracing::error!(
+                store = %store,
+                failures,
+                "state store is out of memory ({what}): {e}; nothing is lost (the message stays \
+                 unacknowledged), retrying in {delay:?}. Free memory or raise maxmemory; \
+                 /healthz answers 503 meanwhile"
+            ),
+            FailureKind::Other => tracing::error!(
+                store = %store,
+                failures,
+                "state store refused {what}: {e}; retrying cannot cure this: the server must \
+                 change (Redis 7.0 or later or Valkey, ACL rights for the consumer's commands, \
+                 nothing else writing under {PREFIX}). The message stays unacknowledged, \
+                 retrying in {delay:?}; /healthz answers 503 meanwhile"
+            ),
         }
     }
 
@@ -217,14 +444,20 @@ impl RedisStore {
     /// Extends the lease; false when the claim is no longer this instance's. A store error
     /// counts as "still mine" — the next renewal asks again.
     pub async fn renew(&self, event: &str, token: &str, lease: Duration) -> bool {
-        let mut conn = self.conn.clone();
+        let (mut conn, generation) = self.current();
         let result: RedisResult<i64> = Script::new(RENEW)
             .key(key("event", event))
             .arg(token)
             .arg(millis(lease))
             .invoke_async(&mut conn)
             .await;
-        result.map(|n| n == 1).unwrap_or(true)
+        match result {
+            Ok(n) => n == 1,
+            Err(e) => {
+                self.failed(FailureKind::of(&e), generation);
+                true
+            }
+        }
     }
 
     /// Marks the event done for `retention`; returns what the key held before (this claim's
@@ -337,14 +570,312 @@ impl RedisStore {
     }
 
     async fn release_key(&self, k: &str, token: &str) {
-        let mut conn = self.conn.clone();
+        let (mut conn, generation) = self.current();
         let result: RedisResult<i64> = Script::new(RELEASE)
             .key(k)
             .arg(token)
             .invoke_async(&mut conn)
             .await;
         if let Err(e) = result {
+            self.failed(FailureKind::of(&e), generation);
             tracing::warn!(store = %self.display, "cannot release {k} (it expires by itself): {e}");
         }
+    }
+}
+
+/// Faults a shared Redis cannot be put into (CONFIG SET, REPLICAOF), on throwaway servers of
+/// the tests' own; skipped, with a message, where `redis-server` cannot be started.
+#[cfg(test)]
+mod fault_tests {
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    use axum::http::StatusCode;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use super::*;
+    use crate::config::StateStoreConfig;
+    use crate::metrics::global;
+    use crate::metrics::server::health_of;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn store_at(url: &str) -> RedisStore {
+        let env = |_: &str| None;
+        let yaml: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&format!("stateStore: '{url}'")).expect("yaml");
+        let node = crate::config::Node::root("c", Some(&yaml));
+        let mut problems = crate::config::Problems::default();
+        let ha = crate::config::parse_ha_for_tests(&node, &env, &mut problems);
+        let StateStoreConfig::Redis(url) = ha.state_store else {
+            panic!("not a Redis URL")
+        };
+        RedisStore::open(&url).expect("client")
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    /// Polls `check` until it holds; fails the test, naming `what`, after [`WAIT`].
+    async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !check().await {
+            assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A redis-server of the test's own, killed when dropped.
+    struct Throwaway {
+        port: u16,
+        _child: tokio::process::Child,
+    }
+
+    impl Throwaway {
+        async fn start(extra: &[&str]) -> Option<Throwaway> {
+            let port = free_port();
+            let spawned = tokio::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn();
+            let Ok(mut child) = spawned else {
+                eprintln!(
+                    "SKIPPED: cannot start redis-server (install it: apt-get install redis-server)"
+                );
+                return None;
+            };
+            let stdout = child.stdout.take().expect("piped stdout");
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            // Reads the log to its end, so a chatty server never blocks on a full pipe.
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                let mut ready = Some(ready_tx);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("Ready to accept connections")
+                        && let Some(ready) = ready.take()
+                    {
+                        let _ = ready.send(());
+                    }
+                }
+            });
+            tokio::time::timeout(WAIT, ready_rx)
+                .await
+                .expect("redis-server ready within 10 s")
+                .expect("redis-server started");
+            Some(Throwaway {
+                port,
+                _child: child,
+            })
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
+
+        async fn admin(&self) -> redis::aio::MultiplexedConnection {
+            redis::Client::open(self.url())
+                .expect("admin client")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("admin connection")
+        }
+    }
+
+    async fn config_set(admin: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async::<()>(admin)
+            .await
+            .expect("CONFIG SET");
+    }
+
+    /// The `field:value` lines of an `INFO` answer.
+    fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+        info.lines().find_map(|line| {
+            line.strip_prefix(field)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(str::trim)
+        })
+    }
+
+    async fn connections_received(admin: &mut redis::aio::MultiplexedConnection) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(admin)
+            .await
+            .expect("INFO stats");
+        info_field(&info, "total_connections_received")
+            .and_then(|n| n.parse().ok())
+            .expect("total_connections_received")
+    }
+
+    #[test]
+    fn failures_are_told_apart() {
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(FailureKind::of(&io), FailureKind::Connection);
+        let oom = redis::make_extension_error(
+            "OOM".into(),
+            Some("command not allowed when used memory > 'maxmemory'.".into()),
+        );
+        assert_eq!(FailureKind::of(&oom), FailureKind::Oom);
+        let syntax = redis::make_extension_error("ERR".into(), Some("syntax error".into()));
+        assert_eq!(FailureKind::of(&syntax), FailureKind::Other);
+        let noperm = redis::make_extension_error("NOPERM".into(), None);
+        assert_eq!(FailureKind::of(&noperm), FailureKind::Other);
+    }
+
+    #[tokio::test]
+    async fn out_of_memory_answers_503_and_the_write_completes_once_memory_is_freed() {
+        let Some(server) = Throwaway::start(&[]).await else {
+            return;
+        };
+        let store = store_at(&server.url());
+        let mut admin = server.admin().await;
+        let oom_before = global().store_errors_count("oom");
+        config_set(&mut admin, "maxmemory", "1").await;
+
+        let claiming = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .claim("t/oom-event", "token-oom", Duration::from_secs(30))
+                    .await
+            }
+        });
+        until("the refused claim is reported by failing()", async || {
+            store.failing().is_some()
+        })
+        .await;
+        let reason = store.failing().unwrap_or_default();
+        assert!(
+            reason.contains("out of memory") && reason.contains("OOM"),
+            "{reason}"
+        );
+        assert!(global().store_errors_count("oom") > oom_before);
+        assert!(store.connected(), "a store refusing writes still answers");
+        let (status, body) = health_of(true, Some(&store)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["store"], "failing", "{body}");
+        assert!(
+            body["reason"].as_str().unwrap_or("").contains("OOM"),
+            "{body}"
+        );
+        assert!(!claiming.is_finished(), "the claim waits for the store");
+
+        config_set(&mut admin, "maxmemory", "0").await;
+        let claimed = tokio::time::timeout(WAIT, claiming)
+            .await
+            .expect("the claim completes within 10 s of memory being freed")
+            .expect("claim task");
+        assert_eq!(claimed, ClaimState::Mine);
+        assert_eq!(store.failing(), None);
+        let (status, body) = health_of(true, Some(&store)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_demoted_primary_gets_a_new_connection_and_the_write_completes_once_promoted() {
+        let Some(server) = Throwaway::start(&[]).await else {
+            return;
+        };
+        let store = store_at(&server.url());
+        let mut admin = server.admin().await;
+        store.remember("t/before", Duration::from_secs(60)).await;
+        let connections_before = connections_received(&mut admin).await;
+        let readonly_before = global().store_errors_count("readonly");
+
+        // A replica of a primary that does not exist stays read-only and keeps its data.
+        let nowhere = free_port().to_string();
+        redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(&nowhere)
+            .query_async::<()>(&mut admin)
+            .await
+            .expect("REPLICAOF");
+        let writing = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .remember("t/after-failover", Duration::from_secs(60))
+                    .await;
+            }
+        });
+        until("the write is refused as READONLY", async || {
+            global().store_errors_count("readonly") > readonly_before
+        })
+        .await;
+        until(
+            "a new connection reaches the server after READONLY",
+            async || connections_received(&mut admin).await > connections_before,
+        )
+        .await;
+        let reason = store.failing().unwrap_or_default();
+        assert!(reason.contains("READONLY"), "{reason}");
+        let (status, _) = health_of(true, Some(&store)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+        redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query_async::<()>(&mut admin)
+            .await
+            .expect("REPLICAOF NO ONE");
+        tokio::time::timeout(WAIT, writing)
+            .await
+            .expect("the write completes within 10 s of the server taking writes again")
+            .expect("write task");
+        let written: bool = admin
+            .exists(key("seen", "t/after-failover"))
+            .await
+            .expect("EXISTS");
+        assert!(written);
+        assert_eq!(store.failing(), None);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_no_retry_cures_is_reported_until_the_operator_acts() {
+        let Some(server) = Throwaway::start(&[]).await else {
+            return;
+        };
+        let store = store_at(&server.url());
+        let mut admin = server.admin().await;
+        let other_before = global().store_errors_count("other");
+        // Something else wrote a hash where the consumer keeps a string.
+        let foreign = key("event", "t/foreign");
+        admin
+            .hset::<_, _, _, ()>(&foreign, "f", "v")
+            .await
+            .expect("HSET");
+        let reading = tokio::spawn({
+            let store = store.clone();
+            async move { store.state("t/foreign").await }
+        });
+        until("the refused read is reported by failing()", async || {
+            store.failing().is_some()
+        })
+        .await;
+        let reason = store.failing().unwrap_or_default();
+        assert!(reason.contains("WRONGTYPE"), "{reason}");
+        assert!(global().store_errors_count("other") > other_before);
+        let (status, _) = health_of(true, Some(&store)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+        admin.del::<_, ()>(&foreign).await.expect("DEL");
+        let found = tokio::time::timeout(WAIT, reading)
+            .await
+            .expect("the read completes within 10 s of the key being fixed")
+            .expect("read task");
+        assert_eq!(found, None);
+        assert_eq!(store.failing(), None);
     }
 }
