@@ -18,7 +18,8 @@
 //! ([`FailureKind`]): a server that became a read-only replica after a failover gets a fresh
 //! connection (a DNS name or proxy may lead elsewhere now), and while any operation is stuck
 //! on a failure, [`RedisStore::failing`] says why, so `/healthz` answers 503 instead of
-//! reporting a consumer that PINGs fine but handles nothing.
+//! reporting a consumer that PINGs fine but handles nothing. [`RedisStore::check_server`]
+//! refuses, at start, a server too old for the commands used here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -127,6 +128,80 @@ impl FailureKind {
     }
 }
 
+/// The oldest Redis that has every command used here: `SET … NX GET` (rate-limit windows)
+/// came with 7.0; older servers answer it with a syntax error.
+pub const MIN_REDIS: (u32, u32) = (7, 0);
+
+/// What [`RedisStore::check_server`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `redis` or `valkey`.
+    pub server: String,
+    /// The server's own version: `valkey_version` for Valkey, `redis_version` otherwise.
+    pub version: String,
+    /// `redis_version`: for Valkey, the Redis release it is compatible with. `unknown` where
+    /// `INFO` was refused (then `version` is too).
+    pub redis_version: String,
+    /// `maxmemory-policy`, or `None` where `CONFIG GET` is not allowed (managed Redis).
+    pub maxmemory_policy: Option<String>,
+}
+
+impl ServerInfo {
+    /// Whether the server may delete keys to make room. Every key written here expires, so
+    /// `volatile-*` policies pick them as readily as `allkeys-*`: a dropped claim or dedupe key
+    /// means a duplicate alert, a dropped window an alert the rate limit should have held.
+    pub fn evicting(&self) -> bool {
+        self.maxmemory_policy
+            .as_deref()
+            .is_some_and(|policy| policy != "noeviction")
+    }
+}
+
+/// Why [`RedisStore::check_server`] did not accept the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerCheckError {
+    /// No answer yet: not a reason to fail the start (the store is retried when used, and the
+    /// consumer reports itself unhealthy meanwhile); check again once it answers.
+    #[error(
+        "state store {store} (Butler.qlikSenseCloud.consumer.stateStore) does not answer, its \
+         version is not checked yet: {reason}"
+    )]
+    Unreachable { store: String, reason: String },
+    /// Too old for the commands the consumer sends: it would refuse them at the first alert.
+    #[error(
+        "Butler.qlikSenseCloud.consumer.stateStore: {store} is {server} {version}; the consumer \
+         needs Redis 7.0 or later (or Valkey), because its rate-limit windows use SET … NX GET"
+    )]
+    TooOld {
+        store: String,
+        server: String,
+        version: String,
+    },
+    /// The server answered with a refusal: a wrong password or user, missing ACL rights.
+    #[error(
+        "state store {store} (Butler.qlikSenseCloud.consumer.stateStore) refused the start-up \
+         check: {reason}"
+    )]
+    Refused { store: String, reason: String },
+}
+
+/// `major.minor` of a version such as `7.0.15`.
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+    Some((major, minor))
+}
+
+/// The `field:value` lines of an `INFO` answer.
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
 /// Operations stuck on a failure right now, and the latest reason: what `/healthz` reports.
 #[derive(Debug, Default)]
 struct Failing {
@@ -172,6 +247,13 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RedisStore({})", self.display)
     }
+}
+
+/// A wrong password or user: the server answered, and will refuse every command until the
+/// configuration changes.
+fn is_authentication(error: &RedisError) -> bool {
+    error.kind() == ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
 }
 
 /// A server's refusal as `redis-cli` shows it (`READONLY You can't write…`), so the code an
@@ -306,6 +388,122 @@ impl RedisStore {
         self.connected.store(ok, Ordering::Relaxed);
         crate::metrics::global().set_store_connected(ok);
         ok
+    }
+
+    /// Reads the server's version and eviction policy; to call at start. Refuses a Redis older
+    /// than 7.0 ([`ServerCheckError::TooOld`]); accepts Valkey (compatible with Redis 7.2).
+    /// Logs a warning itself when the server may evict keys ([`ServerInfo::evicting`]). A
+    /// server that does not answer within a few seconds is [`ServerCheckError::Unreachable`]:
+    /// log it and call again later rather than failing the start. A server that forbids
+    /// `INFO` (a restricted ACL, a proxy) is accepted with a warning that the version was not
+    /// checked; one that forbids `CONFIG GET` leaves the policy unknown, quietly.
+    pub async fn check_server(&self) -> Result<ServerInfo, ServerCheckError> {
+        let mut conn = self.connection();
+        let store = self.display.clone();
+        let info = tokio::time::timeout(
+            Duration::from_secs(5),
+            redis::cmd("INFO")
+                .arg("server")
+                .query_async::<String>(&mut conn),
+        )
+        .await;
+        let info = match info {
+            Err(_) => {
+                return Err(ServerCheckError::Unreachable {
+                    store,
+                    reason: "no answer within 5 s".into(),
+                });
+            }
+            Ok(Ok(info)) => Some(info),
+            Ok(Err(e)) => match FailureKind::of(&e) {
+                FailureKind::Connection => {
+                    return Err(ServerCheckError::Unreachable {
+                        store,
+                        reason: describe(&e),
+                    });
+                }
+                _ if is_authentication(&e) => {
+                    return Err(ServerCheckError::Refused {
+                        store,
+                        reason: describe(&e),
+                    });
+                }
+                _ => {
+                    tracing::warn!(
+                        store = %store,
+                        "cannot read the state store's version (INFO server: {}); it is not \
+                         checked: the consumer needs Redis 7.0 or later, or Valkey",
+                        describe(&e)
+                    );
+                    None
+                }
+            },
+        };
+        let field = |name: &str| {
+            info.as_deref()
+                .and_then(|info| info_field(info, name))
+                .map(str::to_owned)
+        };
+        let redis_version = field("redis_version").unwrap_or_else(|| "unknown".into());
+        let valkey_version = field("valkey_version");
+        let valkey = valkey_version.is_some()
+            || field("server_name").is_some_and(|name| name.eq_ignore_ascii_case("valkey"));
+        let server = if valkey { "valkey" } else { "redis" };
+        match major_minor(&redis_version) {
+            Some(found) if found < MIN_REDIS && !valkey => {
+                return Err(ServerCheckError::TooOld {
+                    store,
+                    server: "Redis".into(),
+                    version: redis_version,
+                });
+            }
+            // Said above already when INFO was refused.
+            None if info.is_some() && !valkey => tracing::warn!(
+                store = %store,
+                "the state store's INFO names no version the consumer understands \
+                 (redis_version: {redis_version}); it is not checked: the consumer needs Redis \
+                 7.0 or later, or Valkey"
+            ),
+            _ => {}
+        }
+        let policy = self.maxmemory_policy(&mut conn).await;
+        let found = ServerInfo {
+            server: server.to_owned(),
+            version: valkey_version.unwrap_or_else(|| redis_version.clone()),
+            redis_version,
+            maxmemory_policy: policy,
+        };
+        if found.evicting() {
+            tracing::warn!(
+                store = %store,
+                policy = found.maxmemory_policy.as_deref().unwrap_or_default(),
+                "the state store may evict keys when full (maxmemory-policy is not noeviction): \
+                 an evicted claim or dedupe key lets an event be alerted twice, an evicted \
+                 rate-limit window lets alerts through. Set maxmemory-policy noeviction: a full \
+                 store then refuses writes, which the consumer reports (/healthz 503) and retries"
+            );
+        }
+        Ok(found)
+    }
+
+    /// `maxmemory-policy`; `None`, quietly, where `CONFIG` is disabled or forbidden.
+    async fn maxmemory_policy(&self, conn: &mut ConnectionManager) -> Option<String> {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async::<std::collections::HashMap<String, String>>(conn),
+        )
+        .await;
+        match answer {
+            Ok(Ok(mut config)) => config.remove("maxmemory-policy"),
+            Ok(Err(e)) => {
+                tracing::debug!(store = %self.display, "CONFIG GET maxmemory-policy refused: {e}");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Runs `op` until the store answers, each failure counted by [`FailureKind`]; a read-only
@@ -591,7 +789,7 @@ mod fault_tests {
     use std::time::Instant;
 
     use axum::http::StatusCode;
-    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
     use super::*;
     use crate::config::StateStoreConfig;
@@ -699,15 +897,6 @@ mod fault_tests {
             .expect("CONFIG SET");
     }
 
-    /// The `field:value` lines of an `INFO` answer.
-    fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
-        info.lines().find_map(|line| {
-            line.strip_prefix(field)
-                .and_then(|rest| rest.strip_prefix(':'))
-                .map(str::trim)
-        })
-    }
-
     async fn connections_received(admin: &mut redis::aio::MultiplexedConnection) -> u64 {
         let info: String = redis::cmd("INFO")
             .arg("stats")
@@ -732,6 +921,10 @@ mod fault_tests {
         assert_eq!(FailureKind::of(&syntax), FailureKind::Other);
         let noperm = redis::make_extension_error("NOPERM".into(), None);
         assert_eq!(FailureKind::of(&noperm), FailureKind::Other);
+        assert_eq!(major_minor("7.0.15"), Some((7, 0)));
+        assert_eq!(major_minor("6.2.0"), Some((6, 2)));
+        assert_eq!(major_minor("8"), Some((8, 0)));
+        assert_eq!(major_minor("unknown"), None);
     }
 
     #[tokio::test]
@@ -877,5 +1070,137 @@ mod fault_tests {
             .expect("read task");
         assert_eq!(found, None);
         assert_eq!(store.failing(), None);
+    }
+
+    /// Speaks just enough RESP for a client to connect and read `INFO server` and
+    /// `CONFIG GET maxmemory-policy`; everything else (AUTH, CLIENT SETINFO) is `+OK`.
+    async fn fake_redis(info: &'static str, policy: &'static str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut read = BufReader::new(read);
+                    while let Some(command) = read_command(&mut read).await {
+                        let reply = match command.first().map(|c| c.to_ascii_uppercase()) {
+                            Some(c) if c == "INFO" => format!("${}\r\n{info}\r\n", info.len()),
+                            Some(c) if c == "CONFIG" => format!(
+                                "*2\r\n$16\r\nmaxmemory-policy\r\n${}\r\n{policy}\r\n",
+                                policy.len()
+                            ),
+                            _ => "+OK\r\n".to_owned(),
+                        };
+                        if write.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    async fn read_command(
+        read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    ) -> Option<Vec<String>> {
+        let mut line = String::new();
+        read.read_line(&mut line).await.ok()?;
+        let count: usize = line.trim().strip_prefix('*')?.parse().ok()?;
+        let mut args = Vec::with_capacity(count);
+        for _ in 0..count {
+            line.clear();
+            read.read_line(&mut line).await.ok()?;
+            let len: usize = line.trim().strip_prefix('$')?.parse().ok()?;
+            let mut arg = vec![0; len + 2];
+            read.read_exact(&mut arg).await.ok()?;
+            arg.truncate(len);
+            args.push(String::from_utf8(arg).ok()?);
+        }
+        Some(args)
+    }
+
+    #[tokio::test]
+    async fn the_version_check_refuses_redis_6_2_and_accepts_7_and_valkey() {
+        let old = fake_redis(
+            "# Server\r\nredis_version:6.2.0\r\nredis_mode:standalone",
+            "noeviction",
+        )
+        .await;
+        let store = store_at(&format!("redis://:pw-fake-xyz@127.0.0.1:{old}/0"));
+        let refused = store.check_server().await.expect_err("6.2 is refused");
+        let text = refused.to_string();
+        assert!(
+            matches!(&refused, ServerCheckError::TooOld { version, .. } if version == "6.2.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Butler.qlikSenseCloud.consumer.stateStore")
+                && text.contains("6.2.0")
+                && text.contains("7.0"),
+            "{text}"
+        );
+        assert!(!text.contains("pw-fake-xyz"), "{text}");
+
+        let valkey = fake_redis(
+            "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.0.1",
+            "allkeys-lru",
+        )
+        .await;
+        let found = store_at(&format!("redis://127.0.0.1:{valkey}/0"))
+            .check_server()
+            .await
+            .expect("Valkey is accepted");
+        assert_eq!(found.server, "valkey");
+        assert_eq!(found.version, "8.0.1");
+        assert!(found.evicting(), "allkeys-lru evicts");
+
+        let Some(server) = Throwaway::start(&[]).await else {
+            return;
+        };
+        let store = store_at(&server.url());
+        let found = store.check_server().await.expect("the real Redis passes");
+        assert_eq!(found.server, "redis");
+        assert!(major_minor(&found.version).is_some_and(|v| v >= MIN_REDIS));
+        assert_eq!(found.maxmemory_policy.as_deref(), Some("noeviction"));
+        assert!(!found.evicting());
+        let mut admin = server.admin().await;
+        // Every key the consumer writes expires, so volatile-* policies evict them too.
+        config_set(&mut admin, "maxmemory-policy", "volatile-lru").await;
+        assert!(store.check_server().await.expect("checked").evicting());
+    }
+
+    #[tokio::test]
+    async fn the_version_check_tells_an_unreachable_store_from_a_refusing_one() {
+        let nowhere = free_port();
+        let unreachable = store_at(&format!("redis://:pw-gone-xyz@127.0.0.1:{nowhere}/0"))
+            .check_server()
+            .await
+            .expect_err("nothing listens");
+        assert!(
+            matches!(unreachable, ServerCheckError::Unreachable { .. }),
+            "{unreachable:?}"
+        );
+        assert!(!unreachable.to_string().contains("pw-gone-xyz"));
+
+        let Some(server) = Throwaway::start(&["--requirepass", "right-pw-abc"]).await else {
+            return;
+        };
+        let wrong = format!("redis://:wrong-pw-xyz@127.0.0.1:{}/0", server.port);
+        let refused = store_at(&wrong)
+            .check_server()
+            .await
+            .expect_err("wrong password");
+        let text = refused.to_string();
+        assert!(
+            matches!(refused, ServerCheckError::Refused { .. }),
+            "{text}"
+        );
+        assert!(
+            !text.contains("wrong-pw-xyz") && !text.contains("right-pw-abc"),
+            "{text}"
+        );
     }
 }
