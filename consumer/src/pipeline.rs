@@ -48,6 +48,8 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    StoreCheck(#[from] crate::state::redis_store::ServerCheckError),
+    #[error(transparent)]
     Metrics(#[from] ServeError),
     #[error("state directory {path}: {reason}")]
     StateDir { path: String, reason: String },
@@ -131,6 +133,20 @@ impl Consumer {
             concurrency = config.concurrency,
             "consumer starting"
         );
+        if let Some(redis) = store.redis() {
+            use crate::state::redis_store::ServerCheckError;
+            match redis.check_server().await {
+                Ok(info) => tracing::info!(
+                    store = %redis.display(),
+                    server = %info.server,
+                    version = %info.version,
+                    "state store checked"
+                ),
+                // Not fatal: the store is retried when used, and /healthz says it is down.
+                Err(e @ ServerCheckError::Unreachable { .. }) => tracing::warn!("{e}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
         let _metrics = match config.ha.metrics_listen {
             Some(addr) => Some(
                 metrics_server::start(

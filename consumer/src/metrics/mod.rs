@@ -44,6 +44,15 @@ struct StatusLabels {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// The `kind` values of `qscloud_consumer_store_errors_total`
+/// ([`crate::state::redis_store::FailureKind::label`]).
+pub const STORE_ERROR_KINDS: [&str; 4] = ["connection", "readonly", "oom", "other"];
+
 /// The consumer's metrics. Names are fixed (dashboards and alert rules use them).
 pub struct Metrics {
     registry: Registry,
@@ -63,6 +72,9 @@ pub struct Metrics {
     in_flight: Gauge,
     /// For `/healthz`: the same facts as the gauges, without reading them back.
     broker_up: AtomicBool,
+    // Store failures and dedupe evictions (issue 14): made visible, not silent.
+    store_errors: Family<KindLabels, Counter>,
+    dedupe_evicted: Counter,
 }
 
 /// The process-wide metrics.
@@ -160,6 +172,7 @@ impl Metrics {
             "Events being handled at once (at most `concurrency`)",
             in_flight.clone(),
         );
+        let (store_errors, dedupe_evicted) = register_store_and_dedupe(&mut registry);
         Self {
             registry,
             events,
@@ -177,6 +190,8 @@ impl Metrics {
             throttled,
             in_flight,
             broker_up: AtomicBool::new(false),
+            store_errors,
+            dedupe_evicted,
         }
     }
 
@@ -293,6 +308,47 @@ impl Metrics {
     }
 }
 
+fn register_store_and_dedupe(registry: &mut Registry) -> (Family<KindLabels, Counter>, Counter) {
+    let store_errors = Family::<KindLabels, Counter>::default();
+    // Every kind shown from the start, at 0: a rule or panel on one kind has a series to read.
+    for kind in STORE_ERROR_KINDS {
+        drop(store_errors.get_or_create(&KindLabels { kind }));
+    }
+    registry.register(
+        "qscloud_consumer_store_errors",
+        "Failed tries of shared-store (Redis) operations by kind: connection (no answer), readonly (a replica after a failover), oom (maxmemory reached), other (refused: server too old, ACL, ...)",
+        store_errors.clone(),
+    );
+    let dedupe_evicted = Counter::default();
+    registry.register(
+        "qscloud_consumer_dedupe_evicted",
+        "Event ids the file store's full dedupe memory forgot before their retention ended: a redelivery of one would alert again",
+        dedupe_evicted.clone(),
+    );
+    (store_errors, dedupe_evicted)
+}
+
+impl Metrics {
+    /// A shared-store operation failed once (it is retried); `kind` is one of
+    /// [`STORE_ERROR_KINDS`].
+    pub fn store_error(&self, kind: &'static str) {
+        self.store_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn store_errors_count(&self, kind: &'static str) -> u64 {
+        self.store_errors.get_or_create(&KindLabels { kind }).get()
+    }
+
+    /// The dedupe memory was full and forgot `count` ids still within their retention.
+    pub fn dedupe_evicted(&self, count: u64) {
+        self.dedupe_evicted.inc_by(count);
+    }
+
+    pub fn dedupe_evicted_count(&self) -> u64 {
+        self.dedupe_evicted.get()
+    }
+}
+
 /// Seconds from an RFC 3339 time to now; `None` when it does not parse. A clock skew that puts
 /// the event in the future counts as zero.
 fn seconds_since(rfc3339: &str) -> Option<f64> {
@@ -331,6 +387,23 @@ mod tests {
             "qscloud_consumer_broker_connected 1",
             "qscloud_consumer_parked_alerts 3",
             "# TYPE qscloud_consumer_alert_latency_seconds histogram",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn store_error_and_dedupe_eviction_names_are_the_documented_ones() {
+        let m = Metrics::new();
+        m.store_error("oom");
+        m.dedupe_evicted(3);
+        let text = m.encode();
+        for line in [
+            "qscloud_consumer_store_errors_total{kind=\"oom\"} 1",
+            "qscloud_consumer_store_errors_total{kind=\"readonly\"} 0",
+            "qscloud_consumer_store_errors_total{kind=\"connection\"} 0",
+            "qscloud_consumer_store_errors_total{kind=\"other\"} 0",
+            "qscloud_consumer_dedupe_evicted_total 3",
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }

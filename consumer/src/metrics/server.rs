@@ -1,8 +1,10 @@
 //! `/metrics` (Prometheus text) and `/healthz` on `metrics.listen`.
 //!
 //! `/healthz` is 200 when the consumer can do its job — connected to the broker and, with the
-//! Redis store, the store answers a PING — and 503 with a JSON reason otherwise, so a load
-//! balancer, systemd watchdog or Kubernetes probe can act on it.
+//! Redis store, the store answers a PING and no store operation is stuck on a failure — and
+//! 503 with a JSON reason otherwise, so a load balancer, systemd watchdog or Kubernetes probe
+//! can act on it. A PING alone is not enough: a store out of memory, or demoted to a read-only
+//! replica, answers PINGs while refusing every write the consumer needs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,22 +84,61 @@ async fn metrics(State(probe): State<Arc<Probe>>) -> impl IntoResponse {
 }
 
 async fn healthz(State(probe): State<Arc<Probe>>) -> impl IntoResponse {
-    let broker = super::global().broker_connected();
-    let store = match &probe.store {
-        None => None,
-        Some(store) => Some(store.ping(Duration::from_secs(1)).await),
+    let (status, body) = health(&probe).await;
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+/// What `/healthz` answers: the status and its JSON body.
+pub async fn health(probe: &Probe) -> (StatusCode, serde_json::Value) {
+    health_of(super::global().broker_connected(), probe.store.as_ref()).await
+}
+
+/// [`health`] with the broker's state given, so it can be tested beside other tests that
+/// move the process-wide flag.
+pub(crate) async fn health_of(
+    broker: bool,
+    store: Option<&RedisStore>,
+) -> (StatusCode, serde_json::Value) {
+    let store = match store {
+        None => StoreHealth::File,
+        Some(store) if !store.ping(Duration::from_secs(1)).await => StoreHealth::Unreachable,
+        Some(store) => match store.failing() {
+            Some(reason) => StoreHealth::Failing(reason),
+            None => StoreHealth::Connected,
+        },
     };
+    report(broker, &store)
+}
+
+enum StoreHealth {
+    File,
+    Connected,
+    Unreachable,
+    /// Answers PINGs, but an operation is stuck on a failure (out of memory, read-only...).
+    Failing(String),
+}
+
+fn report(broker: bool, store: &StoreHealth) -> (StatusCode, serde_json::Value) {
     let mut reasons = Vec::new();
     if !broker {
-        reasons.push("not connected to the MQTT broker");
+        reasons.push("not connected to the MQTT broker".to_owned());
     }
-    if store == Some(false) {
-        reasons.push("the state store (Redis) does not answer");
+    match store {
+        StoreHealth::Unreachable => {
+            reasons.push("the state store (Redis) does not answer".to_owned());
+        }
+        StoreHealth::Failing(why) => reasons.push(format!("the state store (Redis) fails: {why}")),
+        StoreHealth::File | StoreHealth::Connected => {}
     }
     let store_text = match store {
-        None => "file",
-        Some(true) => "connected",
-        Some(false) => "unreachable",
+        StoreHealth::File => "file",
+        StoreHealth::Connected => "connected",
+        StoreHealth::Unreachable => "unreachable",
+        StoreHealth::Failing(_) => "failing",
     };
     let broker_text = if broker { "connected" } else { "disconnected" };
     let (status, body) = if reasons.is_empty() {
@@ -116,9 +157,32 @@ async fn healthz(State(probe): State<Arc<Probe>>) -> impl IntoResponse {
             }),
         )
     };
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
+    (status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_store_is_unhealthy_with_its_reason() {
+        let why = "mark done failed: the store is out of memory (maxmemory reached): OOM";
+        let (status, body) = report(true, &StoreHealth::Failing(why.into()));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "unavailable");
+        assert_eq!(body["store"], "failing");
+        assert_eq!(body["broker"], "connected");
+        let reason = body["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("state store") && reason.contains(why),
+            "{body}"
+        );
+
+        let (status, body) = report(true, &StoreHealth::Connected);
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["store"], "connected");
+        let (status, body) = report(false, &StoreHealth::File);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["store"], "file");
+    }
 }

@@ -9,7 +9,9 @@
 //! (`dedupe.retentionHours`) and by count ([`MAX_ENTRIES`], oldest forgotten first), and
 //! rewritten atomically (temporary file + rename) after each new id, so a crash leaves either
 //! the old or the new list, never a torn one. Only events that produce alerts are remembered;
-//! that keeps the file small.
+//! that keeps the file small. A full memory forgetting ids before their retention ends is
+//! announced (a warning per save, and `qscloud_consumer_dedupe_evicted_total`): a redelivery of
+//! one of them would be alerted again.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -45,6 +47,8 @@ pub struct Dedupe {
     max_entries: usize,
     order: VecDeque<(String, u64)>,
     index: HashMap<String, u64>,
+    /// Ids forgotten for lack of room (not age) since this memory was loaded.
+    evicted: u64,
 }
 
 /// The dedupe key: event ids are only unique per tenant.
@@ -90,6 +94,7 @@ impl Dedupe {
             max_entries: max_entries.max(1),
             order: VecDeque::new(),
             index: HashMap::new(),
+            evicted: 0,
         };
         for (key, at) in stored.seen {
             dedupe.insert(key, at);
@@ -104,6 +109,7 @@ impl Dedupe {
             path: None,
             retention,
             max_entries: MAX_ENTRIES,
+            evicted: 0,
             order: VecDeque::new(),
             index: HashMap::new(),
         }
@@ -117,14 +123,37 @@ impl Dedupe {
 
     fn prune(&mut self, now: u64) {
         let horizon = now.saturating_sub(self.retention.as_secs());
+        let mut evicted = 0u64;
         while let Some((key, at)) = self.order.front() {
-            if *at < horizon || self.order.len() > self.max_entries {
+            let expired = *at < horizon;
+            if expired || self.order.len() > self.max_entries {
+                if !expired {
+                    evicted += 1;
+                }
                 self.index.remove(key);
                 self.order.pop_front();
             } else {
                 break;
             }
         }
+        if evicted > 0 {
+            self.evicted = self.evicted.saturating_add(evicted);
+            crate::metrics::global().dedupe_evicted(evicted);
+            // One line per prune, not per id: a full memory evicts at every new alert.
+            tracing::warn!(
+                path = %self.path.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_else(|| "memory".to_owned()),
+                max_entries = self.max_entries,
+                evicted,
+                "dedupe memory full: forgot the {evicted} oldest event id(s) before \
+                 dedupe.retentionHours ended; a redelivery of one of them would be alerted again"
+            );
+        }
+    }
+
+    /// Ids forgotten because the memory was full (not because they aged out) since it was
+    /// loaded; also counted in `qscloud_consumer_dedupe_evicted_total`.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     pub fn len(&self) -> usize {
@@ -194,6 +223,71 @@ mod tests {
         let again = Dedupe::load_bounded(dir.path(), week, 3);
         assert_eq!(again.len(), 3);
         assert!(again.seen(&key("t", "b")) && again.seen(&key("t", "d")));
+    }
+
+    /// Collects what `tracing` writes on this thread.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_memory_warns_once_per_save_and_counts_what_it_forgot() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        // The test runs on this one thread, so the subscriber sees every line it logs.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let before = crate::metrics::global().dedupe_evicted_count();
+
+        let dir = tempfile::tempdir().unwrap();
+        let week = Duration::from_secs(7 * 86_400);
+        let mut d = Dedupe::load_bounded(dir.path(), week, 2);
+        d.remember_all(&["t/a", "t/b"]).await.unwrap();
+        assert_eq!(d.evicted(), 0);
+        assert!(!captured.text().contains("dedupe memory full"));
+
+        // Three more in one save: three evicted, one warning naming the count.
+        d.remember_all(&["t/c", "t/d", "t/e"]).await.unwrap();
+        assert_eq!(d.evicted(), 3);
+        assert_eq!(d.len(), 2);
+        let log = captured.text();
+        assert_eq!(log.matches("dedupe memory full").count(), 1, "{log}");
+        assert!(log.contains("forgot the 3 oldest"), "{log}");
+        assert!(log.contains("WARN"), "{log}");
+
+        // Ids that aged out are not evictions.
+        let old = Stored {
+            version: 1,
+            seen: vec![("t/old".into(), 1)],
+        };
+        std::fs::write(dir.path().join(FILE), serde_json::to_vec(&old).unwrap()).unwrap();
+        let aged = Dedupe::load_bounded(dir.path(), week, 2);
+        assert_eq!(aged.evicted(), 0);
+        assert_eq!(captured.text().matches("dedupe memory full").count(), 1);
+
+        // Process-wide, other tests may evict too: at least ours are counted.
+        assert!(crate::metrics::global().dedupe_evicted_count() >= before + 3);
     }
 
     #[tokio::test]
