@@ -1,0 +1,91 @@
+//! `consumer replay`: re-send the alerts parked in the dead-letter directory, or list them.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use consumer::delivery::{self, DeadLetter, RetryPolicy};
+use consumer::exit;
+use consumer::pipeline;
+
+use super::load;
+use crate::ConfigArgs;
+
+fn list_parked(dir: &Path, only_sink: Option<&str>) -> anyhow::Result<u8> {
+    let dead_letter = DeadLetter::new(dir);
+    let files = dead_letter.list().context("listing parked alerts")?;
+    let mut shown = 0;
+    for path in &files {
+        match DeadLetter::read(path) {
+            Ok(parked) if only_sink.is_none_or(|s| s == parked.sink) => {
+                shown += 1;
+                println!(
+                    "{}\t{}\t{}\tattempts={}\t{}",
+                    parked.parked_at,
+                    parked.sink,
+                    parked.alert.describe(),
+                    parked.attempts,
+                    parked.error
+                );
+            }
+            Ok(_) => {}
+            Err(e) => println!("{e}"),
+        }
+    }
+    eprintln!("{shown} parked alert(s) in {}", dir.display());
+    list_parked_messages(dir)?;
+    Ok(exit::OK)
+}
+
+/// Raw messages the pipeline parked (a panic or error while handling them): listed, never
+/// re-sent by `replay`, since they are not alerts yet.
+fn list_parked_messages(dir: &Path) -> anyhow::Result<usize> {
+    let messages =
+        delivery::parked_message::list_messages(dir).context("listing parked raw messages")?;
+    for (path, message) in &messages {
+        println!(
+            "{}	message	{}	{}	{}",
+            message.parked_at,
+            message.topic,
+            message.reason,
+            path.display()
+        );
+    }
+    if !messages.is_empty() {
+        eprintln!(
+            "{} parked raw message(s) in {}: publish a payload again to its topic to handle it anew",
+            messages.len(),
+            delivery::parked_message::messages_dir(dir).display()
+        );
+    }
+    Ok(messages.len())
+}
+
+pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyhow::Result<u8> {
+    let config = match load(args) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    if list {
+        return list_parked(&config.dead_letter_dir, only_sink);
+    }
+    let delivery = pipeline::delivery_for(&config).context("building sinks")?;
+    let report = delivery::replay(
+        &DeadLetter::new(&config.dead_letter_dir),
+        delivery.sinks(),
+        &RetryPolicy::from(&config.retry),
+        only_sink,
+    )
+    .await
+    .context("replaying parked alerts")?;
+    eprintln!(
+        "replay: {} delivered, {} still failing, {} for unknown sinks, {} unreadable",
+        report.delivered, report.failed, report.unknown_sink, report.unreadable
+    );
+    list_parked_messages(&config.dead_letter_dir)?;
+    Ok(if report.remaining() == 0 {
+        exit::OK
+    } else {
+        exit::TRY_AGAIN_LATER
+    })
+}
