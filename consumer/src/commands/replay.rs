@@ -69,9 +69,23 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
     if list {
         return list_parked(&config.dead_letter_dir, only_sink);
     }
+    let dead_letter = DeadLetter::new(&config.dead_letter_dir);
+    // Two replays at once would send each parked alert twice.
+    let Some(lock) = dead_letter.try_lock().context("replaying parked alerts")? else {
+        let holder = dead_letter
+            .lock_holder()
+            .map(|pid| format!(" by process {pid}"))
+            .unwrap_or_default();
+        eprintln!(
+            "replay: {} is held{holder} (another replay, or a running consumer re-sending \
+             parked alerts); nothing sent, try again later",
+            dead_letter.lock_path().display()
+        );
+        return Ok(exit::TRY_AGAIN_LATER);
+    };
     let delivery = pipeline::delivery_for(&config).context("building sinks")?;
     let report = delivery::replay(
-        &DeadLetter::new(&config.dead_letter_dir),
+        &lock,
         delivery.sinks(),
         &RetryPolicy::from(&config.retry),
         only_sink,
@@ -83,9 +97,9 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
         report.delivered, report.failed, report.unknown_sink, report.unreadable
     );
     list_parked_messages(&config.dead_letter_dir)?;
-    Ok(if report.remaining() == 0 {
-        exit::OK
-    } else {
+    Ok(if report.remaining() > 0 {
         exit::TRY_AGAIN_LATER
+    } else {
+        exit::OK
     })
 }

@@ -1,6 +1,12 @@
 //! The dead-letter directory: alerts a sink could not take after every retry, one JSON file
 //! each, until `consumer replay` delivers them.
+//!
+//! Whoever re-sends parked alerts (`consumer replay`, the running consumer's redelivery) holds
+//! the directory's lock ([`DeadLetter::try_lock`]) meanwhile, so no alert is re-sent twice at
+//! once.
 
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -8,7 +14,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::alert::Alert;
-use crate::state::{fnv1a, write_atomically, write_atomically_blocking};
+use crate::state::{create_private_dir, fnv1a, write_atomically, write_atomically_blocking};
+
+/// The lock file in the dead-letter directory. A dot-file, so it is never taken for a parked
+/// alert.
+pub const LOCK_FILE: &str = ".lock";
 
 /// One parked alert, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +47,23 @@ pub enum DeadLetterError {
     Read { path: PathBuf, reason: String },
     #[error("cannot remove delivered parked alert {path}: {reason}")]
     Remove { path: PathBuf, reason: String },
+    #[error("cannot lock the dead-letter directory with {path}: {reason}")]
+    Lock { path: PathBuf, reason: String },
+}
+
+/// The dead-letter directory's lock, held until dropped. The operating system releases it when
+/// the file is closed, also when the process dies, so a crash never leaves it taken.
+#[derive(Debug)]
+pub struct DeadLetterLock {
+    dead_letter: DeadLetter,
+    _file: File,
+}
+
+impl DeadLetterLock {
+    /// The directory this lock is held on.
+    pub fn dead_letter(&self) -> &DeadLetter {
+        &self.dead_letter
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +247,54 @@ impl DeadLetter {
             reason: e.to_string(),
         })
     }
+
+    /// `<dir>/.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join(LOCK_FILE)
+    }
+
+    /// Takes the directory's lock without waiting: `None` when someone else holds it (another
+    /// `replay`, or the running consumer's redelivery). Creates the directory (`0700`) and the
+    /// lock file (`0600`) when missing, and writes this process's id into the file, so whoever
+    /// finds it taken can say who holds it ([`Self::lock_holder`]).
+    pub fn try_lock(&self) -> Result<Option<DeadLetterLock>, DeadLetterError> {
+        let path = self.lock_path();
+        let fail = |e: &dyn std::fmt::Display| DeadLetterError::Lock {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        create_private_dir(&self.dir).map_err(|e| fail(&e))?;
+        let mut options = std::fs::OpenOptions::new();
+        // Not truncated on open: the holder's process id stays readable until the lock is ours.
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(|e| fail(&e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(fail(&e)),
+        }
+        // Who holds it is for people reading the message: a failed write costs only that.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(Some(DeadLetterLock {
+            dead_letter: self.clone(),
+            _file: file,
+        }))
+    }
+
+    /// The process id written into the lock file by its last holder, when readable. Only
+    /// meaningful while [`Self::try_lock`] finds the lock taken.
+    pub fn lock_holder(&self) -> Option<u32> {
+        let mut text = String::new();
+        File::open(self.lock_path())
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .ok()?;
+        text.trim().parse().ok()
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +317,23 @@ mod tests {
                 .unwrap_or_default(),
             recipient: None,
         }
+    }
+
+    #[test]
+    fn the_lock_is_held_until_dropped_and_names_its_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The directory does not exist yet: taking the lock creates it.
+        let dead = DeadLetter::new(dir.path().join("dead-letter"));
+        let held = dead.try_lock().expect("lock").expect("nobody holds it");
+        // Another open file description (another process, or the consumer's redelivery) is
+        // refused at once rather than kept waiting.
+        assert!(dead.try_lock().expect("lock").is_none());
+        assert_eq!(dead.lock_holder(), Some(std::process::id()));
+        assert_eq!(held.dead_letter().dir(), dead.dir());
+        // The lock file is not a parked alert.
+        assert!(dead.list().expect("list").is_empty());
+        drop(held);
+        assert!(dead.try_lock().expect("lock").is_some());
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! `replay`: re-sends parked alerts through their sinks.
 
-use super::dead_letter::{DeadLetter, DeadLetterError};
+use super::dead_letter::{DeadLetter, DeadLetterError, DeadLetterLock};
 use super::retry::{self, RetryPolicy};
 use crate::sinks::SharedSink;
 
@@ -25,12 +25,16 @@ impl ReplayReport {
 /// Re-sends every parked alert (optionally only those of one sink) through its sink, with the
 /// same retry policy but no rate limit (the alert was already admitted once). A file is
 /// deleted only after its alert was delivered.
+///
+/// Holding the directory's lock is the caller's proof that nobody else re-sends these files at
+/// the same time.
 pub async fn replay(
-    dead_letter: &DeadLetter,
+    lock: &DeadLetterLock,
     sinks: &[SharedSink],
     retry: &RetryPolicy,
     only_sink: Option<&str>,
 ) -> Result<ReplayReport, DeadLetterError> {
+    let dead_letter = lock.dead_letter();
     let mut report = ReplayReport::default();
     for path in dead_letter.list()? {
         let mut parked = match DeadLetter::read(&path) {
@@ -73,10 +77,10 @@ pub async fn replay(
                     parked.alert.describe(),
                     failure.error
                 );
+                report.failed += 1;
                 parked.attempts = parked.attempts.saturating_add(failure.attempts);
                 parked.error = failure.error.to_string();
                 DeadLetter::update(&path, &parked)?;
-                report.failed += 1;
             }
         }
     }
