@@ -1,4 +1,5 @@
-//! `consumer replay` as an operator runs it: one run at a time.
+//! `consumer replay` as an operator runs it: one run at a time, a destination still down is not
+//! retried alert by alert.
 
 mod common;
 
@@ -87,5 +88,59 @@ async fn a_second_replay_while_one_runs_exits_75_and_sends_nothing() {
     let (code, _, stderr) = run_command(&setup, &["replay"]).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(webhook.delivered().await.body["eventId"], "event-1");
+    assert!(setup.parked_files().is_empty());
+}
+
+#[tokio::test]
+async fn a_destination_still_down_is_tried_once_and_its_other_alerts_left_for_later() {
+    let broker = testkit::embedded();
+    let mut webhook = Receiver::start().await;
+    webhook.set_mode(Mode::Fail);
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            webhook: Some(webhook.url("hook")),
+            max_attempts: 2,
+            ..Default::default()
+        },
+    );
+    for id in ["event-1", "event-2", "event-3"] {
+        park(&setup, "webhook:ops", id).await;
+    }
+    // Another destination's alert in the same run is still delivered.
+    park(&setup, "log", "event-4").await;
+
+    let (code, stdout, stderr) = run_command(&setup, &["replay"]).await;
+    assert_eq!(code, 75, "{stdout}{stderr}");
+    // One alert with its two attempts, not three alerts with two each.
+    assert_eq!(webhook.drain_failed().len(), 2, "{stderr}");
+    assert!(
+        stderr
+            .contains("webhook:ops still failing: 2 more parked alert(s) left for a later replay"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 delivered, 1 still failing") && stderr.contains("2 not tried"),
+        "{stderr}"
+    );
+    assert_eq!(
+        parked_event_ids(&setup),
+        ["event-1", "event-2", "event-3"],
+        "{stderr}"
+    );
+    // The alert tried counts its new attempts; the ones skipped were not touched.
+    let attempts: Vec<u32> = setup
+        .parked_files()
+        .iter()
+        .filter_map(|p| DeadLetter::read(p).ok())
+        .map(|p| p.attempts)
+        .collect();
+    assert_eq!(attempts, [3, 1, 1]);
+
+    // Back up: everything goes out.
+    webhook.set_mode(Mode::Ok);
+    let (code, _, stderr) = run_command(&setup, &["replay"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(webhook.drain_delivered().len(), 3);
     assert!(setup.parked_files().is_empty());
 }

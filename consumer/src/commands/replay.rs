@@ -92,10 +92,18 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
     )
     .await
     .context("replaying parked alerts")?;
-    eprintln!(
+    // The first four counts as ever; the others only when they happened, so the usual line
+    // stays as it was.
+    let mut summary = format!(
         "replay: {} delivered, {} still failing, {} for unknown sinks, {} unreadable",
         report.delivered, report.failed, report.unknown_sink, report.unreadable
     );
+    for (count, what) in [(report.skipped, "not tried (destination still down)")] {
+        if count > 0 {
+            summary.push_str(&format!(", {count} {what}"));
+        }
+    }
+    eprintln!("{summary}");
     list_parked_messages(&config.dead_letter_dir)?;
     Ok(if report.remaining() > 0 {
         exit::TRY_AGAIN_LATER

@@ -1,5 +1,7 @@
 //! `replay`: re-sends parked alerts through their sinks.
 
+use std::collections::BTreeMap;
+
 use super::dead_letter::{DeadLetter, DeadLetterError, DeadLetterLock};
 use super::retry::{self, RetryPolicy};
 use crate::sinks::SharedSink;
@@ -10,6 +12,9 @@ pub struct ReplayReport {
     pub delivered: usize,
     /// Still parked: the sink failed again.
     pub failed: usize,
+    /// Still parked, not tried: an earlier alert of the same sink failed again in this run
+    /// after all its retries, so the destination is taken to be still down.
+    pub skipped: usize,
     /// Still parked: no configured sink has that name (configuration changed since).
     pub unknown_sink: usize,
     /// Files that are not parked alerts; left alone.
@@ -18,7 +23,7 @@ pub struct ReplayReport {
 
 impl ReplayReport {
     pub fn remaining(&self) -> usize {
-        self.failed + self.unknown_sink + self.unreadable
+        self.failed + self.skipped + self.unknown_sink + self.unreadable
     }
 }
 
@@ -27,7 +32,10 @@ impl ReplayReport {
 /// deleted only after its alert was delivered.
 ///
 /// Holding the directory's lock is the caller's proof that nobody else re-sends these files at
-/// the same time.
+/// the same time. Once an alert of a sink fails again with a transient error (after every
+/// retry), that sink's remaining alerts are left for a later replay rather than retried one by
+/// one against a destination that is down; a final error (a rejected recipient) concerns that
+/// alert only, and the sink's others are still tried.
 pub async fn replay(
     lock: &DeadLetterLock,
     sinks: &[SharedSink],
@@ -36,6 +44,8 @@ pub async fn replay(
 ) -> Result<ReplayReport, DeadLetterError> {
     let dead_letter = lock.dead_letter();
     let mut report = ReplayReport::default();
+    // Sinks that failed again in this run, with how many of their alerts were skipped since.
+    let mut still_down: BTreeMap<String, usize> = BTreeMap::new();
     for path in dead_letter.list()? {
         let mut parked = match DeadLetter::read(&path) {
             Ok(parked) => parked,
@@ -46,6 +56,11 @@ pub async fn replay(
             }
         };
         if only_sink.is_some_and(|s| s != parked.sink) {
+            continue;
+        }
+        if let Some(skipped) = still_down.get_mut(&parked.sink) {
+            *skipped += 1;
+            report.skipped += 1;
             continue;
         }
         let Some(sink) = sinks.iter().find(|s| s.name() == parked.sink) else {
@@ -78,11 +93,20 @@ pub async fn replay(
                     failure.error
                 );
                 report.failed += 1;
+                if failure.error.is_transient() {
+                    still_down.insert(parked.sink.clone(), 0);
+                }
                 parked.attempts = parked.attempts.saturating_add(failure.attempts);
                 parked.error = failure.error.to_string();
                 DeadLetter::update(&path, &parked)?;
             }
         }
+    }
+    for (sink, skipped) in still_down.iter().filter(|(_, skipped)| **skipped > 0) {
+        tracing::warn!(
+            sink = %sink,
+            "{sink} still failing: {skipped} more parked alert(s) left for a later replay"
+        );
     }
     Ok(report)
 }
