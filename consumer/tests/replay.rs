@@ -1,13 +1,18 @@
 //! `consumer replay` as an operator runs it: one run at a time, a destination still down is not
-//! retried alert by alert.
+//! retried alert by alert, and a file that cannot be removed does not end the run.
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use bytes::Bytes;
 use common::*;
 use consumer::alert::Alert;
 use consumer::delivery::DeadLetter;
+use serde_json::Value;
 
 fn alert(event_id: &str) -> Alert {
     Alert {
@@ -143,4 +148,90 @@ async fn a_destination_still_down_is_tried_once_and_its_other_alerts_left_for_la
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(webhook.drain_delivered().len(), 3);
     assert!(setup.parked_files().is_empty());
+}
+
+/// How a scripted destination answers an alert, given its event id.
+type Answer = Arc<dyn Fn(&str) -> StatusCode + Send + Sync>;
+
+/// A destination that answers each alert as `answer` says.
+async fn scripted_receiver(
+    answer: impl Fn(&str) -> StatusCode + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    async fn receive(State(answer): State<Answer>, body: Bytes) -> StatusCode {
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        answer(body["eventId"].as_str().unwrap_or_default())
+    }
+    let answer: Answer = Arc::new(answer);
+    let app = axum::Router::new().fallback(receive).with_state(answer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// Puts a directory where a parked file was: removing or rewriting that path fails, whoever
+/// runs the test (root included).
+fn make_unwritable(path: &Path) {
+    std::fs::remove_file(path).expect("remove parked file");
+    std::fs::create_dir(path).expect("directory in its place");
+    std::fs::write(path.join("keep"), b"x").expect("non-empty");
+}
+
+#[tokio::test]
+async fn files_that_cannot_be_removed_or_rewritten_are_reported_and_the_run_goes_on() {
+    let broker = testkit::embedded();
+    let paths: Arc<std::sync::Mutex<Vec<(String, PathBuf)>>> = Arc::default();
+    let known = Arc::clone(&paths);
+    let addr = scripted_receiver(move |event_id| {
+        let path = known.lock().ok().and_then(|p| {
+            p.iter()
+                .find(|(id, _)| id == event_id)
+                .map(|(_, p)| p.clone())
+        });
+        match event_id {
+            // Delivered, but its file cannot be removed afterwards.
+            "event-a" => {
+                if let Some(path) = path {
+                    make_unwritable(&path);
+                }
+                StatusCode::OK
+            }
+            // Refused for good (not a destination that is down), and its file cannot be
+            // rewritten with the new attempt count.
+            "event-b" => {
+                if let Some(path) = path {
+                    make_unwritable(&path);
+                }
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::OK,
+        }
+    })
+    .await;
+    let setup = webhook_only(&broker, &format!("http://{addr}/hook"));
+    for id in ["event-a", "event-b", "event-c"] {
+        let path = park(&setup, "webhook:ops", id).await;
+        paths.lock().expect("paths").push((id.to_owned(), path));
+    }
+
+    let (code, stdout, stderr) = run_command(&setup, &["replay"]).await;
+    // Exit 1: the directory needs a person (another run would send event-a again).
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("replay: 2 delivered, 1 still failing, 0 for unknown sinks, 0 unreadable")
+            && stderr.contains("1 delivered but not removed")
+            && stderr.contains("1 still failing and not updated"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("delivered, but its file remains"),
+        "{stderr}"
+    );
+    // The alert after them was delivered and its file removed.
+    let c = paths.lock().expect("paths")[2].1.clone();
+    assert!(!c.exists(), "{stderr}");
 }

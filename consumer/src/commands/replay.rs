@@ -98,14 +98,26 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
         "replay: {} delivered, {} still failing, {} for unknown sinks, {} unreadable",
         report.delivered, report.failed, report.unknown_sink, report.unreadable
     );
-    for (count, what) in [(report.skipped, "not tried (destination still down)")] {
+    for (count, what) in [
+        (report.skipped, "not tried (destination still down)"),
+        (
+            report.not_removed,
+            "delivered but not removed (a later replay sends them again)",
+        ),
+        (
+            report.not_updated,
+            "still failing and not updated (file not writable)",
+        ),
+    ] {
         if count > 0 {
             summary.push_str(&format!(", {count} {what}"));
         }
     }
     eprintln!("{summary}");
     list_parked_messages(&config.dead_letter_dir)?;
-    Ok(if report.remaining() > 0 {
+    Ok(if report.file_errors() > 0 {
+        exit::FAILURE
+    } else if report.remaining() > 0 {
         exit::TRY_AGAIN_LATER
     } else {
         exit::OK

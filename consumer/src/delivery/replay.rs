@@ -19,11 +19,23 @@ pub struct ReplayReport {
     pub unknown_sink: usize,
     /// Files that are not parked alerts; left alone.
     pub unreadable: usize,
+    /// Delivered, but the file could not be removed: the next replay sends the alert again.
+    pub not_removed: usize,
+    /// Of `failed`: the file could not be rewritten with the new attempt count and error, so it
+    /// keeps the old ones.
+    pub not_updated: usize,
 }
 
 impl ReplayReport {
+    /// Parked files still in the directory (those that could not be removed included).
     pub fn remaining(&self) -> usize {
-        self.failed + self.skipped + self.unknown_sink + self.unreadable
+        self.failed + self.skipped + self.unknown_sink + self.unreadable + self.not_removed
+    }
+
+    /// Files this run could not remove or rewrite: the directory needs a person's attention
+    /// (permissions, a full disk), which another run would not fix.
+    pub fn file_errors(&self) -> usize {
+        self.not_removed + self.not_updated
     }
 }
 
@@ -35,7 +47,8 @@ impl ReplayReport {
 /// the same time. Once an alert of a sink fails again with a transient error (after every
 /// retry), that sink's remaining alerts are left for a later replay rather than retried one by
 /// one against a destination that is down; a final error (a rejected recipient) concerns that
-/// alert only, and the sink's others are still tried.
+/// alert only, and the sink's others are still tried. A file that cannot be removed or rewritten
+/// is counted and logged, and the replay goes on.
 pub async fn replay(
     lock: &DeadLetterLock,
     sinks: &[SharedSink],
@@ -75,14 +88,25 @@ pub async fn replay(
         };
         match retry::send_with_retry(sink.as_ref(), &parked.alert, retry).await {
             Ok(attempts) => {
-                DeadLetter::remove(&path)?;
-                tracing::info!(
-                    sink = %parked.sink,
-                    attempts,
-                    "{}: parked alert delivered and removed",
-                    parked.alert.describe()
-                );
                 report.delivered += 1;
+                match DeadLetter::remove(&path) {
+                    Ok(()) => tracing::info!(
+                        sink = %parked.sink,
+                        attempts,
+                        "{}: parked alert delivered and removed",
+                        parked.alert.describe()
+                    ),
+                    Err(e) => {
+                        tracing::error!(
+                            sink = %parked.sink,
+                            attempts,
+                            "{}: parked alert delivered, but its file remains, so a later \
+                             replay may send it again: {e}",
+                            parked.alert.describe()
+                        );
+                        report.not_removed += 1;
+                    }
+                }
             }
             Err(failure) => {
                 tracing::error!(
@@ -98,7 +122,14 @@ pub async fn replay(
                 }
                 parked.attempts = parked.attempts.saturating_add(failure.attempts);
                 parked.error = failure.error.to_string();
-                DeadLetter::update(&path, &parked)?;
+                if let Err(e) = DeadLetter::update(&path, &parked) {
+                    tracing::error!(
+                        sink = %parked.sink,
+                        "{}: left parked with its earlier attempt count and error: {e}",
+                        parked.alert.describe()
+                    );
+                    report.not_updated += 1;
+                }
             }
         }
     }
