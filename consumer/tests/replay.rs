@@ -1,10 +1,12 @@
 //! `consumer replay` as an operator runs it: one run at a time, a destination still down is not
-//! retried alert by alert, and a file that cannot be removed does not end the run.
+//! retried alert by alert, a file that cannot be removed does not end the run, and its own MQTT
+//! client id.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,6 +14,7 @@ use bytes::Bytes;
 use common::*;
 use consumer::alert::Alert;
 use consumer::delivery::DeadLetter;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
 fn alert(event_id: &str) -> Alert {
@@ -234,4 +237,87 @@ async fn files_that_cannot_be_removed_or_rewritten_are_reported_and_the_run_goes
     // The alert after them was delivered and its file removed.
     let c = paths.lock().expect("paths")[2].1.clone();
     assert!(!c.exists(), "{stderr}");
+}
+
+#[tokio::test]
+async fn replay_connects_with_its_own_mqtt_client_id() {
+    // Mosquitto, as most brokers, drops the older connection of a client id; the embedded
+    // broker does not, so it cannot tell.
+    let Some(broker) = testkit::mosquitto() else {
+        eprintln!("Mosquitto not answering on 127.0.0.1:1883: skipped");
+        return;
+    };
+    let topic = testkit::unique("qscloud-alerts");
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            mqtt_topic: Some(format!("{topic}/alerts")),
+            ..Default::default()
+        },
+    );
+    park(&setup, "mqtt", "event-1").await;
+
+    // The running consumer's publishing connection, as `consumer run` opens it.
+    let mut options = MqttOptions::new(
+        format!("{}-alerts", setup.client_id),
+        &broker.host,
+        broker.port,
+    );
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    client
+        .subscribe(format!("{topic}/#"), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe queued");
+    let subscribed = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => return,
+                Ok(_) => {}
+                Err(e) => panic!("connecting: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, subscribed)
+        .await
+        .expect("subscribed");
+
+    let replay = tokio::spawn({
+        let butler = setup.butler.clone();
+        let extensions = setup.extensions.clone();
+        async move {
+            tokio::process::Command::new(binary())
+                .args(["replay", "--config"])
+                .arg(butler)
+                .arg("--extensions")
+                .arg(extensions)
+                .output()
+                .await
+                .expect("replay runs")
+        }
+    });
+    // The alert arrives, and the connection that was there first stays up.
+    let received = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => return Ok(p.payload),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let payload = tokio::time::timeout(WAIT, received)
+        .await
+        .expect("an alert or a disconnect")
+        .unwrap_or_else(|e| panic!("replay took over the running consumer's connection: {e}"));
+    let payload: Value = serde_json::from_slice(&payload).expect("JSON alert");
+    assert_eq!(payload["eventId"], "event-1");
+    let output = replay.await.expect("replay task");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = client.disconnect().await;
 }

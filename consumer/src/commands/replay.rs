@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use consumer::delivery::{self, DeadLetter, RetryPolicy};
 use consumer::exit;
-use consumer::pipeline;
+use consumer::sinks::{self, Purpose};
 
 use super::load;
 use crate::ConfigArgs;
@@ -83,15 +83,10 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
         );
         return Ok(exit::TRY_AGAIN_LATER);
     };
-    let delivery = pipeline::delivery_for(&config).context("building sinks")?;
-    let report = delivery::replay(
-        &lock,
-        delivery.sinks(),
-        &RetryPolicy::from(&config.retry),
-        only_sink,
-    )
-    .await
-    .context("replaying parked alerts")?;
+    let sinks = sinks::build_for(&config, Purpose::Replay).context("building sinks")?;
+    let report = delivery::replay(&lock, &sinks, &RetryPolicy::from(&config.retry), only_sink)
+        .await
+        .context("replaying parked alerts")?;
     // The first four counts as ever; the others only when they happened, so the usual line
     // stays as it was.
     let mut summary = format!(
