@@ -1,12 +1,12 @@
 //! `consumer replay` as an operator runs it: one run at a time, a destination still down is not
-//! retried alert by alert, a file that cannot be removed does not end the run, and its own MQTT
-//! client id.
+//! retried alert by alert, a file that cannot be removed does not end the run, its own MQTT
+//! client id, and temporary files left by a crash are shown and cleaned up.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -320,4 +320,64 @@ async fn replay_connects_with_its_own_mqtt_client_id() {
         String::from_utf8_lossy(&output.stderr)
     );
     let _ = client.disconnect().await;
+}
+
+fn age(path: &Path, by: Duration) {
+    let file = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open");
+    file.set_modified(SystemTime::now() - by)
+        .expect("set modification time");
+}
+
+#[tokio::test]
+async fn leftover_temporary_files_are_listed_and_replay_removes_the_old_ones() {
+    let broker = testkit::embedded();
+    let webhook = Receiver::start().await;
+    let setup = webhook_only(&broker, &webhook.url("hook"));
+    let parked = park(&setup, "webhook:ops", "event-1").await;
+    let name = parked
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .expect("file name");
+    let messages = setup.dead_letter_dir.join("messages");
+    std::fs::create_dir_all(&messages).expect("messages dir");
+    // Left by a crash two minutes ago, beside an alert and beside raw messages; and one being
+    // written right now, which replay must not touch.
+    let old = setup.dead_letter_dir.join(format!(".{name}.4242.tmp"));
+    let old_message = messages.join(".message-0123456789abcdef.json.4242.tmp");
+    let fresh = setup
+        .dead_letter_dir
+        .join(".t__e__log-0123456789abcdef.json.4343.tmp");
+    for path in [&old, &old_message, &fresh] {
+        std::fs::write(path, b"{\"version\":").expect("write");
+    }
+    age(&old, Duration::from_secs(120));
+    age(&old_message, Duration::from_secs(120));
+
+    let (code, stdout, stderr) = run_command(&setup, &["replay", "--list"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    for path in [&old, &old_message, &fresh] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&path.display().to_string()))
+            .unwrap_or_else(|| panic!("{} not listed: {stdout}", path.display()));
+        assert!(
+            line.contains("temporary") && line.contains("crash"),
+            "{line}"
+        );
+    }
+    assert!(stderr.contains("3 leftover temporary file(s)"), "{stderr}");
+
+    let (code, _, stderr) = run_command(&setup, &["replay"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!old.exists() && !old_message.exists(), "{stderr}");
+    assert!(fresh.exists(), "a write in progress is left alone");
+    assert!(
+        stderr.contains(&format!("removed {}", old.display()))
+            && stderr.contains("2 leftover temporary file(s) removed"),
+        "{stderr}"
+    );
+    assert!(setup.parked_files().is_empty());
 }

@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use consumer::delivery::{self, DeadLetter, RetryPolicy};
 use consumer::exit;
@@ -34,7 +36,36 @@ fn list_parked(dir: &Path, only_sink: Option<&str>) -> anyhow::Result<u8> {
     }
     eprintln!("{shown} parked alert(s) in {}", dir.display());
     list_parked_messages(dir)?;
+    list_temp_files(&dead_letter)?;
     Ok(exit::OK)
+}
+
+/// Temporary files a crash left: never hidden, since each stands for a write that did not
+/// finish.
+fn list_temp_files(dead_letter: &DeadLetter) -> anyhow::Result<()> {
+    let temp_files = dead_letter
+        .temp_files()
+        .context("listing leftover temporary files")?;
+    for temp in &temp_files {
+        let modified = temp
+            .modified
+            .and_then(|m| OffsetDateTime::from(m).format(&Rfc3339).ok())
+            .unwrap_or_else(|| "unknown".into());
+        println!(
+            "{modified}\ttemporary\t{}\tleft by a crash while writing: the alert (or raw \
+             message) it held is either parked under its final name or was never acknowledged \
+             (the broker sends it again); `consumer replay` removes it once it is a minute old",
+            temp.path.display()
+        );
+    }
+    if !temp_files.is_empty() {
+        eprintln!(
+            "{} leftover temporary file(s) in {}",
+            temp_files.len(),
+            dead_letter.dir().display()
+        );
+    }
+    Ok(())
 }
 
 /// Raw messages the pipeline parked (a panic or error while handling them): listed, never
@@ -102,6 +133,10 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
         (
             report.not_updated,
             "still failing and not updated (file not writable)",
+        ),
+        (
+            report.temp_files_removed,
+            "leftover temporary file(s) removed",
         ),
     ] {
         if count > 0 {

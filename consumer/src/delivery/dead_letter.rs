@@ -8,12 +8,14 @@
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::alert::Alert;
+use crate::delivery::parked_message::MESSAGES_DIR;
 use crate::state::{create_private_dir, fnv1a, write_atomically, write_atomically_blocking};
 
 /// The lock file in the dead-letter directory. A dot-file, so it is never taken for a parked
@@ -64,6 +66,30 @@ impl DeadLetterLock {
     pub fn dead_letter(&self) -> &DeadLetter {
         &self.dead_letter
     }
+}
+
+/// A temporary file that [`write_atomically`] leaves beside its target when the process dies
+/// between writing and renaming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TempFile {
+    pub path: PathBuf,
+    /// When it was last written; `None` when the file system does not say.
+    pub modified: Option<SystemTime>,
+}
+
+impl TempFile {
+    /// How long ago it was last written; zero for a file from the future or of unknown age, so
+    /// that such a file is never taken for stale.
+    pub fn age(&self) -> Duration {
+        self.modified
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// `.<name>.<pid>.tmp`: the temporary name [`write_atomically`] writes under.
+fn is_temp_file_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +321,42 @@ impl DeadLetter {
             .ok()?;
         text.trim().parse().ok()
     }
+
+    /// Temporary files of interrupted writes in the directory and in its `messages`
+    /// subdirectory (parked raw messages), which [`Self::list`] never shows. A crash between
+    /// writing one and renaming it into place leaves it: the file it was to become is either
+    /// there under its final name (an earlier write) or was never written, and then the MQTT
+    /// message was not acknowledged either, so the broker sends it again.
+    pub fn temp_files(&self) -> Result<Vec<TempFile>, DeadLetterError> {
+        let mut found = Vec::new();
+        for dir in [self.dir.clone(), self.dir.join(MESSAGES_DIR)] {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(DeadLetterError::List {
+                        path: dir,
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            for entry in entries.filter_map(Result::ok) {
+                if !is_temp_file_name(&entry.file_name().to_string_lossy()) {
+                    continue;
+                }
+                let metadata = entry.metadata().ok();
+                if !metadata.as_ref().is_some_and(|m| m.is_file()) {
+                    continue;
+                }
+                found.push(TempFile {
+                    path: entry.path(),
+                    modified: metadata.and_then(|m| m.modified().ok()),
+                });
+            }
+        }
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
@@ -330,10 +392,42 @@ mod tests {
         assert!(dead.try_lock().expect("lock").is_none());
         assert_eq!(dead.lock_holder(), Some(std::process::id()));
         assert_eq!(held.dead_letter().dir(), dead.dir());
-        // The lock file is not a parked alert.
+        // The lock file is neither a parked alert nor a leftover.
         assert!(dead.list().expect("list").is_empty());
+        assert!(dead.temp_files().expect("temp files").is_empty());
         drop(held);
         assert!(dead.try_lock().expect("lock").is_some());
+    }
+
+    #[test]
+    fn temporary_files_left_by_a_crash_are_found_beside_alerts_and_raw_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dead = DeadLetter::new(dir.path());
+        let messages = dir.path().join(MESSAGES_DIR);
+        std::fs::create_dir(&messages).expect("messages dir");
+        for path in [
+            dir.path().join("t__e__log-0123456789abcdef.json"),
+            dir.path().join(".t__e__log-0123456789abcdef.json.4242.tmp"),
+            messages.join(".message-0123456789abcdef.json.4242.tmp"),
+            messages.join("message-0123456789abcdef.json"),
+        ] {
+            std::fs::write(&path, b"{}").expect("write");
+        }
+        let found: Vec<PathBuf> = dead
+            .temp_files()
+            .expect("temp files")
+            .into_iter()
+            .map(|t| t.path)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                dir.path().join(".t__e__log-0123456789abcdef.json.4242.tmp"),
+                messages.join(".message-0123456789abcdef.json.4242.tmp"),
+            ]
+        );
+        // `list` still shows only the parked alert.
+        assert_eq!(dead.list().expect("list").len(), 1);
     }
 
     #[tokio::test]

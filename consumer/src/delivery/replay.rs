@@ -1,10 +1,16 @@
 //! `replay`: re-sends parked alerts through their sinks.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::dead_letter::{DeadLetter, DeadLetterError, DeadLetterLock};
 use super::retry::{self, RetryPolicy};
 use crate::sinks::SharedSink;
+
+/// Temporary files at least this old are taken for leftovers of a crash and removed by
+/// [`replay`]: an atomic write takes milliseconds, so a younger one may still be in progress
+/// (the running consumer parking an alert).
+pub const STALE_TEMP_FILE_AGE: Duration = Duration::from_secs(60);
 
 /// What `replay` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -24,6 +30,8 @@ pub struct ReplayReport {
     /// Of `failed`: the file could not be rewritten with the new attempt count and error, so it
     /// keeps the old ones.
     pub not_updated: usize,
+    /// Temporary files left by a crash, removed.
+    pub temp_files_removed: usize,
 }
 
 impl ReplayReport {
@@ -48,7 +56,8 @@ impl ReplayReport {
 /// retry), that sink's remaining alerts are left for a later replay rather than retried one by
 /// one against a destination that is down; a final error (a rejected recipient) concerns that
 /// alert only, and the sink's others are still tried. A file that cannot be removed or rewritten
-/// is counted and logged, and the replay goes on.
+/// is counted and logged, and the replay goes on. Temporary files left by a crash
+/// ([`STALE_TEMP_FILE_AGE`] or older) are removed first.
 pub async fn replay(
     lock: &DeadLetterLock,
     sinks: &[SharedSink],
@@ -56,7 +65,10 @@ pub async fn replay(
     only_sink: Option<&str>,
 ) -> Result<ReplayReport, DeadLetterError> {
     let dead_letter = lock.dead_letter();
-    let mut report = ReplayReport::default();
+    let mut report = ReplayReport {
+        temp_files_removed: remove_stale_temp_files(dead_letter),
+        ..ReplayReport::default()
+    };
     // Sinks that failed again in this run, with how many of their alerts were skipped since.
     let mut still_down: BTreeMap<String, usize> = BTreeMap::new();
     for path in dead_letter.list()? {
@@ -140,4 +152,36 @@ pub async fn replay(
         );
     }
     Ok(report)
+}
+
+/// Removes the temporary files a crash left (old enough not to be a write in progress), each
+/// logged, and returns how many.
+fn remove_stale_temp_files(dead_letter: &DeadLetter) -> usize {
+    let temp_files = match dead_letter.temp_files() {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!("looking for temporary files left by a crash: {e}");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for temp in temp_files.iter().filter(|t| t.age() >= STALE_TEMP_FILE_AGE) {
+        match std::fs::remove_file(&temp.path) {
+            Ok(()) => {
+                removed += 1;
+                tracing::warn!(
+                    "removed {}, a temporary file left by a crash {}s ago: the file it was \
+                     writing is either in place under its final name or was never written, and \
+                     then its MQTT message was not acknowledged either",
+                    temp.path.display(),
+                    temp.age().as_secs()
+                );
+            }
+            Err(e) => tracing::error!(
+                "cannot remove {}, a temporary file left by a crash: {e}",
+                temp.path.display()
+            ),
+        }
+    }
+    removed
 }
