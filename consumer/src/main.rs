@@ -1,17 +1,19 @@
 //! `consumer`: Qlik Cloud reload-failure alerts from MQTT, configured by Butler's YAML.
+//!
+//! This file holds the command line, logging and the async runtime, and dispatches each command
+//! to its module in `commands/`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use consumer::config::{self, ConsumerConfig};
-use consumer::delivery::{self, DeadLetter, RetryPolicy};
+use consumer::config;
 use consumer::exit;
-use consumer::pipeline::{self, RunOptions};
 
-mod webhook_cmd;
+mod commands;
+
+use commands::webhook;
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -105,8 +107,8 @@ enum Command {
     },
     /// Register the relay's webhooks in Qlik Cloud through the tenant API (create, list,
     /// delete, enable, disable), and resend failed deliveries after an outage.
-    #[command(subcommand, after_help = webhook_cmd::AFTER_HELP)]
-    Webhook(webhook_cmd::WebhookCommand),
+    #[command(subcommand, after_help = webhook::AFTER_HELP)]
+    Webhook(webhook::WebhookCommand),
 }
 
 fn init_logging(format: LogFormat) {
@@ -124,117 +126,11 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Loads the configuration or prints every problem; `Err` carries the exit code.
-fn load(args: &ConfigArgs) -> Result<ConsumerConfig, u8> {
-    let extensions = args.extensions();
-    config::load(&args.config, extensions.as_deref()).map_err(|errors| {
-        eprintln!("{errors}");
-        exit::CONFIG_INVALID
-    })
-}
-
-async fn run(args: &ConfigArgs) -> anyhow::Result<u8> {
-    let config = match load(args) {
-        Ok(config) => config,
-        Err(code) => return Ok(code),
-    };
-    pipeline::run(
-        config,
-        qlik_events::shutdown_signal(),
-        RunOptions::default(),
-    )
-    .await
-    .context("consumer run failed")?;
-    Ok(exit::OK)
-}
-
-fn list_parked(dir: &Path, only_sink: Option<&str>) -> anyhow::Result<u8> {
-    let dead_letter = DeadLetter::new(dir);
-    let files = dead_letter.list().context("listing parked alerts")?;
-    let mut shown = 0;
-    for path in &files {
-        match DeadLetter::read(path) {
-            Ok(parked) if only_sink.is_none_or(|s| s == parked.sink) => {
-                shown += 1;
-                println!(
-                    "{}\t{}\t{}\tattempts={}\t{}",
-                    parked.parked_at,
-                    parked.sink,
-                    parked.alert.describe(),
-                    parked.attempts,
-                    parked.error
-                );
-            }
-            Ok(_) => {}
-            Err(e) => println!("{e}"),
-        }
-    }
-    eprintln!("{shown} parked alert(s) in {}", dir.display());
-    list_parked_messages(dir)?;
-    Ok(exit::OK)
-}
-
-/// Raw messages the pipeline parked (a panic or error while handling them): listed, never
-/// re-sent by `replay`, since they are not alerts yet.
-fn list_parked_messages(dir: &Path) -> anyhow::Result<usize> {
-    let messages =
-        delivery::parked_message::list_messages(dir).context("listing parked raw messages")?;
-    for (path, message) in &messages {
-        println!(
-            "{}	message	{}	{}	{}",
-            message.parked_at,
-            message.topic,
-            message.reason,
-            path.display()
-        );
-    }
-    if !messages.is_empty() {
-        eprintln!(
-            "{} parked raw message(s) in {}: publish a payload again to its topic to handle it anew",
-            messages.len(),
-            delivery::parked_message::messages_dir(dir).display()
-        );
-    }
-    Ok(messages.len())
-}
-
-async fn replay(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyhow::Result<u8> {
-    let config = match load(args) {
-        Ok(config) => config,
-        Err(code) => return Ok(code),
-    };
-    if list {
-        return list_parked(&config.dead_letter_dir, only_sink);
-    }
-    // The sinks only: no queue or worker, which would redeliver on their own.
-    let sinks = consumer::sinks::build(&config).context("building sinks")?;
-    let report = delivery::replay(
-        &DeadLetter::new(&config.dead_letter_dir),
-        &sinks,
-        &RetryPolicy::from(&config.retry),
-        only_sink,
-    )
-    .await
-    .context("replaying parked alerts")?;
-    eprintln!(
-        "replay: {} delivered, {} still failing, {} for unknown sinks, {} unreadable",
-        report.delivered, report.failed, report.unknown_sink, report.unreadable
-    );
-    list_parked_messages(&config.dead_letter_dir)?;
-    Ok(if report.remaining() == 0 {
-        exit::OK
-    } else {
-        exit::TRY_AGAIN_LATER
-    })
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // check-config needs neither logging nor the runtime: its report is all it prints.
     if let Command::CheckConfig(args) = &cli.command {
-        let extensions = args.extensions();
-        let code =
-            config::check_config(&args.config, extensions.as_deref(), &mut std::io::stdout());
-        return ExitCode::from(u8::try_from(code).unwrap_or(exit::FAILURE));
+        return ExitCode::from(commands::check_config::run(args));
     }
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -249,9 +145,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Run(args) => run(args).await,
-            Command::Replay { config, sink, list } => replay(config, sink.as_deref(), *list).await,
-            Command::Webhook(command) => Ok(webhook_cmd::run(command).await),
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Replay { config, sink, list } => {
+                commands::replay::run(config, sink.as_deref(), *list).await
+            }
+            Command::Webhook(command) => Ok(webhook::run(command).await),
             Command::CheckConfig(_) => Ok(exit::OK),
         }
     });

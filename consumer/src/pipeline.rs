@@ -225,8 +225,8 @@ fn worker_settings(config: &ConsumerConfig, store: &Arc<dyn StateBackend>) -> Wo
     }
 }
 
-/// Every destination's queue and worker, as `consumer run` builds them; for `replay`'s sinks
-/// and for tests that deliver one alert.
+/// Every destination's queue and worker, as `consumer run` builds them, for tests that deliver
+/// one alert. (`replay` builds the sinks alone: workers would redeliver on their own.)
 pub fn delivery_for(config: &ConsumerConfig) -> Result<Arc<Deliveries>, RunError> {
     let store = crate::state::open(config)?;
     let (deliveries, _workers) =

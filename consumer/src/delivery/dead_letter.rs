@@ -1,14 +1,26 @@
 //! The dead-letter directory: alerts a sink could not take after every retry, one JSON file
 //! each, until `consumer replay` delivers them.
+//!
+//! Whoever re-sends parked alerts (`consumer replay`, the running consumer's redelivery) holds
+//! the directory's lock ([`DeadLetter::try_lock`]) meanwhile, so no alert is re-sent twice at
+//! once.
 
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::alert::Alert;
-use crate::state::{fnv1a, write_atomically, write_atomically_blocking};
+use crate::delivery::parked_message::MESSAGES_DIR;
+use crate::state::{create_private_dir, fnv1a, write_atomically, write_atomically_blocking};
+
+/// The lock file in the dead-letter directory. A dot-file, so it is never taken for a parked
+/// alert.
+pub const LOCK_FILE: &str = ".lock";
 
 /// One parked alert, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +59,47 @@ pub enum DeadLetterError {
     Read { path: PathBuf, reason: String },
     #[error("cannot remove delivered parked alert {path}: {reason}")]
     Remove { path: PathBuf, reason: String },
+    #[error("cannot lock the dead-letter directory with {path}: {reason}")]
+    Lock { path: PathBuf, reason: String },
+}
+
+/// The dead-letter directory's lock, held until dropped. The operating system releases it when
+/// the file is closed, also when the process dies, so a crash never leaves it taken.
+#[derive(Debug)]
+pub struct DeadLetterLock {
+    dead_letter: DeadLetter,
+    _file: File,
+}
+
+impl DeadLetterLock {
+    /// The directory this lock is held on.
+    pub fn dead_letter(&self) -> &DeadLetter {
+        &self.dead_letter
+    }
+}
+
+/// A temporary file that [`write_atomically`] leaves beside its target when the process dies
+/// between writing and renaming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TempFile {
+    pub path: PathBuf,
+    /// When it was last written; `None` when the file system does not say.
+    pub modified: Option<SystemTime>,
+}
+
+impl TempFile {
+    /// How long ago it was last written; zero for a file from the future or of unknown age, so
+    /// that such a file is never taken for stale.
+    pub fn age(&self) -> Duration {
+        self.modified
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// `.<name>.<pid>.tmp`: the temporary name [`write_atomically`] writes under.
+fn is_temp_file_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +296,90 @@ impl DeadLetter {
             reason: e.to_string(),
         })
     }
+
+    /// `<dir>/.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join(LOCK_FILE)
+    }
+
+    /// Takes the directory's lock without waiting: `None` when someone else holds it (another
+    /// `replay`, or the running consumer's redelivery). Creates the directory (`0700`) and the
+    /// lock file (`0600`) when missing, and writes this process's id into the file, so whoever
+    /// finds it taken can say who holds it ([`Self::lock_holder`]).
+    pub fn try_lock(&self) -> Result<Option<DeadLetterLock>, DeadLetterError> {
+        let path = self.lock_path();
+        let fail = |e: &dyn std::fmt::Display| DeadLetterError::Lock {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        create_private_dir(&self.dir).map_err(|e| fail(&e))?;
+        let mut options = std::fs::OpenOptions::new();
+        // Not truncated on open: the holder's process id stays readable until the lock is ours.
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(|e| fail(&e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(fail(&e)),
+        }
+        // Who holds it is for people reading the message: a failed write costs only that.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(Some(DeadLetterLock {
+            dead_letter: self.clone(),
+            _file: file,
+        }))
+    }
+
+    /// The process id written into the lock file by its last holder, when readable. Only
+    /// meaningful while [`Self::try_lock`] finds the lock taken.
+    pub fn lock_holder(&self) -> Option<u32> {
+        let mut text = String::new();
+        File::open(self.lock_path())
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Temporary files of interrupted writes in the directory and in its `messages`
+    /// subdirectory (parked raw messages), which [`Self::list`] never shows. A crash between
+    /// writing one and renaming it into place leaves it: the file it was to become is either
+    /// there under its final name (an earlier write) or was never written, and then the MQTT
+    /// message was not acknowledged either, so the broker sends it again.
+    pub fn temp_files(&self) -> Result<Vec<TempFile>, DeadLetterError> {
+        let mut found = Vec::new();
+        for dir in [self.dir.clone(), self.dir.join(MESSAGES_DIR)] {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(DeadLetterError::List {
+                        path: dir,
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            for entry in entries.filter_map(Result::ok) {
+                if !is_temp_file_name(&entry.file_name().to_string_lossy()) {
+                    continue;
+                }
+                let metadata = entry.metadata().ok();
+                if !metadata.as_ref().is_some_and(|m| m.is_file()) {
+                    continue;
+                }
+                found.push(TempFile {
+                    path: entry.path(),
+                    modified: metadata.and_then(|m| m.modified().ok()),
+                });
+            }
+        }
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +402,55 @@ mod tests {
                 .unwrap_or_default(),
             recipient: None,
         }
+    }
+
+    #[test]
+    fn the_lock_is_held_until_dropped_and_names_its_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The directory does not exist yet: taking the lock creates it.
+        let dead = DeadLetter::new(dir.path().join("dead-letter"));
+        let held = dead.try_lock().expect("lock").expect("nobody holds it");
+        // Another open file description (another process, or the consumer's redelivery) is
+        // refused at once rather than kept waiting.
+        assert!(dead.try_lock().expect("lock").is_none());
+        assert_eq!(dead.lock_holder(), Some(std::process::id()));
+        assert_eq!(held.dead_letter().dir(), dead.dir());
+        // The lock file is neither a parked alert nor a leftover.
+        assert!(dead.list().expect("list").is_empty());
+        assert!(dead.temp_files().expect("temp files").is_empty());
+        drop(held);
+        assert!(dead.try_lock().expect("lock").is_some());
+    }
+
+    #[test]
+    fn temporary_files_left_by_a_crash_are_found_beside_alerts_and_raw_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dead = DeadLetter::new(dir.path());
+        let messages = dir.path().join(MESSAGES_DIR);
+        std::fs::create_dir(&messages).expect("messages dir");
+        for path in [
+            dir.path().join("t__e__log-0123456789abcdef.json"),
+            dir.path().join(".t__e__log-0123456789abcdef.json.4242.tmp"),
+            messages.join(".message-0123456789abcdef.json.4242.tmp"),
+            messages.join("message-0123456789abcdef.json"),
+        ] {
+            std::fs::write(&path, b"{}").expect("write");
+        }
+        let found: Vec<PathBuf> = dead
+            .temp_files()
+            .expect("temp files")
+            .into_iter()
+            .map(|t| t.path)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                dir.path().join(".t__e__log-0123456789abcdef.json.4242.tmp"),
+                messages.join(".message-0123456789abcdef.json.4242.tmp"),
+            ]
+        );
+        // `list` still shows only the parked alert.
+        assert_eq!(dead.list().expect("list").len(), 1);
     }
 
     #[tokio::test]

@@ -293,6 +293,16 @@ impl Worker {
             return;
         }
         let tried = !candidates.is_empty();
+        // A `consumer replay` running now re-sends these files itself: leave them to it this
+        // round. (Looked at, not held: the workers of other destinations need it too.)
+        let replaying = tried && matches!(self.settings.dead_letter.try_lock(), Ok(None));
+        if replaying {
+            tracing::debug!(
+                sink = self.name(),
+                "a replay holds the dead-letter lock; redelivery waits"
+            );
+        }
+        let candidates = if replaying { Vec::new() } else { candidates };
         for path in candidates {
             if !self.take_lease(&path).await {
                 continue;

@@ -183,6 +183,29 @@ pub trait Destination: Any + fmt::Debug + Send + Sync {
         config: &ConsumerConfig,
         client: &reqwest::Client,
     ) -> Result<SharedSink, BuildError>;
+
+    /// [`Self::build`] for a [`Purpose`]. Only a destination whose connections carry an
+    /// identity of their own (MQTT's client id) builds differently.
+    fn build_for(
+        &self,
+        config: &ConsumerConfig,
+        client: &reqwest::Client,
+        _purpose: Purpose,
+    ) -> Result<SharedSink, BuildError> {
+        self.build(config, client)
+    }
+}
+
+/// What the sinks are built for. A broker drops the older of two connections with one client
+/// id, so `consumer replay` next to a running consumer must not connect under the running
+/// consumer's ids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// `consumer run` (and `check-config`, which builds what `run` would).
+    #[default]
+    Run,
+    /// `consumer replay`.
+    Replay,
 }
 
 /// Destinations in the order they were read, with typed access for whoever needs one kind.
@@ -258,11 +281,16 @@ pub fn in_order(config: &ConsumerConfig) -> Vec<&dyn Destination> {
         .collect()
 }
 
-/// Every destination the configuration enables, in a stable order.
+/// Every destination the configuration enables, in a stable order, for `consumer run`.
 pub fn build(config: &ConsumerConfig) -> Result<Vec<SharedSink>, BuildError> {
+    build_for(config, Purpose::Run)
+}
+
+/// [`build`] for a [`Purpose`].
+pub fn build_for(config: &ConsumerConfig, purpose: Purpose) -> Result<Vec<SharedSink>, BuildError> {
     let client = http::client()?;
     in_order(config)
         .into_iter()
-        .map(|d| d.build(config, &client))
+        .map(|d| d.build_for(config, &client, purpose))
         .collect()
 }

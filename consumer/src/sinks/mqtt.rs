@@ -3,9 +3,9 @@
 //! the consumer's broker. A send counts as delivered only when the broker acknowledged that
 //! very publish (PUBACK with its packet id).
 //!
-//! Each send uses its own short connection with client id `<clientId>-alerts` and a clean
-//! session: alerts are rare, and sharing the subscriber's connection would tie delivery to the
-//! subscription's manual acknowledgements.
+//! Each send uses its own short connection with client id `<clientId>-alerts` (`<clientId>-replay`
+//! in `consumer replay`, see [`Purpose`]) and a clean session: alerts are rare, and sharing the
+//! subscriber's connection would tie delivery to the subscription's manual acknowledgements.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use qlik_events::mqtt::{ConfirmedPublisher, Connector, PublishError};
 use tokio::sync::Mutex;
 
-use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError};
+use super::{BuildError, Destination, Kind, Purpose, SharedSink, Sink, SinkError};
 use crate::alert::Alert;
 use crate::config::{ConsumerConfig, Node, Problems, block_enabled, rate_limit};
 
@@ -63,9 +63,18 @@ impl Destination for MqttDestination {
     fn build(
         &self,
         config: &ConsumerConfig,
-        _client: &reqwest::Client,
+        client: &reqwest::Client,
     ) -> Result<SharedSink, BuildError> {
-        let settings = MqttSinkConfig::from_config(config, self);
+        self.build_for(config, client, Purpose::Run)
+    }
+
+    fn build_for(
+        &self,
+        config: &ConsumerConfig,
+        _client: &reqwest::Client,
+        purpose: Purpose,
+    ) -> Result<SharedSink, BuildError> {
+        let settings = MqttSinkConfig::from_config(config, self, purpose);
         Ok(Arc::new(MqttSink::new(settings)?))
     }
 }
@@ -80,9 +89,13 @@ pub struct MqttSinkConfig {
 }
 
 impl MqttSinkConfig {
-    pub fn from_config(config: &ConsumerConfig, mqtt: &MqttDestination) -> Self {
+    pub fn from_config(config: &ConsumerConfig, mqtt: &MqttDestination, purpose: Purpose) -> Self {
         let mut broker = config.broker.broker_settings();
-        broker.client_id = format!("{}-alerts", config.broker.client_id);
+        let role = match purpose {
+            Purpose::Run => "alerts",
+            Purpose::Replay => "replay",
+        };
+        broker.client_id = format!("{}-{role}", config.broker.client_id);
         Self {
             broker,
             topic: mqtt.topic.clone(),

@@ -160,6 +160,15 @@ impl Receiver {
         }
         out
     }
+
+    /// Every request refused so far (answered 503), without waiting.
+    pub fn drain_failed(&mut self) -> Vec<Request> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.failed.try_recv() {
+            out.push(r);
+        }
+        out
+    }
 }
 
 // ---------------------------------------------------------------- configuration

@@ -1,6 +1,6 @@
 //! `consumer webhook create|list|delete|enable|disable|resend-failed`: registering the relay's
 //! webhooks in Qlik Cloud and recovering after an outage. Part of the binary (declared in
-//! `main.rs`); the API calls and the planning live in [`consumer::webhooks`].
+//! `commands/mod.rs`); the API calls and the planning live in [`consumer::webhooks`].
 
 mod args;
 mod create;
