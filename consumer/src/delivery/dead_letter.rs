@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::alert::Alert;
 use crate::delivery::parked_message::MESSAGES_DIR;
-use crate::state::{create_private_dir, fnv1a, write_atomically, write_atomically_blocking};
+use crate::state::{
+    create_private_dir, fnv1a, now_rfc3339, write_atomically, write_atomically_blocking,
+};
 
 /// The lock file in the dead-letter directory. A dot-file, so it is never taken for a parked
 /// alert.
@@ -161,12 +161,6 @@ pub fn bounded_for_parking(alert: &Alert) -> Alert {
         .into(),
     );
     parked
-}
-
-pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 impl DeadLetter {

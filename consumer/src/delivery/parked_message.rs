@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::dead_letter::now_rfc3339;
-use crate::state::{fnv1a, write_atomically};
+use crate::state::{fnv1a, now_rfc3339, write_atomically};
 
 /// The subdirectory of the dead-letter directory that holds parked raw messages.
 pub const MESSAGES_DIR: &str = "messages";

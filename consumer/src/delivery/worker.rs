@@ -29,13 +29,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::dead_letter::{DeadLetter, ParkedAlert, bounded_for_parking, now_rfc3339};
+use super::dead_letter::{DeadLetter, ParkedAlert, bounded_for_parking};
 use super::retry::{Attempted, Failure, RetryPolicy, send_with_retry};
 use super::schedule::{next_attempt, pause_for};
 use super::{DeliveryError, Outcome};
 use crate::alert::Alert;
 use crate::sinks::{SharedSink, SinkError};
-use crate::state::{StateBackend, now_unix};
+use crate::state::{StateBackend, now_rfc3339, now_unix};
 
 /// An alert for this destination, and where to say what became of it.
 pub struct Job {

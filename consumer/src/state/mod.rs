@@ -133,6 +133,14 @@ pub fn now_unix() -> u64 {
         .unwrap_or_default()
 }
 
+/// Now as RFC 3339 (UTC), the time format of parked alerts and messages.
+pub fn now_rfc3339() -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// Nanoseconds since the Unix epoch, for values that must differ between starts.
 pub fn now_nanos() -> u128 {
     std::time::SystemTime::now()
