@@ -117,6 +117,28 @@ impl Consumer {
         shutdown: impl Future<Output = ()>,
         options: RunOptions,
     ) -> Result<(), RunError> {
+        let source_config = options
+            .source
+            .unwrap_or_else(|| SourceConfig::from_config(&self.config));
+        tracing::info!(
+            broker = %source_config.broker.display_url(),
+            client_id = %source_config.broker.client_id,
+            filter = %source_config.filter,
+            persistent_session = !self.config.broker.clean_session,
+            "subscribing"
+        );
+        let source = Source::start(source_config)?;
+        self.drive(source, shutdown, options.observer).await
+    }
+
+    /// Everything but connecting: metrics, the destinations' workers, and the loop that moves
+    /// messages from `source` through the transforms to their acknowledgement.
+    async fn drive(
+        self,
+        source: Source,
+        shutdown: impl Future<Output = ()>,
+        observer: Option<mpsc::UnboundedSender<RunEvent>>,
+    ) -> Result<(), RunError> {
         let Consumer {
             config,
             store,
@@ -173,21 +195,10 @@ impl Consumer {
             enricher,
             deliveries,
         ));
-        let source_config = options
-            .source
-            .unwrap_or_else(|| SourceConfig::from_config(&config));
-        tracing::info!(
-            broker = %source_config.broker.display_url(),
-            client_id = %source_config.broker.client_id,
-            filter = %source_config.filter,
-            persistent_session = !config.broker.clean_session,
-            "subscribing"
-        );
-        let source = Source::start(source_config)?;
         let mut engine = Engine {
             config: Arc::clone(&config),
             transforms,
-            observer: options.observer,
+            observer,
             in_flight: JoinSet::new(),
             tasks: HashMap::new(),
             order: BTreeMap::new(),
@@ -471,6 +482,56 @@ fn tenant_of_topic<'a>(config: &'a ConsumerConfig, topic: &str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_config(dir: &std::path::Path) -> ConsumerConfig {
+        let butler = dir.join("butler.yaml");
+        std::fs::write(
+            &butler,
+            format!(
+                "Butler:
+  mqttConfig:
+    qlikSenseCloud:
+      event:
+        mqttForward:
+          enable: true
+          broker: {{host: 127.0.0.1, port: 1, tls: false}}
+          topic: {{subscriptionRoot: 'qscloud/#', appReload: qscloud/app/reload}}
+  qlikSenseCloud:
+    enable: true
+    event:
+      mqtt:
+        tenant:
+          id: T
+          tenantUrl: http://127.0.0.1:9
+          authType: jwt
+          auth: {{jwt: {{token: a.b.c}}}}
+    consumer:
+      stateDirectory: {}
+      enrichment: {{enable: false}}
+",
+                dir.join("state").display()
+            ),
+        )
+        .expect("write config");
+        crate::config::load(&butler, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A connection task that ends without an error is a bug the consumer cannot recover
+    /// from by itself: it must stop with an error (non-zero exit) for its supervisor.
+    #[tokio::test]
+    async fn a_source_that_ends_without_an_error_stops_the_run_with_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let consumer = Consumer::build(test_config(dir.path())).expect("builds");
+        let (tx, rx) = mpsc::channel(1);
+        drop(tx);
+        let result = consumer
+            .drive(Source::detached(rx), std::future::pending(), None)
+            .await;
+        assert!(
+            matches!(result, Err(RunError::Source(SourceError::Ended))),
+            "{result:?}"
+        );
+    }
 
     #[tokio::test]
     async fn a_panic_while_handling_is_reported_with_its_message() {

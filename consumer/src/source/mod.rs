@@ -152,6 +152,17 @@ impl Source {
         Ok(Source { rx, stop, task })
     }
 
+    /// A source fed by `rx` alone, with no connection behind it (tests).
+    #[cfg(test)]
+    pub(crate) fn detached(rx: mpsc::Receiver<SourceEvent>) -> Source {
+        let (stop, _) = watch::channel(false);
+        Source {
+            rx,
+            stop,
+            task: tokio::spawn(async {}),
+        }
+    }
+
     /// The next message or notice; `None` once stopped.
     pub async fn next(&mut self) -> Option<Result<Received, SourceError>> {
         match self.rx.recv().await? {
