@@ -447,3 +447,43 @@ fn event_v5(event: rumqttc::v5::Event, client: &rumqttc::v5::AsyncClient) -> Mqt
         Event::Outgoing(packet) => outgoing(packet),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The consumer bounds what an MQTT 5 broker pushes before it acknowledged anything; the
+    /// session expiry set beside it must survive.
+    #[test]
+    fn the_receive_maximum_is_announced_with_mqtt_5_only() {
+        let settings =
+            BrokerSettings::from_url("mqtt://127.0.0.1:1883?version=5", "c").expect("settings");
+        let options = ClientOptions {
+            session: Session {
+                clean_session: false,
+                expiry: Some(Duration::from_secs(3600)),
+            },
+            manual_acks: true,
+            request_queue: 16,
+            receive_maximum: Some(8),
+        };
+        let Connector::V5 { options: v5, .. } =
+            Connector::new(&settings, options).expect("connector")
+        else {
+            panic!("MQTT 5 expected")
+        };
+        assert_eq!(v5.receive_maximum(), Some(8));
+        assert_eq!(v5.session_expiry_interval(), Some(3600));
+        let Connector::V5 { options: v5, .. } = Connector::new(
+            &settings,
+            ClientOptions {
+                receive_maximum: None,
+                ..options
+            },
+        )
+        .expect("connector") else {
+            panic!("MQTT 5 expected")
+        };
+        assert_eq!(v5.receive_maximum(), None, "the protocol's default");
+    }
+}
