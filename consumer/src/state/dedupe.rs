@@ -179,13 +179,32 @@ impl Dedupe {
 
     /// Remembers several keys of one handled alert (event and reload) with one save.
     pub async fn remember_all<K: AsRef<str>>(&mut self, keys: &[K]) -> Result<(), DedupeError> {
+        self.insert_now(keys);
+        match self.encoded()? {
+            Some((path, bytes)) => write_atomically(&path, &bytes)
+                .await
+                .map_err(|e| DedupeError {
+                    path,
+                    reason: e.to_string(),
+                }),
+            None => Ok(()),
+        }
+    }
+
+    /// Remembers keys in memory only; [`Self::encoded`] then gives what to save. Lets a caller
+    /// save once for many keys remembered at about the same time (group commit).
+    pub fn insert_now<K: AsRef<str>>(&mut self, keys: &[K]) {
         let now = now_unix();
         for key in keys {
             self.insert(key.as_ref().to_owned(), now);
         }
         self.prune(now);
+    }
+
+    /// The file and its content as it should be now; `None` for a memory-only dedupe.
+    pub fn encoded(&self) -> Result<Option<(PathBuf, Vec<u8>)>, DedupeError> {
         let Some(path) = &self.path else {
-            return Ok(());
+            return Ok(None);
         };
         let stored = Stored {
             version: 1,
@@ -195,12 +214,7 @@ impl Dedupe {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        write_atomically(path, &bytes)
-            .await
-            .map_err(|e| DedupeError {
-                path: path.clone(),
-                reason: e.to_string(),
-            })
+        Ok(Some((path.clone(), bytes)))
     }
 }
 

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,11 @@ pub struct LocalStore {
     /// `None`: memory only.
     dir: Option<PathBuf>,
     dedupe: tokio::sync::Mutex<Dedupe>,
+    /// Group commit of the dedupe file: every `done` bumps `changes`; a saver writes the file
+    /// once for all changes made so far, and records the last change it covered here, so the
+    /// callers that queued behind it find their keys already saved.
+    changes: AtomicU64,
+    saved: tokio::sync::Mutex<u64>,
     /// Claims of events in hand: key → token.
     in_hand: Mutex<HashMap<String, String>>,
     windows: tokio::sync::Mutex<Windows>,
@@ -65,6 +71,8 @@ impl LocalStore {
         Self {
             dir: Some(state_dir.to_owned()),
             dedupe: tokio::sync::Mutex::new(Dedupe::load(state_dir, retention)),
+            changes: AtomicU64::new(0),
+            saved: tokio::sync::Mutex::new(0),
             in_hand: Mutex::default(),
             windows: tokio::sync::Mutex::new(Windows {
                 stored,
@@ -79,10 +87,34 @@ impl LocalStore {
         Self {
             dir: None,
             dedupe: tokio::sync::Mutex::new(Dedupe::in_memory(retention)),
+            changes: AtomicU64::new(0),
+            saved: tokio::sync::Mutex::new(0),
             in_hand: Mutex::default(),
             windows: tokio::sync::Mutex::default(),
             leases: Mutex::default(),
         }
+    }
+
+    /// Saves the dedupe file unless a save since change `mine` already covered it.
+    async fn save_dedupe(&self, mine: u64) -> Result<(), super::dedupe::DedupeError> {
+        let mut saved = self.saved.lock().await;
+        if *saved >= mine {
+            return Ok(());
+        }
+        let (encoded, covered) = {
+            let dedupe = self.dedupe.lock().await;
+            (dedupe.encoded()?, self.changes.load(Ordering::SeqCst))
+        };
+        if let Some((path, bytes)) = encoded {
+            write_atomically(&path, &bytes)
+                .await
+                .map_err(|e| super::dedupe::DedupeError {
+                    path,
+                    reason: e.to_string(),
+                })?;
+        }
+        *saved = covered;
+        Ok(())
     }
 
     async fn save_windows(&self, windows: &Windows) {
@@ -147,13 +179,16 @@ impl StateBackend for LocalStore {
         Box::pin(async move {
             let mut keys = vec![key];
             keys.extend(also.iter().map(String::as_str));
-            let mut dedupe = self.dedupe.lock().await;
-            // One save for all keys: the acknowledgement waits for it.
-            if let Err(e) = dedupe.remember_all(&keys).await {
+            let mine = {
+                let mut dedupe = self.dedupe.lock().await;
+                dedupe.insert_now(&keys);
+                self.changes.fetch_add(1, Ordering::SeqCst) + 1
+            };
+            // The acknowledgement waits for the save; events finishing together share one.
+            if let Err(e) = self.save_dedupe(mine).await {
                 // The alert went out; failing here would only send it again.
                 tracing::error!("{e}; a redelivery of this event would alert again");
             }
-            drop(dedupe);
             lock(&self.in_hand).remove(key)
         })
     }
@@ -333,6 +368,36 @@ mod tests {
         );
         assert_eq!(store.claim("k", "c", W).await, ClaimState::Done);
         assert!(store.seen("also").await);
+    }
+
+    /// Many events finishing at once share saves (group commit), yet every key is on disk when
+    /// its `done` returns.
+    #[tokio::test]
+    async fn events_done_together_are_each_on_disk_when_done_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = std::sync::Arc::new(LocalStore::open(dir.path(), W));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let store = std::sync::Arc::clone(&store);
+            tasks.spawn(async move {
+                let key = format!("t/e{i}");
+                assert_eq!(store.claim(&key, "tok", W).await, ClaimState::Mine);
+                store.done(&key, &[], W).await;
+                // Saved before `done` returned.
+                assert!(
+                    LocalStore::open(store.dir.as_deref().expect("dir"), W)
+                        .seen(&key)
+                        .await
+                );
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.expect("task");
+        }
+        let again = LocalStore::open(dir.path(), W);
+        for i in 0..64 {
+            assert!(again.seen(&format!("t/e{i}")).await, "e{i}");
+        }
     }
 
     #[tokio::test]
