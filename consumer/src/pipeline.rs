@@ -127,15 +127,16 @@ impl Consumer {
             persistent_session = !self.config.broker.clean_session,
             "subscribing"
         );
-        let source = Source::start(source_config)?;
-        self.drive(source, shutdown, options.observer).await
+        self.drive(|| Source::start(source_config), shutdown, options.observer)
+            .await
     }
 
-    /// Everything but connecting: metrics, the destinations' workers, and the loop that moves
-    /// messages from `source` through the transforms to their acknowledgement.
+    /// Metrics, the destinations' workers, then the source (`connect`), and the loop that moves
+    /// messages from it through the transforms to their acknowledgement. The metrics server is
+    /// up before the subscription, so a probe never finds it missing once subscribed.
     async fn drive(
         self,
-        source: Source,
+        connect: impl FnOnce() -> Result<Source, SourceError>,
         shutdown: impl Future<Output = ()>,
         observer: Option<mpsc::UnboundedSender<RunEvent>>,
     ) -> Result<(), RunError> {
@@ -195,6 +196,7 @@ impl Consumer {
             enricher,
             deliveries,
         ));
+        let source = connect()?;
         let mut engine = Engine {
             config: Arc::clone(&config),
             transforms,
@@ -525,7 +527,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         drop(tx);
         let result = consumer
-            .drive(Source::detached(rx), std::future::pending(), None)
+            .drive(|| Ok(Source::detached(rx)), std::future::pending(), None)
             .await;
         assert!(
             matches!(result, Err(RunError::Source(SourceError::Ended))),

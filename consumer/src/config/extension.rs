@@ -269,7 +269,7 @@ pub(crate) fn summary(s: &mut String, config: &super::ConsumerConfig) {
     );
     let _ = writeln!(
         s,
-        "Shutdown: up to {}s to finish the message in hand",
+        "Shutdown: up to {}s to finish the messages in hand",
         config.shutdown_grace.as_secs()
     );
     let retry = &config.retry;

@@ -86,7 +86,7 @@ pub struct ConsumerConfig {
     /// read metrics and health.
     pub ha: HaConfig,
     /// Extension `Butler.qlikSenseCloud.consumer.shutdownGraceSeconds` (default 10): on SIGTERM
-    /// the message in hand gets this long to finish; then it is left unacknowledged for the
+    /// the messages in hand get this long to finish; then they are left unacknowledged for the
     /// broker to send again (or parked raw, without a persistent session).
     pub shutdown_grace: std::time::Duration,
     /// Destinations for failed reloads of every configured tenant: the extension's

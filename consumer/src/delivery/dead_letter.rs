@@ -1,9 +1,9 @@
 //! The dead-letter directory: alerts a sink could not take after every retry, one JSON file
 //! each, until `consumer replay` delivers them.
 //!
-//! Whoever re-sends parked alerts (`consumer replay`, the running consumer's redelivery) holds
-//! the directory's lock ([`DeadLetter::try_lock`]) meanwhile, so no alert is re-sent twice at
-//! once.
+//! `consumer replay` holds the directory's lock ([`DeadLetter::try_lock`]) while it re-sends, so
+//! two replays never run at once; the running consumer's automatic redelivery looks at the lock
+//! before each round and leaves the files to a replay that holds it.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-/// The longest a destination's `Retry-After` pauses it: a destination asking for more is
-/// treated as down for that hour, and its alerts are held durably meanwhile.
+/// The longest a destination's `Retry-After` pauses it: a destination asking for more is paused
+/// for an hour and asked again then. Its alerts are held durably meanwhile (`holdSeconds`).
 pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
 
 /// Unix seconds of the next automatic redelivery of an alert that has had `redeliveries` of

@@ -119,6 +119,9 @@ pub struct Worker {
     /// waiting for each alert's time, and new alerts queue behind it.
     draining: bool,
     next_scan: Instant,
+    /// When the leases of held alerts are taken again, so a long pause or slow attempts do not
+    /// let them expire while this instance still tries those alerts.
+    renew_held_at: Instant,
     /// Parked alerts were due but none could be taken (leased by another instance, or gone):
     /// look again no sooner than this.
     idle_until: Instant,
@@ -141,6 +144,7 @@ impl Worker {
             draining: false,
             next_scan: Instant::now(),
             idle_until: Instant::now(),
+            renew_held_at: Instant::now() + LEASE / 3,
             open: true,
         }
     }
@@ -197,6 +201,9 @@ impl Worker {
                 Wake::Timer => {}
             }
             self.hold_due().await;
+            if Instant::now() >= self.renew_held_at {
+                self.renew_held_leases().await;
+            }
             if Instant::now() >= self.next_scan {
                 self.scan().await;
             }
@@ -222,7 +229,7 @@ impl Worker {
     /// The next moment something is due: a held deadline, the end of a pause, a redelivery, a
     /// scan.
     fn wake_at(&self) -> Instant {
-        let mut at = self.next_scan;
+        let mut at = self.next_scan.min(self.renew_held_at);
         if let Some(hold) = self
             .queue
             .iter()
@@ -251,6 +258,16 @@ impl Worker {
     }
 
     async fn accept(&mut self, job: Job) {
+        if self.down && self.backlog() == 0 {
+            // Nothing parked left to probe with (replayed, or past the schedule): the next
+            // alert is the probe, tried as usual.
+            self.down = false;
+            crate::metrics::global().set_destination_up(self.name(), true);
+            tracing::info!(
+                sink = self.name(),
+                "no parked alert left to probe the destination with; trying new alerts again"
+            );
+        }
         let mut entry = Entry {
             alert: job.alert,
             done: Some(job.done),
@@ -726,6 +743,20 @@ impl Worker {
                 Err(_) => {
                     self.foreign.insert(path);
                 }
+            }
+        }
+    }
+
+    async fn renew_held_leases(&mut self) {
+        self.renew_held_at = Instant::now() + LEASE / 3;
+        let held: Vec<PathBuf> = self.queue.iter().filter_map(|e| e.held.clone()).collect();
+        for path in held {
+            if !self.take_lease(&path).await {
+                tracing::warn!(
+                    sink = self.name(),
+                    held = %path.display(),
+                    "another instance holds the lease of an alert this one is still trying; it may be sent twice"
+                );
             }
         }
     }

@@ -413,6 +413,11 @@ mod tests {
     fn the_grafana_dashboard_uses_only_metrics_that_exist() {
         let dashboard = include_str!("../../../infra/grafana/consumer-dashboard.json");
         let m = Metrics::new();
+        // A family shows in the exposition once it has a series.
+        m.set_destination_up("s", true);
+        m.set_destination_queue("s", 0);
+        m.redelivery("s", "exhausted");
+        m.throttled("s");
         m.event("t", "alerted");
         m.tenant_api(Some(200));
         m.alerts
