@@ -433,7 +433,9 @@ impl Worker {
                 self.parked.retain(|p| p.path != path);
                 self.give_lease(&path).await;
                 metrics.redelivery(&name, "delivered");
-                self.draining = true;
+                // Drain what is left of the backlog now; once it is empty, alerts parked later
+                // wait for their schedule again.
+                self.draining = self.backlog() > 0;
                 tracing::info!(
                     sink = name.as_str(),
                     redeliveries = parked.redeliveries + 1,
@@ -487,6 +489,8 @@ impl Worker {
     /// to the durable queue until a probe gets through.
     async fn mark_down(&mut self, error: &str) {
         self.down = true;
+        // A drain from an earlier recovery is over: the probe waits for the schedule.
+        self.draining = false;
         self.down_because = error.to_owned();
         crate::metrics::global().set_destination_up(self.name(), false);
         tracing::error!(
