@@ -405,7 +405,9 @@ impl Worker {
                 if let Some(path) = &entry.held {
                     self.give_lease(&path.clone()).await;
                 }
-                if matches!(error, SinkError::Transient(_)) {
+                // Without a schedule nothing would ever probe the destination: it would stay
+                // down, every later alert parked untried, until a restart.
+                if matches!(error, SinkError::Transient(_)) && !self.settings.schedule.is_empty() {
                     self.mark_down(&message).await;
                 }
             }
