@@ -60,6 +60,9 @@ pub struct WorkerSettings {
 const LEASE: Duration = Duration::from_secs(600);
 /// How often the dead-letter directory is looked at for files other instances parked.
 const SCAN_EVERY: Duration = Duration::from_secs(30);
+/// The shortest pause a `Retry-After` causes: `0`, or a date in the past, would have the worker
+/// re-send in a tight loop for as long as the destination answers so.
+const MIN_PAUSE: Duration = Duration::from_secs(1);
 
 struct Entry {
     alert: Arc<Alert>,
@@ -478,7 +481,7 @@ impl Worker {
     }
 
     fn pause(&mut self, retry_after: Duration, error: &SinkError) {
-        let pause = pause_for(retry_after);
+        let pause = pause_for(retry_after).max(MIN_PAUSE);
         crate::metrics::global().throttled(self.name());
         tracing::warn!(
             sink = self.name(),
