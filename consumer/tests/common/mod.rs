@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -53,6 +53,8 @@ struct Shared {
     requests: AtomicUsize,
     /// Requests answered `429` by [`Mode::ThrottleOnce`].
     throttled: AtomicUsize,
+    /// Milliseconds [`Mode::Ok`] waits before answering.
+    delay_ms: AtomicU64,
 }
 
 /// A fake incoming-webhook endpoint (Slack, Teams or a generic webhook).
@@ -95,6 +97,10 @@ async fn receive(
     }
     match shared.mode.load(Ordering::SeqCst) {
         0 => {
+            let delay = shared.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             let _ = shared.delivered.send(request);
             StatusCode::OK.into_response()
         }
@@ -122,6 +128,7 @@ impl Receiver {
             failed: failed_tx,
             requests: AtomicUsize::new(0),
             throttled: AtomicUsize::new(0),
+            delay_ms: AtomicU64::new(0),
         });
         let app = axum::Router::new()
             .fallback(receive)
@@ -149,6 +156,12 @@ impl Receiver {
 
     pub fn set_mode(&self, mode: Mode) {
         self.shared.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// [`Mode::Ok`] answers only after `delay` (a slow destination).
+    pub fn set_delay(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(millis, Ordering::SeqCst);
     }
 
     /// The next request answered with 200.
