@@ -55,6 +55,8 @@ struct Shared {
     throttled: AtomicUsize,
     /// Milliseconds [`Mode::Ok`] waits before answering.
     delay_ms: AtomicU64,
+    /// Event ids [`Mode::Ok`] refuses for good (`400`), recorded as failed.
+    refused: std::sync::Mutex<Vec<String>>,
 }
 
 /// A fake incoming-webhook endpoint (Slack, Teams or a generic webhook).
@@ -96,6 +98,14 @@ async fn receive(
         return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response();
     }
     match shared.mode.load(Ordering::SeqCst) {
+        0 if shared
+            .refused
+            .lock()
+            .is_ok_and(|r| r.iter().any(|id| request.body["eventId"] == id.as_str())) =>
+        {
+            let _ = shared.failed.send(request);
+            StatusCode::BAD_REQUEST.into_response()
+        }
         0 => {
             let delay = shared.delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
@@ -129,6 +139,7 @@ impl Receiver {
             requests: AtomicUsize::new(0),
             throttled: AtomicUsize::new(0),
             delay_ms: AtomicU64::new(0),
+            refused: std::sync::Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
             .fallback(receive)
@@ -156,6 +167,13 @@ impl Receiver {
 
     pub fn set_mode(&self, mode: Mode) {
         self.shared.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// [`Mode::Ok`] answers `400` (refused for good) to the alerts of this event.
+    pub fn refuse(&self, event_id: &str) {
+        if let Ok(mut refused) = self.shared.refused.lock() {
+            refused.push(event_id.to_owned());
+        }
     }
 
     /// [`Mode::Ok`] answers only after `delay` (a slow destination).
