@@ -468,8 +468,20 @@ impl Worker {
                 let message = error.to_string();
                 self.reschedule(&path, &mut parked, &message).await;
                 self.give_lease(&path).await;
-                if !self.down && matches!(error, SinkError::Transient(_)) {
+                let transient = matches!(error, SinkError::Transient(_));
+                if !self.down && transient {
                     self.mark_down(&message).await;
+                }
+                if self.down && !transient {
+                    // The destination answered: it is up, and refuses this alert alone. The
+                    // others go on their own schedule instead of waiting behind this one.
+                    self.down = false;
+                    metrics.set_destination_up(&name, true);
+                    tracing::warn!(
+                        sink = name.as_str(),
+                        backlog = self.backlog(),
+                        "destination is back up (it refused one parked alert for good: {message})"
+                    );
                 }
                 if self.down {
                     // The destination, not the alert, failed: every other alert already due
