@@ -606,6 +606,55 @@ async fn a_down_destination_heals_without_a_command() {
     }
 }
 
+/// Two alerts parked while the destination is down; when it answers again it refuses the
+/// first for good (`400`, e.g. a payload it cannot take) and accepts the other. The `400`
+/// shows the destination is up: the second alert must go out, not wait behind the first until
+/// the schedule of both is used up.
+#[tokio::test]
+async fn an_alert_refused_for_good_does_not_block_the_backlog() {
+    let broker = testkit::embedded();
+    let mut webhook = Receiver::start().await;
+    webhook.set_mode(Mode::Fail);
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            webhook: Some(webhook.url("hook")),
+            max_attempts: 1,
+            redelivery_schedule: Some(vec![1; 6]),
+            ..Default::default()
+        },
+    );
+    let mut running = start(&setup).await;
+    let [poison, fine] = [testkit::unique("poison"), testkit::unique("fine")];
+    for id in [&poison, &fine] {
+        publish(&broker, &setup.topic, failed(id)).await;
+        match running.handled().await {
+            Handled::Alerted { outcomes, .. } => assert!(
+                matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Parked { .. }),
+                "{outcomes:?}"
+            ),
+            other => panic!("expected an alert, got {other:?}"),
+        }
+    }
+    webhook.refuse(&poison);
+    webhook.set_mode(Mode::Ok);
+    let deadline = Instant::now() + WAIT;
+    let mut delivered = Vec::new();
+    while delivered.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        delivered = event_ids(&webhook.drain_delivered());
+    }
+    let refused = event_ids(&webhook.drain_failed());
+    let files: Vec<serde_json::Value> = setup.parked_files().iter().map(|p| read_json(p)).collect();
+    running.stop().await;
+    assert_eq!(
+        delivered,
+        [fine],
+        "the alert behind one refused for good was never tried (requests refused: {refused:?}; \
+         parked: {files:?})"
+    );
+}
+
 // ---------------------------------------------------------------- 5. schedule used up
 
 /// Always `503`, `scheduleSeconds: [1]`: one redelivery, then the file says `exhausted`, no
