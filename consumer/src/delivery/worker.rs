@@ -292,9 +292,13 @@ impl Worker {
             .collect();
         due.sort_by(|a, b| (&a.parked_at, &a.path).cmp(&(&b.parked_at, &b.path)));
         let candidates: Vec<PathBuf> = due.into_iter().map(|p| p.path.clone()).collect();
-        if !candidates.is_empty() && Instant::now() < self.idle_until {
-            return;
-        }
+        // None of the due ones could be taken a moment ago: look again later, and serve the
+        // memory queue meanwhile (returning here held new alerts up for the whole pause).
+        let candidates = if Instant::now() < self.idle_until {
+            Vec::new()
+        } else {
+            candidates
+        };
         let tried = !candidates.is_empty();
         // A `consumer replay` running now re-sends these files itself: leave them to it this
         // round. (Looked at, not held: the workers of other destinations need it too.)
