@@ -958,6 +958,101 @@ async fn a_restarted_consumer_redelivers_what_it_held_before() {
     assert!(setup.parked_files().is_empty(), "{log}");
 }
 
+/// A parked alert that is due but leased by another consumer (it is redelivering it, or died
+/// holding the lease) is not this consumer's to send; its new alerts must still go out at
+/// once, not one per pause (`holdSeconds: 1` makes a wait visible: the alert would be held).
+#[tokio::test]
+async fn new_alerts_do_not_wait_behind_a_file_another_consumer_leased() {
+    if skip_without_redis() {
+        return;
+    }
+    let broker = testkit::embedded();
+    let mut webhook = Receiver::start().await;
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            webhook: Some(webhook.url("hook")),
+            max_attempts: 1,
+            hold_seconds: Some(1),
+            redelivery_schedule: Some(vec![1; 5]),
+            ..Default::default()
+        },
+    );
+    on_redis(&setup);
+    // A parked alert of this destination, due now, leased by another consumer.
+    let other = testkit::unique("leased");
+    let alert = consumer::alert::Alert {
+        event_id: other.clone(),
+        event_type: "com.qlik.v1.app.reload.finished".into(),
+        tenant_id: TENANT.into(),
+        app_id: Some(format!("app-{other}")),
+        reload_id: Some(reload_of(&other)),
+        event_time: None,
+        app_tags: vec![],
+        script_log: None,
+        context: serde_json::Map::new(),
+        recipient: None,
+    };
+    let dead_letter = DeadLetter::new(&setup.dead_letter_dir);
+    let file = dead_letter
+        .write(&consumer::delivery::ParkedAlert {
+            version: 1,
+            sink: WEBHOOK.into(),
+            parked_at: "2026-01-01T00:00:00Z".into(),
+            attempts: 1,
+            error: "HTTP 503".into(),
+            redeliveries: 0,
+            next_attempt_at: Some(0),
+            exhausted: false,
+            alert,
+        })
+        .await
+        .expect("park");
+    let name = file.file_name().expect("file name").to_string_lossy();
+    let lease = format!("qscloud-consumer:lease:redeliver:{name}");
+    let client = redis::Client::open(REDIS).expect("redis url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg("another-consumer")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut redis)
+        .await
+        .expect("lease set");
+
+    let mut running = start(&setup).await;
+    let mut outcomes_seen = Vec::new();
+    for _ in 0..4 {
+        let id = testkit::unique("beside-leased");
+        publish(&broker, &setup.topic, failed(&id)).await;
+        match running.handled().await {
+            Handled::Alerted { outcomes, .. } => {
+                outcomes_seen.push(outcome_of(&outcomes, WEBHOOK).clone());
+            }
+            other => panic!("expected an alert, got {other:?}"),
+        }
+    }
+    running.stop().await;
+    let _: () = redis::cmd("DEL")
+        .arg(&lease)
+        .query_async(&mut redis)
+        .await
+        .expect("lease removed");
+    assert!(
+        outcomes_seen
+            .iter()
+            .all(|o| matches!(o, Outcome::Delivered { .. })),
+        "new alerts waited behind a file leased by another consumer: {outcomes_seen:?}"
+    );
+    let sent = event_ids(&webhook.drain_delivered());
+    assert!(!sent.contains(&other), "the leased file was sent: {sent:?}");
+    assert!(file.exists(), "the leased file is left to its holder");
+}
+
 // ---------------------------------------------------------------- 8. the takeover
 
 /// Qlik's two events for one failed reload reach two consumers. The first claims the reload
