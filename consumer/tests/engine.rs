@@ -1,21 +1,27 @@
 //! The consumer's engine end to end, on every test broker (the embedded one, and Mosquitto on
-//! 127.0.0.1:1883 when it answers) and, where several consumers share state, the real Redis on
-//! 127.0.0.1:6379 (skipped with a message when it does not answer):
+//! 127.0.0.1:1883 when it answers) and, where consumers share state, the real Redis on
+//! 127.0.0.1:6379 (those tests are skipped with a message when it does not answer):
 //!
 //! - events handled at once up to `concurrency`, acknowledged in the order they came;
 //! - a queue and worker per destination: a hanging one does not hold up another, and its
 //!   alerts are held on disk (`redelivery.holdSeconds`) so their events can be acknowledged;
 //! - the circuit breaker and scheduled redelivery (`redelivery.scheduleSeconds`): a destination
 //!   that is down gets parked alerts without requests, is probed on the schedule, and drains
-//!   its backlog in order once it is back, without `consumer replay`; past the schedule the
-//!   alert waits for `replay`;
-//! - `429` + `Retry-After` pauses the destination instead of failing the alert;
-//! - consumers sharing a dead-letter directory redeliver each parked alert once;
+//!   its backlog in order once it is back, without `consumer replay`; a later outage waits for
+//!   the schedule again; past the schedule the alert waits for `replay`; an alert refused for
+//!   good does not keep the rest of the backlog waiting; without a schedule a failure does not
+//!   shut the destination;
+//! - `429` + `Retry-After` pauses the destination instead of failing the alert, and
+//!   `Retry-After: 0` does not make a tight loop;
+//! - consumers sharing a dead-letter directory redeliver each parked alert once; a restarted
+//!   consumer redelivers what it held; a file another consumer leased does not slow new alerts;
 //! - a reload taken over from a consumer that died may still use the rate-limit window its
 //!   claim reserved;
 //! - the destination's metrics follow all of it.
 //!
-//! Schedules are one or two seconds, so the file stays well under a minute.
+//! Proofs are counts, not timings, where they can be (a gate at the fake tenant, requests per
+//! event at the receiver); the few negative checks ("nothing more arrives") wait a bounded
+//! moment. Schedules are one or two seconds, so the file runs in well under a minute.
 
 mod common;
 mod support;
