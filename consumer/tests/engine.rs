@@ -276,7 +276,7 @@ fn outcome_of<'a>(outcomes: &'a [(String, Outcome)], sink: &str) -> &'a Outcome 
 async fn events_are_handled_at_once_up_to_concurrency() {
     const K: usize = 5;
     for broker in testkit::brokers() {
-        for (concurrency, v5) in [(8, false), (8, true), (1, false)] {
+        for (concurrency, v5) in [(8, false), (8, true), (1, false), (1, true)] {
             let tenant = FakeTenant::start().await;
             // A request that waits this long in vain is answered alone (concurrency 1 needs
             // that to go on at all); with room for five, none may.
