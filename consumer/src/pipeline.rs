@@ -234,7 +234,10 @@ fn worker_settings(config: &ConsumerConfig, store: &Arc<dyn StateBackend>) -> Wo
         hold: config.redelivery.hold,
         dead_letter: DeadLetter::new(&config.dead_letter_dir),
         store: Arc::clone(store),
-        instance: format!("{}:{}", config.broker.client_id, std::process::id()),
+        // The client id, stable across restarts and unique per consumer: a restarted consumer
+        // takes back the leases of the files it was holding, instead of waiting for them to
+        // expire.
+        instance: config.broker.client_id.clone(),
     }
 }
 

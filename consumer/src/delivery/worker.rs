@@ -60,6 +60,9 @@ pub struct WorkerSettings {
 const LEASE: Duration = Duration::from_secs(600);
 /// How often the dead-letter directory is looked at for files other instances parked.
 const SCAN_EVERY: Duration = Duration::from_secs(30);
+/// The shortest pause a `Retry-After` causes: `0`, or a date in the past, would have the worker
+/// re-send in a tight loop for as long as the destination answers so.
+const MIN_PAUSE: Duration = Duration::from_secs(1);
 
 struct Entry {
     alert: Arc<Alert>,
@@ -306,9 +309,13 @@ impl Worker {
             .collect();
         due.sort_by(|a, b| (&a.parked_at, &a.path).cmp(&(&b.parked_at, &b.path)));
         let candidates: Vec<PathBuf> = due.into_iter().map(|p| p.path.clone()).collect();
-        if !candidates.is_empty() && Instant::now() < self.idle_until {
-            return;
-        }
+        // None of the due ones could be taken a moment ago: look again later, and serve the
+        // memory queue meanwhile (returning here held new alerts up for the whole pause).
+        let candidates = if Instant::now() < self.idle_until {
+            Vec::new()
+        } else {
+            candidates
+        };
         let tried = !candidates.is_empty();
         // A `consumer replay` running now re-sends these files itself: leave them to it this
         // round. (Looked at, not held: the workers of other destinations need it too.)
@@ -422,7 +429,9 @@ impl Worker {
                 if let Some(path) = &entry.held {
                     self.give_lease(&path.clone()).await;
                 }
-                if matches!(error, SinkError::Transient(_)) {
+                // Without a schedule nothing would ever probe the destination: it would stay
+                // down, every later alert parked untried, until a restart.
+                if matches!(error, SinkError::Transient(_)) && !self.settings.schedule.is_empty() {
                     self.mark_down(&message).await;
                 }
             }
@@ -450,7 +459,9 @@ impl Worker {
                 self.parked.retain(|p| p.path != path);
                 self.give_lease(&path).await;
                 metrics.redelivery(&name, "delivered");
-                self.draining = true;
+                // Drain what is left of the backlog now; once it is empty, alerts parked later
+                // wait for their schedule again.
+                self.draining = self.backlog() > 0;
                 tracing::info!(
                     sink = name.as_str(),
                     redeliveries = parked.redeliveries + 1,
@@ -478,8 +489,20 @@ impl Worker {
                 let message = error.to_string();
                 self.reschedule(&path, &mut parked, &message).await;
                 self.give_lease(&path).await;
-                if !self.down && matches!(error, SinkError::Transient(_)) {
+                let transient = matches!(error, SinkError::Transient(_));
+                if !self.down && transient {
                     self.mark_down(&message).await;
+                }
+                if self.down && !transient {
+                    // The destination answered: it is up, and refuses this alert alone. The
+                    // others go on their own schedule instead of waiting behind this one.
+                    self.down = false;
+                    metrics.set_destination_up(&name, true);
+                    tracing::warn!(
+                        sink = name.as_str(),
+                        backlog = self.backlog(),
+                        "destination is back up (it refused one parked alert for good: {message})"
+                    );
                 }
                 if self.down {
                     // The destination, not the alert, failed: every other alert already due
@@ -491,7 +514,7 @@ impl Worker {
     }
 
     fn pause(&mut self, retry_after: Duration, error: &SinkError) {
-        let pause = pause_for(retry_after);
+        let pause = pause_for(retry_after).max(MIN_PAUSE);
         crate::metrics::global().throttled(self.name());
         tracing::warn!(
             sink = self.name(),
@@ -504,6 +527,8 @@ impl Worker {
     /// to the durable queue until a probe gets through.
     async fn mark_down(&mut self, error: &str) {
         self.down = true;
+        // A drain from an earlier recovery is over: the probe waits for the schedule.
+        self.draining = false;
         self.down_because = error.to_owned();
         crate::metrics::global().set_destination_up(self.name(), false);
         tracing::error!(

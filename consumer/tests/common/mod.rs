@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -32,6 +32,9 @@ pub enum Mode {
     Fail = 1,
     /// Record the request as hung and never answer.
     Hang = 2,
+    /// Answer `429 Too Many Requests` with `Retry-After: 1` once (recorded as throttled), then
+    /// behave as [`Mode::Ok`].
+    ThrottleOnce = 3,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +49,14 @@ struct Shared {
     delivered: mpsc::UnboundedSender<Request>,
     hung: mpsc::UnboundedSender<Request>,
     failed: mpsc::UnboundedSender<Request>,
+    /// Every request received, whatever the answer.
+    requests: AtomicUsize,
+    /// Requests answered `429` by [`Mode::ThrottleOnce`].
+    throttled: AtomicUsize,
+    /// Milliseconds [`Mode::Ok`] waits before answering.
+    delay_ms: AtomicU64,
+    /// Event ids [`Mode::Ok`] refuses for good (`400`), recorded as failed.
+    refused: std::sync::Mutex<Vec<String>>,
 }
 
 /// A fake incoming-webhook endpoint (Slack, Teams or a generic webhook).
@@ -62,7 +73,8 @@ async fn receive(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let request = Request {
         path: uri.path().to_owned(),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
@@ -71,19 +83,45 @@ async fn receive(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let throttle = shared
+        .mode
+        .compare_exchange(
+            Mode::ThrottleOnce as u8,
+            Mode::Ok as u8,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        )
+        .is_ok();
+    if throttle {
+        shared.throttled.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response();
+    }
     match shared.mode.load(Ordering::SeqCst) {
+        0 if shared
+            .refused
+            .lock()
+            .is_ok_and(|r| r.iter().any(|id| request.body["eventId"] == id.as_str())) =>
+        {
+            let _ = shared.failed.send(request);
+            StatusCode::BAD_REQUEST.into_response()
+        }
         0 => {
+            let delay = shared.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             let _ = shared.delivered.send(request);
-            StatusCode::OK
+            StatusCode::OK.into_response()
         }
         1 => {
             let _ = shared.failed.send(request);
-            StatusCode::SERVICE_UNAVAILABLE
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
         _ => {
             let _ = shared.hung.send(request);
             std::future::pending::<()>().await;
-            StatusCode::OK
+            StatusCode::OK.into_response()
         }
     }
 }
@@ -98,6 +136,10 @@ impl Receiver {
             delivered: delivered_tx,
             hung: hung_tx,
             failed: failed_tx,
+            requests: AtomicUsize::new(0),
+            throttled: AtomicUsize::new(0),
+            delay_ms: AtomicU64::new(0),
+            refused: std::sync::Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
             .fallback(receive)
@@ -125,6 +167,19 @@ impl Receiver {
 
     pub fn set_mode(&self, mode: Mode) {
         self.shared.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// [`Mode::Ok`] answers `400` (refused for good) to the alerts of this event.
+    pub fn refuse(&self, event_id: &str) {
+        if let Ok(mut refused) = self.shared.refused.lock() {
+            refused.push(event_id.to_owned());
+        }
+    }
+
+    /// [`Mode::Ok`] answers only after `delay` (a slow destination).
+    pub fn set_delay(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(millis, Ordering::SeqCst);
     }
 
     /// The next request answered with 200.
@@ -159,6 +214,16 @@ impl Receiver {
             out.push(r);
         }
         out
+    }
+
+    /// Every request received so far, whatever the answer (hung ones included).
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered `429` + `Retry-After` by [`Mode::ThrottleOnce`].
+    pub fn throttled(&self) -> usize {
+        self.shared.throttled.load(Ordering::SeqCst)
     }
 
     /// Every request refused so far (answered 503), without waiting.
@@ -203,6 +268,16 @@ pub struct Destinations {
     pub basic_content_only: bool,
     /// `consumer.shutdownGraceSeconds` (default: the consumer's).
     pub shutdown_grace: Option<u64>,
+    /// `consumer.concurrency` (default: the consumer's).
+    pub concurrency: Option<u64>,
+    /// `consumer.redelivery.scheduleSeconds` (default: the consumer's).
+    pub redelivery_schedule: Option<Vec<u64>>,
+    /// `consumer.redelivery.holdSeconds` (default: the consumer's).
+    pub hold_seconds: Option<u64>,
+    /// The webhook destination's `timeoutSeconds` (default: the consumer's).
+    pub webhook_timeout: Option<u64>,
+    /// `consumer.deadLetterDirectory` to share with another setup (default: one of its own).
+    pub dead_letter_dir: Option<PathBuf>,
 }
 
 pub struct Setup {
@@ -242,7 +317,10 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
         .unwrap_or_else(|| testkit::unique("qscloud-test"));
     let client_id = testkit::unique("consumer");
     let state_dir = dir.path().join("state");
-    let dead_letter_dir = dir.path().join("dead-letter");
+    let dead_letter_dir = d
+        .dead_letter_dir
+        .clone()
+        .unwrap_or_else(|| dir.path().join("dead-letter"));
     let script_log_dir = dir.path().join("scriptlog");
     let templates = templates_dir();
     let tenant_url = d
@@ -354,7 +432,10 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
                       headers:
                           - name: Authorization
                             value: Bearer webhook-header-secret
-"
+{}",
+                d.webhook_timeout
+                    .map(|s| format!("                      timeoutSeconds: {s}\n"))
+                    .unwrap_or_default()
             )
         })
         .unwrap_or_default();
@@ -382,7 +463,7 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
         consumer:
             stateDirectory: {}
             deadLetterDirectory: {}
-{}            retry:
+{}{}            retry:
                 maxAttempts: {}
                 initialBackoffMs: 20
                 maxBackoffMs: 100
@@ -400,6 +481,7 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
         d.shutdown_grace
             .map(|s| format!("            shutdownGraceSeconds: {s}\n"))
             .unwrap_or_default(),
+        engine_keys(d),
         d.max_attempts.max(1),
         d.tenant_url.is_some(),
     );
@@ -417,6 +499,28 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
         client_id,
         dir,
     }
+}
+
+/// `concurrency` and `redelivery`, when a test sets them.
+fn engine_keys(d: &Destinations) -> String {
+    let mut out = String::new();
+    if let Some(n) = d.concurrency {
+        out.push_str(&format!("            concurrency: {n}\n"));
+    }
+    if d.redelivery_schedule.is_some() || d.hold_seconds.is_some() {
+        out.push_str("            redelivery:\n");
+        if let Some(schedule) = &d.redelivery_schedule {
+            let steps: Vec<String> = schedule.iter().map(u64::to_string).collect();
+            out.push_str(&format!(
+                "                scheduleSeconds: [{}]\n",
+                steps.join(", ")
+            ));
+        }
+        if let Some(hold) = d.hold_seconds {
+            out.push_str(&format!("                holdSeconds: {hold}\n"));
+        }
+    }
+    out
 }
 
 impl Setup {

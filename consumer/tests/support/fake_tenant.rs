@@ -153,6 +153,32 @@ struct Shared {
     always: Mutex<HashMap<Route, Fault>>,
     requests: Mutex<Vec<Recorded>>,
     arrived: Notify,
+    /// See [`FakeTenant::gate`].
+    gate: Mutex<Option<GateState>>,
+    gate_opened: Notify,
+    /// See [`FakeTenant::hold`]: paths containing one of these wait until released.
+    held: Mutex<Vec<String>>,
+    released: Notify,
+}
+
+/// Requests to one route wait until `k` of them are in hand at once, then all are answered.
+#[derive(Debug, Clone)]
+struct GateState {
+    route: Route,
+    k: usize,
+    max_wait: Duration,
+    in_hand: usize,
+    generation: u64,
+    stats: GateStats,
+}
+
+/// What a gate saw: how many requests it held at once at most, how many it let through because
+/// `k` were in hand, and how many because one waited `max_wait` in vain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GateStats {
+    pub max_in_hand: usize,
+    pub released_together: usize,
+    pub released_alone: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,6 +214,10 @@ impl FakeTenant {
             always: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             arrived: Notify::new(),
+            gate: Mutex::new(None),
+            gate_opened: Notify::new(),
+            held: Mutex::new(Vec::new()),
+            released: Notify::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -253,6 +283,47 @@ impl FakeTenant {
         }
     }
 
+    /// Requests to `route` are held until `k` of them are in hand at once, then all of them are
+    /// answered (normally). One that waits `max_wait` in vain is answered alone. With `k`
+    /// requests needed at once, all requests answered together proves they were made
+    /// concurrently, without timing; [`Self::gate_stats`] says what happened.
+    pub fn gate(&self, route: Route, k: usize, max_wait: Duration) {
+        *lock(&self.shared.gate) = Some(GateState {
+            route,
+            k: k.max(1),
+            max_wait,
+            in_hand: 0,
+            generation: 0,
+            stats: GateStats::default(),
+        });
+    }
+
+    pub fn gate_stats(&self) -> GateStats {
+        lock(&self.shared.gate)
+            .as_ref()
+            .map(|g| g.stats)
+            .unwrap_or_default()
+    }
+
+    /// Requests whose path contains `needle` wait (unanswered) until [`Self::release`].
+    pub fn hold(&self, needle: &str) {
+        lock(&self.shared.held).push(needle.to_owned());
+    }
+
+    /// Answers every request held by [`Self::hold`], and holds no more.
+    pub fn release(&self) {
+        lock(&self.shared.held).clear();
+        self.shared.released.notify_waiters();
+    }
+
+    /// How many requests whose path contains `needle` arrived.
+    pub fn count_path(&self, needle: &str) -> usize {
+        lock(&self.shared.requests)
+            .iter()
+            .filter(|r| r.path.contains(needle))
+            .count()
+    }
+
     pub fn heal(&self) {
         lock(&self.shared.always).clear();
         lock(&self.shared.once).clear();
@@ -281,6 +352,60 @@ impl FakeTenant {
                 return self.count(route) >= n;
             }
         }
+    }
+}
+
+async fn wait_while_held(state: &Shared, path: &str) {
+    loop {
+        let released = state.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if !lock(&state.held).iter().any(|n| path.contains(n.as_str())) {
+            return;
+        }
+        released.await;
+    }
+}
+
+async fn pass_gate(state: &Shared, route: Route) {
+    let (generation, max_wait) = {
+        let mut gate = lock(&state.gate);
+        let Some(g) = gate.as_mut().filter(|g| g.route == route) else {
+            return;
+        };
+        g.in_hand += 1;
+        g.stats.max_in_hand = g.stats.max_in_hand.max(g.in_hand);
+        if g.in_hand >= g.k {
+            g.stats.released_together += g.in_hand;
+            g.in_hand = 0;
+            g.generation += 1;
+            state.gate_opened.notify_waiters();
+            return;
+        }
+        (g.generation, g.max_wait)
+    };
+    let deadline = tokio::time::Instant::now() + max_wait;
+    loop {
+        let opened = state.gate_opened.notified();
+        tokio::pin!(opened);
+        opened.as_mut().enable();
+        let through = {
+            let mut gate = lock(&state.gate);
+            match gate.as_mut() {
+                None => true,
+                Some(g) if g.generation != generation => true,
+                Some(g) if tokio::time::Instant::now() >= deadline => {
+                    g.in_hand -= 1;
+                    g.stats.released_alone += 1;
+                    true
+                }
+                Some(_) => false,
+            }
+        };
+        if through {
+            return;
+        }
+        let _ = tokio::time::timeout_at(deadline, opened).await;
     }
 }
 
@@ -364,6 +489,8 @@ async fn handle(state: Arc<Shared>, req: Request<Body>) -> Response {
     if !authorized {
         return qlik_error(StatusCode::UNAUTHORIZED);
     }
+    wait_while_held(&state, &path).await;
+    pass_gate(&state, route).await;
     let fault = lock(&state.once)
         .get_mut(&route)
         .and_then(VecDeque::pop_front)
