@@ -102,7 +102,10 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
     }
     let dead_letter = DeadLetter::new(&config.dead_letter_dir);
     // Two replays at once would send each parked alert twice.
-    let Some(lock) = dead_letter.try_lock().context("replaying parked alerts")? else {
+    let Some(lock) = dead_letter
+        .lock_for_replay()
+        .context("replaying parked alerts")?
+    else {
         let holder = dead_letter
             .lock_holder()
             .map(|pid| format!(" by process {pid}"))

@@ -329,6 +329,31 @@ impl DeadLetter {
         }))
     }
 
+    /// Whether a `consumer replay` holds the lock now. Looks with a shared lock, taken and given
+    /// back at once: the workers of all destinations may look at the same time without getting
+    /// in each other's way, and a replay starting meanwhile waits a moment for it
+    /// ([`Self::lock_for_replay`]).
+    pub fn replay_running(&self) -> bool {
+        let Ok(file) = std::fs::File::open(self.lock_path()) else {
+            // No lock file: nobody has ever replayed here.
+            return false;
+        };
+        matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+    }
+
+    /// [`Self::try_lock`] for `consumer replay`: a running consumer looks at the lock for an
+    /// instant before each redelivery round ([`Self::replay_running`]), so a taken lock is asked
+    /// again for up to a second before it counts as another replay's.
+    pub fn lock_for_replay(&self) -> Result<Option<DeadLetterLock>, DeadLetterError> {
+        for _ in 0..20 {
+            if let Some(lock) = self.try_lock()? {
+                return Ok(Some(lock));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.try_lock()
+    }
+
     /// The process id written into the lock file by its last holder, when readable. Only
     /// meaningful while [`Self::try_lock`] finds the lock taken.
     pub fn lock_holder(&self) -> Option<u32> {

@@ -58,6 +58,9 @@ pub struct WorkerSettings {
 /// How long a redelivery lease lasts: longer than any one attempt, short enough that a dead
 /// instance's files are taken over soon.
 const LEASE: Duration = Duration::from_secs(600);
+/// Alerts a worker keeps in memory. Beyond it, alerts already held on disk leave memory for the
+/// durable queue (a destination that keeps asking to wait must not grow the queue without end).
+const MAX_IN_MEMORY: usize = 256;
 /// How often the dead-letter directory is looked at for files other instances parked.
 const SCAN_EVERY: Duration = Duration::from_secs(30);
 /// The shortest pause a `Retry-After` causes: `0`, or a date in the past, would have the worker
@@ -204,6 +207,7 @@ impl Worker {
                 Wake::Timer => {}
             }
             self.hold_due().await;
+            self.spill().await;
             if Instant::now() >= self.renew_held_at {
                 self.renew_held_leases().await;
             }
@@ -319,7 +323,7 @@ impl Worker {
         let tried = !candidates.is_empty();
         // A `consumer replay` running now re-sends these files itself: leave them to it this
         // round. (Looked at, not held: the workers of other destinations need it too.)
-        let replaying = tried && matches!(self.settings.dead_letter.try_lock(), Ok(None));
+        let replaying = tried && self.settings.dead_letter.replay_running();
         if replaying {
             tracing::debug!(
                 sink = self.name(),
@@ -656,9 +660,15 @@ impl Worker {
             .map(|p| p.path.clone())
             .collect();
         for path in due {
+            // Another instance may be redelivering (or have just removed) it: only rewrite a
+            // file held under our own lease.
+            if !self.take_lease(&path).await {
+                continue;
+            }
             if let Ok(mut parked) = DeadLetter::read(&path) {
                 self.reschedule(&path, &mut parked, error).await;
             }
+            self.give_lease(&path).await;
         }
     }
 
@@ -769,6 +779,26 @@ impl Worker {
                     self.foreign.insert(path);
                 }
             }
+        }
+    }
+
+    /// Moves held alerts from the back of an overlong memory queue to the durable queue, where
+    /// they are redelivered on the schedule (the front, perhaps being tried, stays).
+    async fn spill(&mut self) {
+        while self.queue.len() > MAX_IN_MEMORY {
+            let Some(held) = self.queue.back().and_then(|e| e.held.clone()) else {
+                break;
+            };
+            self.queue.pop_back();
+            self.give_lease(&held).await;
+            let parked_at = DeadLetter::read(&held)
+                .map(|p| p.parked_at)
+                .unwrap_or_default();
+            self.parked.push(Parked {
+                path: held,
+                parked_at,
+                next_at: next_attempt(now_unix(), 0, &self.settings.schedule),
+            });
         }
     }
 
