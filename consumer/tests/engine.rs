@@ -40,36 +40,6 @@ const WEBHOOK: &str = "webhook:ops";
 
 // ---------------------------------------------------------------- helpers
 
-fn redis_answers() -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], 6379).into(),
-        Duration::from_millis(500),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 16];
-    s.write_all(b"PING\r\n").is_ok()
-        && s.read(&mut buf)
-            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-}
-
-fn skip_without_redis() -> bool {
-    if redis_answers() {
-        return false;
-    }
-    eprintln!("SKIPPED: no Redis on 127.0.0.1:6379 (CI starts one: redis-server)");
-    true
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// Adds keys to the setup's `Butler.qlikSenseCloud.consumer` section.
 fn add_consumer_keys(setup: &Setup, keys: &[(&str, serde_yaml_ng::Value)]) {
     let text = std::fs::read_to_string(&setup.extensions).expect("extension file");

@@ -17,29 +17,6 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 const REDIS: &str = "redis://127.0.0.1:6379/0";
 const LEASE_SECS: u64 = 2;
 
-fn redis_answers(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(500),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 16];
-    s.write_all(b"PING\r\n").is_ok()
-        && s.read(&mut buf)
-            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-}
-
-fn skip_without_redis() -> bool {
-    if redis_answers(6379) {
-        return false;
-    }
-    eprintln!("SKIPPED: no Redis on 127.0.0.1:6379 (CI starts one: redis-server)");
-    true
-}
-
 /// A consumer configured for the group: its own client id, the shared topic root and store.
 fn member(
     broker: &testkit::TestBroker,
@@ -343,13 +320,6 @@ impl OwnRedis {
             let _ = child.wait().await;
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Two consumers, a burst, the store SIGKILLed and restarted after a third of the alerts.

@@ -886,3 +886,37 @@ pub async fn run_command(setup: &Setup, args: &[&str]) -> (i32, String, String) 
 pub fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("read file")).expect("JSON file")
 }
+
+// ---------------------------------------------------------------- Redis and ports
+
+/// Whether a Redis answers PING on 127.0.0.1:`port`.
+pub fn redis_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(500),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read(&mut buf)
+            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+}
+
+/// True (with a message) when no Redis answers on 127.0.0.1:6379: the test is skipped.
+pub fn skip_without_redis() -> bool {
+    if redis_answers(6379) {
+        return false;
+    }
+    eprintln!("SKIPPED: no Redis on 127.0.0.1:6379 (CI starts one: redis-server)");
+    true
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
