@@ -272,6 +272,108 @@ fn load() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// CPU time (clock ticks) of a process, all its threads: `utime` + `stime` of `/proc/<pid>/stat`.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: fields are counted after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// CPU time of the stand-ins: this process and the broker (every `mosquitto` process).
+fn stand_in_ticks() -> u64 {
+    let mosquitto: u64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "mosquitto")
+        })
+        .map(|e| cpu_ticks(&e.file_name().to_string_lossy()))
+        .sum();
+    cpu_ticks("self") + mosquitto
+}
+
+/// The machine's (all CPUs, clock ticks) total and busy time from `/proc/stat`, and its CPUs.
+fn machine_ticks() -> (u64, u64, usize) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().sum();
+    // idle and iowait
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total, total.saturating_sub(idle), cpus.max(1))
+}
+
+/// How busy the machine was while a scenario ran, beside what the scenario itself used: the
+/// load average at its start, and in cores the CPU used by everything but the bench, the
+/// broker and the consumers it started ("others": other builds, the noise), and by the
+/// consumers.
+struct Meter {
+    load: String,
+    total: u64,
+    busy: u64,
+    stand_ins: u64,
+    consumers: u64,
+}
+
+impl Meter {
+    fn start() -> Self {
+        let (total, busy, _) = machine_ticks();
+        Self {
+            load: load(),
+            total,
+            busy,
+            stand_ins: stand_in_ticks(),
+            consumers: 0,
+        }
+    }
+
+    /// Counts a consumer's CPU time: call it just before the consumer ends.
+    fn consumer(&mut self, child: &Child) {
+        if let Some(pid) = child.id() {
+            self.consumers += cpu_ticks(&pid.to_string());
+        }
+    }
+
+    /// `load 2.1, others 0.3 cores, consumer 0.6`.
+    fn finish(&self) -> String {
+        let (total, busy, cpus) = machine_ticks();
+        let elapsed = total.saturating_sub(self.total).max(1) as f64 / cpus as f64;
+        let cores = |ticks: u64| ticks as f64 / elapsed;
+        let ours = stand_in_ticks().saturating_sub(self.stand_ins) + self.consumers;
+        let others = format!(
+            "load {}, others {:.1} cores",
+            self.load,
+            cores(busy.saturating_sub(self.busy).saturating_sub(ours))
+        );
+        match self.consumers {
+            0 => others,
+            ticks => format!("{others}, consumer {:.1}", cores(ticks)),
+        }
+    }
+}
+
 // ---------------------------------------------------------------- the consumer
 
 struct Written {
@@ -516,7 +618,7 @@ impl Bench {
 
     /// Stand-ins' own capacity, and the time of one request on a kept-alive connection.
     async fn stand_ins(&mut self, n: usize) {
-        let load = load();
+        let meter = Meter::start();
         let app = |t: &FakeTenant| format!("{}/api/v1/apps/{}", t.url(), fake_tenant::APP_ID);
         let (tenant_url, slow_url, jwt) =
             (app(&self.tenant), app(&self.slow_tenant), self.tenant.jwt());
@@ -537,7 +639,7 @@ impl Bench {
         publish_all(&self.broker, &topic, &batch).await;
         let broker_rate = n as f64 / started.elapsed().as_secs_f64();
         println!(
-            "stand-ins (load {load}): fake tenant {tenant_rps:.0} req/s (16 clients), tenant with \
+            "stand-ins: fake tenant {tenant_rps:.0} req/s (16 clients), tenant with \
              {} latency {slow_rps:.0} req/s ({SLOW_CLIENTS} clients; {:.0} at most), webhook \
              receiver {receiver_rps:.0} req/s (16 clients), broker {broker_rate:.0} QoS 1 publishes/s",
             ms(SLOW),
@@ -546,6 +648,8 @@ impl Bench {
         let (tenant_p50, tenant_max) = one_by_one(&tenant_url, Some(&jwt), false, 50).await;
         let (slow_p50, slow_max) = one_by_one(&slow_url, Some(&jwt), false, 10).await;
         let (hook_p50, hook_max) = one_by_one(&hook, None, true, 50).await;
+        let load = meter.finish();
+        println!("stand-ins measured with {load}");
         let stalled = tenant_p50 > STALL || hook_p50 > STALL || slow_p50 > SLOW + STALL;
         println!(
             "stand-ins, one request at a time on one connection (median / max): fake tenant {} / \
@@ -586,7 +690,7 @@ impl Bench {
 
     /// 1. Burst: `n` events at once against the fast tenant.
     async fn burst(&mut self, n: usize) {
-        let load_before = load();
+        let mut meter = Meter::start();
         let (hook, arrivals) = start_receiver().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), &self.broker, &self.tenant, &[("bench", &hook)]);
@@ -604,14 +708,15 @@ impl Bench {
         )
         .await;
         let rss = peak_rss_kib(pid).unwrap_or(0);
+        meter.consumer(&child);
         stop_consumer(child, &self.broker, &config.client_id).await;
         let at = first_arrivals(&arrivals, started);
         let (distinct, total) = distinct_and_total(&arrivals);
-        let load = format!("{load_before}→{}", load());
+        let load = meter.finish();
         let figure = match nth(&at, n) {
             Some(secs) => {
                 println!(
-                    "burst (load {load}): {n} events -> {distinct} alerts in {secs:.2} s = {:.1} \
+                    "burst ({load}): {n} events -> {distinct} alerts in {secs:.2} s = {:.1} \
                      alerts/s; peak RSS {}",
                     distinct as f64 / secs,
                     mib(rss)
@@ -623,7 +728,7 @@ impl Bench {
             }
             None => {
                 println!(
-                    "burst (load {load}): only {distinct} of {n} alerted (no progress for 30 s); \
+                    "burst ({load}): only {distinct} of {n} alerted (no progress for 30 s); \
                      peak RSS {}",
                     mib(rss)
                 );
@@ -640,7 +745,7 @@ impl Bench {
 
     /// 2. Slow tenant: every tenant answer after 100 ms.
     async fn slow_tenant(&mut self, n: usize, cap: Duration) {
-        let load_before = load();
+        let mut meter = Meter::start();
         let (hook, arrivals) = start_receiver().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(
@@ -658,14 +763,15 @@ impl Bench {
         wait_for(&arrivals, n, Duration::from_secs(30), cap).await;
         let waited = started.elapsed().as_secs_f64();
         let rss = peak_rss_kib(pid).unwrap_or(0);
+        meter.consumer(&child);
         stop_consumer(child, &self.broker, &config.client_id).await;
         let at = first_arrivals(&arrivals, started);
-        let load = format!("{load_before}→{}", load());
+        let load = meter.finish();
         let by_5 = within(&at, 5.0);
         let figure = match nth(&at, n) {
             Some(secs) => {
                 println!(
-                    "slow tenant (load {load}): {n} events -> {n} alerts in {secs:.2} s = {:.1} \
+                    "slow tenant ({load}): {n} events -> {n} alerts in {secs:.2} s = {:.1} \
                      alerts/s; {by_5} within 5 s; peak RSS {}",
                     n as f64 / secs,
                     mib(rss)
@@ -675,7 +781,7 @@ impl Bench {
             None => {
                 let rate = at.len() as f64 / waited;
                 println!(
-                    "slow tenant (load {load}): only {} of {n} alerted after {waited:.0} s \
+                    "slow tenant ({load}): only {} of {n} alerted after {waited:.0} s \
                      ({rate:.1} alerts/s, so all {n} in about {:.0} s); {by_5} within 5 s; peak RSS {}",
                     at.len(),
                     n as f64 / rate.max(f64::MIN_POSITIVE),
@@ -696,7 +802,7 @@ impl Bench {
 
     /// 3. A healthy destination beside one that never answers.
     async fn hang(&mut self, n: usize) {
-        let load_before = load();
+        let mut meter = Meter::start();
         let (healthy, arrivals) = start_receiver().await;
         let (hanging, hung) = start_hanging().await;
         let dir = tempfile::tempdir().expect("temp dir");
@@ -717,16 +823,17 @@ impl Bench {
         wait_for(&arrivals, n, cap, cap).await;
         let rss = peak_rss_kib(pid).unwrap_or(0);
         let hung_requests = hung.load(Ordering::SeqCst);
+        meter.consumer(&child);
         stop_consumer(child, &self.broker, &config.client_id).await;
         let at = first_arrivals(&arrivals, started);
-        let load = format!("{load_before}→{}", load());
+        let load = meter.finish();
         let (by_30, by_60) = (within(&at, 30.0), within(&at, 60.0));
         let last = match nth(&at, n) {
             Some(secs) => format!("alert #{n} at {secs:.2} s"),
             None => format!("alert #{n} not within 60 s"),
         };
         println!(
-            "hanging destination (load {load}): {n} events -> healthy destination got {by_30} \
+            "hanging destination ({load}): {n} events -> healthy destination got {by_30} \
              within 30 s, {by_60} within 60 s, {last}; the hanging one got {hung_requests} \
              requests; peak RSS {}",
             mib(rss)
@@ -741,7 +848,7 @@ impl Bench {
 
     /// 4. Kill/restart: SIGKILL three times during a burst.
     async fn kill(&mut self, n: usize) {
-        let load_before = load();
+        let mut meter = Meter::start();
         let (hook, arrivals) = start_receiver().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), &self.broker, &self.tenant, &[("bench", &hook)]);
@@ -753,6 +860,7 @@ impl Bench {
         let mut kills = 0;
         for fraction in [4, 2] {
             if wait_for(&arrivals, n / fraction, quiet, cap).await {
+                meter.consumer(&child);
                 let _ = child.kill().await;
                 kills += 1;
                 child = spawn_consumer(&self.bin, &config).await;
@@ -760,21 +868,23 @@ impl Bench {
         }
         // A third kill at once after a restart, while the redelivered backlog is being handled.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        meter.consumer(&child);
         let _ = child.kill().await;
         kills += 1;
         let child = spawn_consumer(&self.bin, &config).await;
         wait_for(&arrivals, n, quiet, cap).await;
         // Give late duplicates a moment to show.
         tokio::time::sleep(Duration::from_secs(2)).await;
+        meter.consumer(&child);
         stop_consumer(child, &self.broker, &config.client_id).await;
         let (distinct, total) = distinct_and_total(&arrivals);
         let (lost, duplicates) = (
             n.saturating_sub(distinct),
             total.saturating_sub(distinct as u64),
         );
-        let load = format!("{load_before}→{}", load());
+        let load = meter.finish();
         println!(
-            "kill/restart (load {load}): {kills} SIGKILLs; events {n}, alerts {total}, lost \
+            "kill/restart ({load}): {kills} SIGKILLs; events {n}, alerts {total}, lost \
              {lost}, duplicates {duplicates}"
         );
         self.row(
@@ -787,7 +897,7 @@ impl Bench {
 
     fn summary(&self) {
         println!("\nsummary: {}, broker {}", self.bin, self.broker.name);
-        let header = ["scenario", "figure", "target", "load (1 min)"];
+        let header = ["scenario", "figure", "target", "machine while it ran"];
         let rows: Vec<[&str; 4]> = self
             .rows
             .iter()
