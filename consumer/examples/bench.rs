@@ -33,7 +33,8 @@
 //! `BENCH_EVENTS` (burst and kill size, default 1000), `BENCH_SLOW_EVENTS` (300),
 //! `BENCH_SLOW_CAP_SECS` (longest wait for the slow-tenant alerts, 120), `BENCH_HANG_EVENTS`
 //! (50), `BENCH_READY_LINE` (the consumer's log line that says it is subscribed, default
-//! `subscribed with QoS 1`).
+//! `subscribed with QoS 1`), `BENCH_LOG_DIR` (keep each consumer's log there), `BENCH_BROKER`
+//! (`mosquitto` or `embedded`; default Mosquitto when it answers).
 
 #[path = "../tests/support/fake_tenant.rs"]
 #[allow(dead_code)]
@@ -464,11 +465,20 @@ fn write_config(
     }
 }
 
-/// Starts `consumer run` and returns once it says it is subscribed (within 30 s, else panics;
-/// the child is killed when dropped).
+/// Starts `consumer run` and returns once it says it is subscribed (within 30 s, else panics
+/// with its last log lines; the child is killed when dropped). With `BENCH_LOG_DIR` set, its log
+/// is appended to `<dir>/<client id>.log` (restarts included).
 async fn spawn_consumer(bin: &str, config: &Written) -> Child {
     let ready =
         std::env::var("BENCH_READY_LINE").unwrap_or_else(|_| "subscribed with QoS 1".into());
+    let mut log_file = std::env::var_os("BENCH_LOG_DIR").map(|dir| {
+        let path = PathBuf::from(dir).join(format!("{}.log", config.client_id));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("BENCH_LOG_DIR: {}: {e}", path.display()))
+    });
     let mut child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&config.butler)
@@ -483,11 +493,14 @@ async fn spawn_consumer(bin: &str, config: &Written) -> Child {
         .unwrap_or_else(|e| panic!("consumer binary {bin} starts: {e}"));
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let last = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+    let tail = Arc::clone(&last);
+    let needle = ready.clone();
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(stderr).lines();
         let mut tx = Some(tx);
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains(&ready)
+            if line.contains(&needle)
                 && let Some(tx) = tx.take()
             {
                 let _ = tx.send(());
@@ -495,12 +508,31 @@ async fn spawn_consumer(bin: &str, config: &Written) -> Child {
             if line.contains("panicked") || line.contains("ERROR") {
                 eprintln!("consumer: {line}");
             }
+            if let Some(file) = &mut log_file {
+                use std::io::Write;
+                let _ = writeln!(file, "{line}");
+            }
+            if let Ok(mut tail) = tail.lock() {
+                if tail.len() == 20 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
         }
     });
-    tokio::time::timeout(Duration::from_secs(30), rx)
-        .await
-        .expect("consumer subscribes within 30 s")
-        .expect("consumer log");
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(30), rx).await,
+        Ok(Ok(()))
+    ) {
+        let tail: Vec<String> = last
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        panic!(
+            "the consumer did not say `{ready}` within 30 s (or ended); its last log lines:\n{}",
+            tail.join("\n")
+        );
+    }
     child
 }
 
@@ -958,7 +990,18 @@ async fn main() {
     }
     let on = |name: &str| scenarios.iter().any(|s| s == name);
 
-    let broker = testkit::mosquitto().unwrap_or_else(testkit::embedded);
+    let broker = match std::env::var("BENCH_BROKER").as_deref() {
+        Ok("embedded") => testkit::embedded(),
+        Ok("mosquitto") => testkit::mosquitto().unwrap_or_else(|| {
+            eprintln!("BENCH_BROKER=mosquitto: nothing answers on 127.0.0.1:1883");
+            std::process::exit(2);
+        }),
+        Ok(other) if !other.is_empty() => {
+            eprintln!("BENCH_BROKER: `{other}` is neither `mosquitto` nor `embedded`");
+            std::process::exit(2);
+        }
+        _ => testkit::mosquitto().unwrap_or_else(testkit::embedded),
+    };
     let tenant = FakeTenant::start().await;
     let slow_tenant = FakeTenant::start().await;
     slow_tenant.set_latency(SLOW);
