@@ -133,8 +133,12 @@ async fn start_hanging() -> (String, Arc<AtomicUsize>) {
 }
 
 fn distinct_and_total(arrivals: &Arrivals) -> (usize, u64) {
-    let map = arrivals.0.lock().map(|m| m.clone()).unwrap_or_default();
-    (map.len(), map.values().map(|a| u64::from(a.count)).sum())
+    // Counted under the lock, not copied: this runs at every alert, beside the consumer.
+    arrivals
+        .0
+        .lock()
+        .map(|m| (m.len(), m.values().map(|a| u64::from(a.count)).sum()))
+        .unwrap_or_default()
 }
 
 /// Seconds after `started` at which each distinct event id first arrived, in order.
