@@ -1,6 +1,7 @@
 //! A fake Qlik Cloud tenant REST API on 127.0.0.1 for tests: realistic responses for the five
 //! endpoints the consumer calls, a Bearer JWT check (401 on anything else), and scripted faults
-//! per endpoint (status codes, `Retry-After`, slow answers, hangs).
+//! per endpoint (status codes, `Retry-After`, slow answers, hangs), and an optional latency on
+//! every answer (a tenant far away: [`FakeTenant::set_latency`]).
 //!
 //! ```ignore
 //! mod support;
@@ -153,6 +154,8 @@ struct Shared {
     always: Mutex<HashMap<Route, Fault>>,
     requests: Mutex<Vec<Recorded>>,
     arrived: Notify,
+    /// See [`FakeTenant::set_latency`].
+    latency: Mutex<Duration>,
     /// See [`FakeTenant::gate`].
     gate: Mutex<Option<GateState>>,
     gate_opened: Notify,
@@ -218,6 +221,7 @@ impl FakeTenant {
             gate_opened: Notify::new(),
             held: Mutex::new(Vec::new()),
             released: Notify::new(),
+            latency: Mutex::new(Duration::ZERO),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -322,6 +326,13 @@ impl FakeTenant {
             .iter()
             .filter(|r| r.path.contains(needle))
             .count()
+    }
+
+    /// Every answer (errors and faults included) comes this long after its request arrived,
+    /// requests being answered concurrently: a tenant with this round-trip time. Zero (the
+    /// default) answers at once. Not undone by [`Self::heal`].
+    pub fn set_latency(&self, latency: Duration) {
+        *lock(&self.shared.latency) = latency;
     }
 
     pub fn heal(&self) {
@@ -486,6 +497,10 @@ async fn handle(state: Arc<Shared>, req: Request<Body>) -> Response {
     });
     state.arrived.notify_waiters();
 
+    let latency = *lock(&state.latency);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     if !authorized {
         return qlik_error(StatusCode::UNAUTHORIZED);
     }
