@@ -448,7 +448,7 @@ fn write_config(
                         cleanSession: false
     qlikSenseCloud:
         consumer:
-            stateDirectory: {}
+{concurrency}            stateDirectory: {}
             deadLetterDirectory: {}
             destinations:
                 log:
@@ -457,6 +457,10 @@ fn write_config(
 {hooks}",
         dir.join("state").display(),
         dir.join("dead-letter").display(),
+        // An older consumer rejects keys it does not know: only written when asked for.
+        concurrency = std::env::var("BENCH_CONCURRENCY")
+            .map(|c| format!("            concurrency: {c}\n"))
+            .unwrap_or_default(),
     );
     let (butler_path, extensions_path) = (dir.join("butler.yaml"), dir.join("consumer.yaml"));
     std::fs::write(&butler_path, butler).expect("write config");

@@ -205,6 +205,7 @@ impl Consumer {
             tasks: HashMap::new(),
             order: BTreeMap::new(),
             next_seq: 0,
+            acks: Acker::start(),
         };
         let result = engine.run(source, shutdown).await;
         // In-flight handling ends here (its claims are released); the workers stop once their
@@ -265,6 +266,7 @@ enum Finished {
 
 struct Engine {
     config: Arc<ConsumerConfig>,
+    acks: Acker,
     transforms: Arc<Transforms>,
     observer: Option<mpsc::UnboundedSender<RunEvent>>,
     in_flight: JoinSet<(u64, Result<Handled, DeliveryError>)>,
@@ -321,6 +323,7 @@ impl Engine {
                         in_hand.finished = Some(finished);
                     }
                     if let Err(e) = self.acknowledge_ready().await {
+                        self.acks.flush().await;
                         source.stop().await;
                         return Err(e);
                     }
@@ -342,11 +345,13 @@ impl Engine {
                         Some(Ok(Received::Message(message))) => self.start(message),
                         Some(Ok(Received::Subscribed)) => self.tell(RunEvent::Subscribed),
                         Some(Err(e)) => {
-                            source.stop().await;
+                            self.acks.flush().await;
+                        source.stop().await;
                             return Err(e.into());
                         }
                         None => {
-                            source.stop().await;
+                            self.acks.flush().await;
+                        source.stop().await;
                             return Err(SourceError::Ended.into());
                         }
                     }
@@ -354,6 +359,7 @@ impl Engine {
             }
         }
         metrics.set_in_flight(0);
+        self.acks.flush().await;
         source.stop().await;
         Ok(())
     }
@@ -392,10 +398,7 @@ impl Engine {
                 Finished::Handled(handled) => {
                     let (tenant, outcome) = handled.labels();
                     crate::metrics::global().event(tenant, outcome);
-                    if let Err(e) = in_hand.message.ack().await {
-                        // The broker will send it again; dedupe recognizes it.
-                        tracing::warn!("{e}");
-                    }
+                    self.acks.send(in_hand.message);
                     self.tell(RunEvent::Handled(handled));
                 }
                 Finished::Failed(reason) => self.park_raw(in_hand.message, reason).await?,
@@ -417,9 +420,7 @@ impl Engine {
                     parked = %path.display(),
                     "message {reason}; parked raw and acknowledged, going on with the next"
                 );
-                if let Err(e) = message.ack().await {
-                    tracing::warn!("{e}");
-                }
+                self.acks.send(message);
                 self.tell(RunEvent::Parked {
                     topic: parked.topic,
                     reason,
@@ -460,6 +461,55 @@ impl Engine {
             }
         }
         self.acknowledge_ready().await
+    }
+}
+
+/// Sends acknowledgements, in the order given, from a task of its own. The engine never waits
+/// for one: an acknowledgement waits for the MQTT event loop, which may itself be waiting for
+/// the engine to take the next message from the (bounded) source channel — a cycle that would
+/// stop both. Acknowledgements queued here are at most the messages in hand, which the
+/// broker's window bounds.
+struct Acker {
+    tx: Option<mpsc::UnboundedSender<Box<Message>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Acker {
+    fn start() -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Box<Message>>();
+        let task = tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                if let Err(e) = message.ack().await {
+                    // The broker will send it again; dedupe recognizes it.
+                    tracing::warn!("{e}");
+                }
+            }
+        });
+        Self {
+            tx: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    fn send(&self, message: Box<Message>) {
+        let Some(tx) = &self.tx else { return };
+        if tx.send(message).is_err() {
+            tracing::warn!("acknowledgement task stopped; the broker will send the message again");
+        }
+    }
+
+    /// Waits (a bounded time) until every acknowledgement given was handed to the client.
+    async fn flush(&mut self) {
+        self.tx = None;
+        let Some(task) = self.task.take() else { return };
+        if tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "acknowledgements not all sent within 5 s; the broker sends those messages again"
+            );
+        }
     }
 }
 

@@ -1168,3 +1168,51 @@ async fn without_a_schedule_a_failure_does_not_shut_the_destination_for_good() {
     assert_eq!(parked, [one], "the first waits for replay");
     running.stop().await;
 }
+
+/// A burst larger than the broker's window (Mosquitto sends 20 unacknowledged messages at most)
+/// and than the client's request queue: every event gets through. An engine that waited for
+/// each acknowledgement to be queued while the MQTT event loop waited for the engine to take
+/// the next message stopped for good after about 20 messages (concurrency 1) or 130 (32).
+#[tokio::test]
+async fn a_burst_beyond_the_brokers_window_gets_through() {
+    const N: usize = 120;
+    for broker in testkit::brokers() {
+        for concurrency in [1, 32] {
+            let mut webhook = Receiver::start().await;
+            let setup = write_config(
+                &broker,
+                &Destinations {
+                    webhook: Some(webhook.url("hook")),
+                    max_attempts: 1,
+                    concurrency: Some(concurrency),
+                    ..Default::default()
+                },
+            );
+            let mut running = start(&setup).await;
+            let ids = ids(&format!("window{concurrency}"), N);
+            burst(
+                &broker,
+                &setup.topic,
+                ids.iter().map(|id| failed(id)).collect(),
+            )
+            .await;
+            let mut handled = BTreeSet::new();
+            for _ in 0..N {
+                if let Handled::Alerted { alert, .. } = running.handled().await {
+                    handled.insert(alert.event_id);
+                }
+            }
+            assert_eq!(
+                handled.len(),
+                N,
+                "{} concurrency {concurrency}: every event alerted",
+                broker.name
+            );
+            let mut delivered = BTreeSet::new();
+            while delivered.len() < N {
+                delivered.insert(webhook.delivered().await.body["eventId"].to_string());
+            }
+            running.stop().await;
+        }
+    }
+}
