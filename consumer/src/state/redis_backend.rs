@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use redis::{RedisResult, Script};
+use redis::Script;
 
 use super::backend::{BoxFuture, ClaimState, StateBackend};
-use super::redis_store::RedisStore;
+use super::redis_store::{RedisStore, key, millis};
 
 /// Take the lease if free or already this holder's (then extend it).
 const LEASE: &str = r"
@@ -13,18 +13,6 @@ local current = redis.call('GET', KEYS[1])
 if not current then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]); return 1 end
 if current == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]); return 1 end
 return 0";
-/// Delete only what is still this holder's.
-const UNLEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0";
-
-fn lease_key(name: &str) -> String {
-    format!("qscloud-consumer:lease:{name}")
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
 
 impl StateBackend for RedisStore {
     fn describe(&self) -> String {
@@ -102,7 +90,7 @@ impl StateBackend for RedisStore {
 
     fn lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let k = lease_key(name);
+            let k = key("lease", name);
             let taken: i64 = self
                 .retrying("lease", |mut conn| {
                     let k = k.clone();
@@ -121,17 +109,7 @@ impl StateBackend for RedisStore {
     }
 
     fn unlease<'a>(&'a self, name: &'a str, holder: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let mut conn = self.connection();
-            let result: RedisResult<i64> = Script::new(UNLEASE)
-                .key(lease_key(name))
-                .arg(holder)
-                .invoke_async(&mut conn)
-                .await;
-            if let Err(e) = result {
-                tracing::warn!(store = %self.display(), "cannot give back lease {name:?} (it expires by itself): {e}");
-            }
-        })
+        Box::pin(async move { self.release_key(&key("lease", name), holder).await })
     }
 
     fn redis(&self) -> Option<&RedisStore> {

@@ -266,11 +266,11 @@ fn describe(error: &RedisError) -> String {
     }
 }
 
-fn key(kind: &str, rest: &str) -> String {
+pub(super) fn key(kind: &str, rest: &str) -> String {
     format!("{PREFIX}{kind}:{rest}")
 }
 
-fn millis(d: Duration) -> u64 {
+pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -767,7 +767,9 @@ impl RedisStore {
         .await;
     }
 
-    async fn release_key(&self, k: &str, token: &str) {
+    /// Deletes `k` if it still holds `token` (a claim, a lease); an error is logged and counted
+    /// (the key expires by itself).
+    pub(super) async fn release_key(&self, k: &str, token: &str) {
         let (mut conn, generation) = self.current();
         let result: RedisResult<i64> = Script::new(RELEASE)
             .key(k)
