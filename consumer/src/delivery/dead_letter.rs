@@ -49,6 +49,24 @@ pub struct ParkedAlert {
     pub alert: Alert,
 }
 
+impl ParkedAlert {
+    /// `alert` parked for `sink` now, its script log bounded ([`bounded_for_parking`]), with no
+    /// redelivery made or scheduled yet.
+    pub fn new(sink: &str, alert: &Alert, attempts: u32, error: &str) -> Self {
+        Self {
+            version: 1,
+            sink: sink.to_owned(),
+            parked_at: now_rfc3339(),
+            attempts,
+            error: error.to_owned(),
+            redeliveries: 0,
+            next_attempt_at: None,
+            exhausted: false,
+            alert: bounded_for_parking(alert),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
     #[error("cannot write parked alert {path}: {reason}")]
@@ -184,18 +202,8 @@ impl DeadLetter {
         attempts: u32,
         error: &str,
     ) -> Result<PathBuf, DeadLetterError> {
-        let parked = ParkedAlert {
-            version: 1,
-            sink: sink.to_owned(),
-            parked_at: now_rfc3339(),
-            attempts,
-            error: error.to_owned(),
-            redeliveries: 0,
-            next_attempt_at: None,
-            exhausted: false,
-            alert: bounded_for_parking(alert),
-        };
-        self.write(&parked).await
+        self.write(&ParkedAlert::new(sink, alert, attempts, error))
+            .await
     }
 
     /// Writes a parked alert under its stable name ([`Self::path_for`]) and returns the file.

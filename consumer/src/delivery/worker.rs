@@ -29,13 +29,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::dead_letter::{DeadLetter, ParkedAlert, bounded_for_parking};
+use super::dead_letter::{DeadLetter, ParkedAlert};
 use super::retry::{Attempted, Failure, RetryPolicy, send_with_retry};
 use super::schedule::{next_attempt, pause_for};
 use super::{DeliveryError, Outcome};
 use crate::alert::Alert;
 use crate::sinks::{SharedSink, SinkError};
-use crate::state::{StateBackend, now_rfc3339, now_unix};
+use crate::state::{StateBackend, now_unix};
 
 /// An alert for this destination, and where to say what became of it.
 pub struct Job {
@@ -564,15 +564,10 @@ impl Worker {
         let now = now_unix();
         let next_at = next_attempt(now, redeliveries, &self.settings.schedule);
         let parked = ParkedAlert {
-            version: 1,
-            sink: name.clone(),
-            parked_at: now_rfc3339(),
-            attempts,
-            error: error.to_owned(),
             redeliveries,
             next_attempt_at: next_at,
             exhausted: next_at.is_none(),
-            alert: bounded_for_parking(&entry.alert),
+            ..ParkedAlert::new(&name, &entry.alert, attempts, error)
         };
         match self.settings.dead_letter.write(&parked).await {
             Ok(path) => {
@@ -683,19 +678,13 @@ impl Worker {
             if entry.held.is_some() || entry.since + hold > now {
                 continue;
             }
+            let held = format!(
+                "held: not delivered within {}s (holdSeconds); delivery goes on",
+                hold.as_secs()
+            );
             let parked = ParkedAlert {
-                version: 1,
-                sink: name.clone(),
-                parked_at: now_rfc3339(),
-                attempts: entry.attempts,
-                error: format!(
-                    "held: not delivered within {}s (holdSeconds); delivery goes on",
-                    hold.as_secs()
-                ),
-                redeliveries: 0,
                 next_attempt_at: next_attempt(now_unix(), 0, &self.settings.schedule),
-                exhausted: false,
-                alert: bounded_for_parking(&entry.alert),
+                ..ParkedAlert::new(&name, &entry.alert, entry.attempts, &held)
             };
             let path = self.settings.dead_letter.path_for(&name, &entry.alert);
             // Ours while we try it; another instance takes it over only if we die.
