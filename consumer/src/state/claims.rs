@@ -108,10 +108,6 @@ impl Claims {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn StateBackend> {
-        &self.store
-    }
-
     /// A claim token unique per instance, process and claim: `claim:<clientId>:<pid>:<n>`.
     fn token(&self) -> String {
         format!(

@@ -96,10 +96,6 @@ impl Transforms {
         }
     }
 
-    pub fn deliveries(&self) -> &Arc<Deliveries> {
-        &self.delivery
-    }
-
     /// Handles one message. Safe to run for many messages at once: a second event about a
     /// reload in hand waits for the first (the claim), and every other decision is the
     /// store's.
