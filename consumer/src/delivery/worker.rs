@@ -20,7 +20,7 @@
 //!   other instances sharing the directory are picked up too; a lease in the state store makes
 //!   sure one instance at a time redelivers a given file.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -730,18 +730,14 @@ impl Worker {
         let present: HashSet<&PathBuf> = files.iter().collect();
         self.parked.retain(|p| present.contains(&p.path));
         self.foreign.retain(|p| present.contains(p));
-        let known: HashMap<PathBuf, ()> = self
+        let known: HashSet<PathBuf> = self
             .parked
             .iter()
-            .map(|p| (p.path.clone(), ()))
-            .chain(
-                self.queue
-                    .iter()
-                    .filter_map(|e| e.held.clone().map(|p| (p, ()))),
-            )
+            .map(|p| p.path.clone())
+            .chain(self.queue.iter().filter_map(|e| e.held.clone()))
             .collect();
         for path in files {
-            if known.contains_key(&path) || self.foreign.contains(&path) {
+            if known.contains(&path) || self.foreign.contains(&path) {
                 continue;
             }
             match DeadLetter::read(&path) {
