@@ -41,6 +41,10 @@ pub struct Alert {
     /// recipient that failed and to no one else. `None` everywhere else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
+    /// Set on a digest ([`crate::digest`]): the alerts it lists. The destination renders its
+    /// digest message instead of a single alert's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<crate::digest::Digest>,
 }
 
 impl Alert {
@@ -182,6 +186,7 @@ mod tests {
             script_log: None,
             context,
             recipient: None,
+            digest: None,
         };
         assert_eq!(alert.context_for(1, 1)["scriptLogHead"], "");
         // The destination's own count, even without a log (Butler's default was 10).

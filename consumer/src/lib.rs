@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod config;
 pub mod delivery;
+pub mod digest;
 pub mod enrich;
 pub mod exit;
 pub mod metrics;

@@ -682,6 +682,7 @@ fn sample_alert() -> Alert {
             _ => serde_json::Map::new(),
         },
         recipient: None,
+        digest: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn alert(event_id: &str) -> Alert {
             .cloned()
             .unwrap_or_default(),
         recipient: None,
+        digest: None,
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::node::{Node, Problems};
 use super::secret::Env;
 use super::store::{HaConfig, parse_ha};
+use crate::digest::DigestSettings;
 
 /// Key path of the consumer's own extension section.
 pub const CONSUMER: &str = "Butler.qlikSenseCloud.consumer";
@@ -96,6 +97,66 @@ impl Default for RedeliveryConfig {
     }
 }
 
+/// Extension `consumer.digest`: alert storms become one digest per destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestConfig {
+    /// `enable` (default true). False: every alert is its own message, as before digests.
+    pub enable: bool,
+    /// `afterAlerts` (default 3, 1–1000) and `windowSeconds` (default 60, 1–86400): a
+    /// destination that would get more than `afterAlerts` alerts within `windowSeconds` gets
+    /// the first ones as they are and the rest of the window as one digest.
+    pub settings: DigestSettings,
+}
+
+impl DigestConfig {
+    /// The settings chat and email destinations use; `None` when digests are off.
+    pub fn active(&self) -> Option<DigestSettings> {
+        self.enable.then_some(self.settings)
+    }
+}
+
+pub const DEFAULT_DIGEST: DigestSettings = DigestSettings {
+    after_alerts: 3,
+    window: Duration::from_secs(60),
+};
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            settings: DEFAULT_DIGEST,
+        }
+    }
+}
+
+/// `afterAlerts` and `windowSeconds` of a digest block (the consumer's, or a machine
+/// destination's own).
+pub(crate) fn parse_digest_settings(node: &Node<'_>, p: &mut Problems) -> DigestSettings {
+    DigestSettings {
+        after_alerts: u32::try_from(node.child("afterAlerts").u64_or(
+            p,
+            u64::from(DEFAULT_DIGEST.after_alerts),
+            1,
+            1000,
+        ))
+        .unwrap_or(DEFAULT_DIGEST.after_alerts),
+        window: Duration::from_secs(node.child("windowSeconds").u64_or(
+            p,
+            DEFAULT_DIGEST.window.as_secs(),
+            1,
+            86_400,
+        )),
+    }
+}
+
+fn parse_digest(node: &Node<'_>, p: &mut Problems) -> DigestConfig {
+    node.expect_map(p, false);
+    DigestConfig {
+        enable: node.child("enable").bool_or(p, true),
+        settings: parse_digest_settings(node, p),
+    }
+}
+
 /// Default of `concurrency`: events handled at once.
 pub const DEFAULT_CONCURRENCY: u64 = 32;
 
@@ -106,6 +167,7 @@ pub(crate) struct Extension {
     pub dedupe: DedupeConfig,
     pub retry: RetryConfig,
     pub redelivery: RedeliveryConfig,
+    pub digest: DigestConfig,
     pub concurrency: usize,
     pub enrichment: EnrichmentConfig,
     pub ha: HaConfig,
@@ -138,6 +200,7 @@ pub(crate) fn parse_extension(ext: &Node<'_>, env: Env<'_>, p: &mut Problems) ->
         dedupe,
         retry: parse_retry(&ext.child("retry"), p),
         redelivery: parse_redelivery(&ext.child("redelivery"), p),
+        digest: parse_digest(&ext.child("digest"), p),
         concurrency: usize::try_from(ext.child("concurrency").u64_or(
             p,
             DEFAULT_CONCURRENCY,
@@ -296,6 +359,19 @@ pub(crate) fn summary(s: &mut String, config: &super::ConsumerConfig) {
             "off (parked alerts wait for `consumer replay`)".to_owned()
         } else {
             format!("after {}s, then `consumer replay`", schedule.join("s, "))
+        }
+    );
+    let _ = writeln!(
+        s,
+        "Digests: {}",
+        match config.digest.active() {
+            Some(d) => format!(
+                "over {} alerts within {}s to one destination, the rest of the window is one \
+                 digest (Slack, Teams, email; webhook and MQTT only with their own digest block)",
+                d.after_alerts,
+                d.window.as_secs()
+            ),
+            None => "off (every alert is a message of its own)".to_owned(),
         }
     );
     let e = &config.enrichment;

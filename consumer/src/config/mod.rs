@@ -27,9 +27,10 @@ pub use alert::AlertEnableByTag;
 pub(crate) use alert::{BUTLER_RATE_LIMIT_SECS, block_enabled, rate_limit, script_log_lines};
 pub use broker::{BrokerConfig, FORWARD, MQTT_PASSWORD_ENV, TopicConfig};
 pub use error::{ConfigErrors, Problem};
+pub(crate) use extension::parse_digest_settings;
 pub use extension::{
-    CONSUMER, DEFAULT_CONCURRENCY, DEFAULT_REDELIVERY_SCHEDULE, DedupeConfig, EnrichmentConfig,
-    RedeliveryConfig, RetryConfig,
+    CONSUMER, DEFAULT_CONCURRENCY, DEFAULT_DIGEST, DEFAULT_REDELIVERY_SCHEDULE, DedupeConfig,
+    DigestConfig, EnrichmentConfig, RedeliveryConfig, RetryConfig,
 };
 pub(crate) use node::{Node, Problems, is_placeholder};
 pub use parse::QSC;
@@ -76,6 +77,8 @@ pub struct ConsumerConfig {
     /// Extension `Butler.qlikSenseCloud.consumer.redelivery`: automatic redelivery of parked
     /// alerts, and how long an alert may wait at its destination before it is held on disk.
     pub redelivery: RedeliveryConfig,
+    /// Extension `Butler.qlikSenseCloud.consumer.digest`: alert storms as digests.
+    pub digest: DigestConfig,
     /// Extension `Butler.qlikSenseCloud.consumer.concurrency` (default 32, 1–1024): events
     /// handled at once. 1 handles them one after the other, in arrival order.
     pub concurrency: usize,

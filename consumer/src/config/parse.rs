@@ -68,6 +68,7 @@ pub(crate) fn parse(
             dedupe: extension.dedupe,
             retry: extension.retry,
             redelivery: extension.redelivery,
+            digest: extension.digest,
             concurrency: extension.concurrency,
             enrichment: extension.enrichment,
             ha: extension.ha,

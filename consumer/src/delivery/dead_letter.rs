@@ -428,6 +428,7 @@ mod tests {
                 .cloned()
                 .unwrap_or_default(),
             recipient: None,
+            digest: None,
         }
     }
 

@@ -331,6 +331,7 @@ mod tests {
             .cloned()
             .unwrap_or_default(),
             recipient: None,
+            digest: None,
         }
     }
 

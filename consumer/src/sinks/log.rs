@@ -122,6 +122,7 @@ mod tests {
                 .cloned()
                 .unwrap_or_default(),
             recipient: None,
+            digest: None,
         };
         tracing::subscriber::with_default(subscriber, || {
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::alert::Alert;
 use crate::config::{ConsumerConfig, Node, Problems};
+use crate::digest::{Digest, DigestSettings};
 
 pub mod chat;
 pub mod http;
@@ -82,7 +83,21 @@ pub trait Sink: Send + Sync {
         None
     }
 
-    /// One delivery attempt.
+    /// This destination's digest settings ([`crate::digest`]); `None` (the default): every
+    /// alert is a message of its own. Chat and email destinations follow
+    /// `consumer.digest`; machine destinations only their own `digest` block.
+    fn digest(&self) -> Option<DigestSettings> {
+        None
+    }
+
+    /// Whether a digest part fits in one message of this destination (Slack's block and text
+    /// limits, Teams' card size). Delivery splits a digest into as few parts as fit.
+    fn digest_fits(&self, _digest: &Digest) -> bool {
+        true
+    }
+
+    /// One delivery attempt. An alert with [`Alert::digest`] set is a digest part: the
+    /// destination sends its digest message.
     fn send(&self, alert: &Alert) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
@@ -94,6 +109,8 @@ pub trait DynSink: Send + Sync {
     fn accepts(&self, alert: &Alert) -> bool;
     fn rate_limit(&self) -> Duration;
     fn recipients(&self, alert: &Alert) -> Option<Vec<String>>;
+    fn digest(&self) -> Option<DigestSettings>;
+    fn digest_fits(&self, digest: &Digest) -> bool;
     fn send_boxed<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
@@ -112,6 +129,14 @@ impl<S: Sink> DynSink for S {
 
     fn recipients(&self, alert: &Alert) -> Option<Vec<String>> {
         Sink::recipients(self, alert)
+    }
+
+    fn digest(&self) -> Option<DigestSettings> {
+        Sink::digest(self)
+    }
+
+    fn digest_fits(&self, digest: &Digest) -> bool {
+        Sink::digest_fits(self, digest)
     }
 
     fn send_boxed<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), SinkError>> {

@@ -173,6 +173,7 @@ mod tests {
             script_log: None,
             context: Default::default(),
             recipient: None,
+            digest: None,
         }
     }
 

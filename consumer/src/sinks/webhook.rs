@@ -202,6 +202,7 @@ mod tests {
             script_log: None,
             context: Default::default(),
             recipient: None,
+            digest: None,
         }
     }
 

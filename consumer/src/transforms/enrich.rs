@@ -115,6 +115,7 @@ impl Enricher {
             script_log: enrichment.script_log.clone(),
             context,
             recipient: None,
+            digest: None,
         }
     }
 }

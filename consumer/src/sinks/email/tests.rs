@@ -69,6 +69,7 @@ fn alert(owner_email: &str, tags: &[&str]) -> Alert {
         .cloned()
         .unwrap_or_default(),
         recipient: None,
+        digest: None,
     }
 }
 
