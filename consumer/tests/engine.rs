@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use consumer::delivery::{DeadLetter, Outcome};
 use consumer::transforms::Handled;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use support::fake_tenant::{FakeTenant, GateStats, Route};
 
 const REDIS: &str = "redis://127.0.0.1:6379/0";
@@ -88,35 +87,6 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| testkit::unique(&format!("{prefix}{i}")))
         .collect()
-}
-
-/// Publishes every payload on one connection, in order, and returns once all are acknowledged.
-async fn burst(broker: &testkit::TestBroker, topic: &str, payloads: Vec<Vec<u8>>) {
-    let mut options = MqttOptions::new(testkit::unique("burst"), &broker.host, broker.port);
-    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
-    options.set_inflight(1);
-    let (client, mut eventloop) = AsyncClient::new(options, payloads.len() + 10);
-    let count = payloads.len();
-    for payload in payloads {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("queued");
-    }
-    let mut acked = 0;
-    let all = async {
-        while acked < count {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-                Ok(_) => {}
-                Err(e) => panic!("burst publisher on {}: {e}", broker.name),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, all)
-        .await
-        .unwrap_or_else(|_| panic!("{}: every event acknowledged by the broker", broker.name));
-    let _ = client.disconnect().await;
 }
 
 /// Waits (bounded by [`WAIT`]) until `ready` holds, looking every 20 ms.

@@ -8,6 +8,7 @@
 //! reports an error and the message stays unacknowledged, so the broker sends it again.
 
 pub mod dead_letter;
+mod digests;
 pub mod parked_message;
 pub mod replay;
 pub mod retry;
@@ -47,6 +48,11 @@ pub enum Outcome {
     /// acknowledged, while the destination's worker keeps trying it.
     Held {
         path: PathBuf,
+    },
+    /// Folded into the digest of the destination's window ([`crate::digest`]), kept in the
+    /// state store until the window closes; delivered with the digest.
+    Digested {
+        window: String,
     },
 }
 
@@ -90,6 +96,15 @@ impl Deliveries {
             let worker = Worker::new(Arc::clone(sink), rx, settings.clone());
             workers.push(tokio::spawn(worker.run()));
         }
+        let closer = digests::Closer {
+            sinks: sinks.clone(),
+            queues: queues.clone(),
+            store: Arc::clone(&settings.store),
+            dead_letter: settings.dead_letter.clone(),
+            schedule: settings.schedule.clone(),
+            instance: settings.instance.clone(),
+        };
+        workers.push(tokio::spawn(closer.run()));
         let deliveries = Arc::new(Self {
             sinks,
             queues,
@@ -159,8 +174,21 @@ impl Deliveries {
                     outcomes.push((index, name, Outcome::RateLimited));
                     continue;
                 }
+                if let Some(window) =
+                    digests::fold(self.store.as_ref(), sink, &name, &copy).await
+                {
+                    // Per-app rate limits apply before grouping: the window is used.
+                    self.store.window_used(sink.name(), &key, sink.rate_limit(), holder).await;
+                    crate::metrics::global().alert(sink.name(), "digested", None);
+                    outcomes.push((index, name, Outcome::Digested { window }));
+                    continue;
+                }
                 let (done, released) = oneshot::channel();
-                let job = Job { alert: copy, done };
+                let job = Job {
+                    alert: copy,
+                    done,
+                    held: None,
+                };
                 if self.queues[index].send(job).await.is_err() {
                     return Err(stopped(sink.name()));
                 }

@@ -41,6 +41,9 @@ use crate::state::{StateBackend, now_unix};
 pub struct Job {
     pub alert: Arc<Alert>,
     pub done: oneshot::Sender<Result<Outcome, DeliveryError>>,
+    /// Already held on disk (a digest part): delivered like an alert that waited past
+    /// `holdSeconds`, its file removed once delivered.
+    pub held: Option<PathBuf>,
 }
 
 /// What every worker shares.
@@ -275,12 +278,16 @@ impl Worker {
                 "no parked alert left to probe the destination with; trying new alerts again"
             );
         }
+        if let Some(path) = &job.held {
+            // Ours while we try it; another instance takes it over only if we die.
+            self.take_lease(path).await;
+        }
         let mut entry = Entry {
             alert: job.alert,
             done: Some(job.done),
             since: Instant::now(),
             attempts: 0,
-            held: None,
+            held: job.held,
         };
         if self.down || (self.draining && self.backlog() > 0) {
             // Down: do not wait out retries. Draining a backlog: queue behind it, in order.

@@ -69,6 +69,8 @@ pub struct Metrics {
     destination_queue: Family<SinkLabels, Gauge>,
     redeliveries: Family<AlertLabels, Counter>,
     throttled: Family<SinkLabels, Counter>,
+    digests: Family<SinkLabels, Counter>,
+    digest_alerts: Family<SinkLabels, Counter>,
     in_flight: Gauge,
     /// For `/healthz`: the same facts as the gauges, without reading them back.
     broker_up: AtomicBool,
@@ -166,6 +168,18 @@ impl Metrics {
             "Times a destination answered 429/503 with Retry-After and was paused (not failed attempts)",
             throttled.clone(),
         );
+        let digests = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "qscloud_consumer_digests",
+            "Digests made by sink: one per destination and window that had more than `digest.afterAlerts` alerts (a long one is sent in several parts)",
+            digests.clone(),
+        );
+        let digest_alerts = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "qscloud_consumer_digest_alerts",
+            "Alerts folded into digests by sink, instead of being sent one by one",
+            digest_alerts.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "qscloud_consumer_events_in_flight",
@@ -188,6 +202,8 @@ impl Metrics {
             destination_queue,
             redeliveries,
             throttled,
+            digests,
+            digest_alerts,
             in_flight,
             broker_up: AtomicBool::new(false),
             store_errors,
@@ -246,6 +262,17 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// A digest made for `sink`, listing `alerts` folded alerts.
+    pub fn digest(&self, sink: &str, alerts: usize) {
+        let labels = SinkLabels {
+            sink: sink.to_owned(),
+        };
+        self.digests.get_or_create(&labels).inc();
+        self.digest_alerts
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(alerts).unwrap_or(u64::MAX));
     }
 
     pub fn throttled(&self, sink: &str) {

@@ -7,10 +7,32 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub use super::redis_store::ClaimState;
+use crate::digest::DigestSettings;
 use super::redis_store::RedisStore;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What became of an alert in its destination's digest window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Folding {
+    /// Among the window's first `afterAlerts`: sent as it is.
+    Single,
+    /// Kept for the digest of this window, sent when it closes.
+    Folded { window: String },
+}
+
+/// A digest window whose time is up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueDigest {
+    pub destination: String,
+    /// The window's id: its start, Unix milliseconds.
+    pub window: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("state store {store}: {reason}")]
@@ -87,6 +109,31 @@ pub trait StateBackend: Send + Sync + 'static {
 
     /// Gives a lease back early.
     fn unlease<'a>(&'a self, name: &'a str, holder: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Counts an alert in `destination`'s digest window (opened by the first alert, lasting
+    /// `settings.window`) and, past `settings.after_alerts` alerts, keeps `entry` durably in the
+    /// window's digest instead. With several instances the window is the group's.
+    fn digest_fold<'a>(
+        &'a self,
+        destination: &'a str,
+        settings: DigestSettings,
+        entry: &'a str,
+    ) -> BoxFuture<'a, Folding>;
+
+    /// Digest windows whose time is up and that hold entries, oldest first.
+    fn digests_due<'a>(&'a self) -> BoxFuture<'a, Vec<DueDigest>>;
+
+    /// The entries of a digest window that is up, which no alert can join any more. Gives the
+    /// same entries again until [`Self::digest_clear`], so an instance that dies before its
+    /// digest is held durably leaves it to another.
+    fn digest_entries<'a>(
+        &'a self,
+        destination: &'a str,
+        window: &'a str,
+    ) -> BoxFuture<'a, Vec<String>>;
+
+    /// The window's digest is held durably for delivery: forget it.
+    fn digest_clear<'a>(&'a self, destination: &'a str, window: &'a str) -> BoxFuture<'a, ()>;
 
     /// Events remembered locally, for the start-up log; `None` when the store is shared.
     fn remembered(&self) -> Option<usize> {

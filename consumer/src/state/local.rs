@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::{BoxFuture, ClaimState, StateBackend};
+use super::backend::{BoxFuture, ClaimState, DueDigest, Folding, StateBackend};
+use super::local_digests::LocalDigests;
+use crate::digest::DigestSettings;
 use super::dedupe::Dedupe;
 use super::{now_unix, write_atomically};
 
@@ -45,6 +47,7 @@ pub struct LocalStore {
     in_hand: Mutex<HashMap<String, String>>,
     windows: tokio::sync::Mutex<Windows>,
     leases: Mutex<HashMap<String, (String, Instant)>>,
+    digests: LocalDigests,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,6 +82,7 @@ impl LocalStore {
                 reserved: HashMap::new(),
             }),
             leases: Mutex::default(),
+            digests: LocalDigests::open(Some(state_dir)),
         }
     }
 
@@ -92,6 +96,7 @@ impl LocalStore {
             in_hand: Mutex::default(),
             windows: tokio::sync::Mutex::default(),
             leases: Mutex::default(),
+            digests: LocalDigests::open(None),
         }
     }
 
@@ -294,6 +299,31 @@ impl StateBackend for LocalStore {
                 leases.remove(name);
             }
         })
+    }
+
+    fn digest_fold<'a>(
+        &'a self,
+        destination: &'a str,
+        settings: DigestSettings,
+        entry: &'a str,
+    ) -> BoxFuture<'a, Folding> {
+        Box::pin(self.digests.fold(destination, settings, entry))
+    }
+
+    fn digests_due<'a>(&'a self) -> BoxFuture<'a, Vec<DueDigest>> {
+        Box::pin(self.digests.due())
+    }
+
+    fn digest_entries<'a>(
+        &'a self,
+        destination: &'a str,
+        window: &'a str,
+    ) -> BoxFuture<'a, Vec<String>> {
+        Box::pin(self.digests.entries(destination, window))
+    }
+
+    fn digest_clear<'a>(&'a self, destination: &'a str, window: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(self.digests.clear(destination, window))
     }
 
     fn remembered(&self) -> Option<usize> {

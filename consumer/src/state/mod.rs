@@ -17,6 +17,7 @@ pub mod backend;
 pub mod claims;
 pub mod dedupe;
 pub mod local;
+mod local_digests;
 mod redis_backend;
 pub mod redis_store;
 
@@ -24,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{ConsumerConfig, StateStoreConfig};
-pub use backend::{ClaimState, StateBackend, StoreError};
+pub use backend::{ClaimState, DueDigest, Folding, StateBackend, StoreError};
 pub use claims::{Begin, Claim, Claims};
 pub use local::LocalStore;
 pub use redis_store::RedisStore;

@@ -278,6 +278,11 @@ pub struct Destinations {
     pub webhook_timeout: Option<u64>,
     /// `consumer.deadLetterDirectory` to share with another setup (default: one of its own).
     pub dead_letter_dir: Option<PathBuf>,
+    /// `consumer.digest`: `(afterAlerts, windowSeconds)`. `None`: `enable: false`, so the
+    /// tests written for one message per alert see exactly that.
+    pub digest: Option<(u32, u64)>,
+    /// `consumer.stateStore` (a `redis://` URL); default: files in the state directory.
+    pub state_store: Option<String>,
 }
 
 pub struct Setup {
@@ -504,6 +509,15 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
 /// `concurrency` and `redelivery`, when a test sets them.
 fn engine_keys(d: &Destinations) -> String {
     let mut out = String::new();
+    match d.digest {
+        None => out.push_str("            digest:\n                enable: false\n"),
+        Some((after, window)) => out.push_str(&format!(
+            "            digest:\n                afterAlerts: {after}\n                windowSeconds: {window}\n"
+        )),
+    }
+    if let Some(url) = &d.state_store {
+        out.push_str(&format!("            stateStore: {url}\n"));
+    }
     if let Some(n) = d.concurrency {
         out.push_str(&format!("            concurrency: {n}\n"));
     }
@@ -738,6 +752,35 @@ impl Running {
             .expect("consumer stops");
         result.expect("task").expect("consumer ran without error");
     }
+}
+
+/// Publishes every payload on one connection, in order, and returns once all are acknowledged.
+pub async fn burst(broker: &testkit::TestBroker, topic: &str, payloads: Vec<Vec<u8>>) {
+    let mut options = MqttOptions::new(testkit::unique("burst"), &broker.host, broker.port);
+    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    options.set_inflight(1);
+    let (client, mut eventloop) = AsyncClient::new(options, payloads.len() + 10);
+    let count = payloads.len();
+    for payload in payloads {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("queued");
+    }
+    let mut acked = 0;
+    let all = async {
+        while acked < count {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("burst publisher on {}: {e}", broker.name),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, all)
+        .await
+        .unwrap_or_else(|_| panic!("{}: every event acknowledged by the broker", broker.name));
+    let _ = client.disconnect().await;
 }
 
 // ---------------------------------------------------------------- the real binary
