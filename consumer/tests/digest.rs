@@ -131,7 +131,10 @@ async fn until_all_named(chat: &PacedChat, apps: &[String], deadline: Duration) 
             messages.len(),
             chat.refused()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if std::env::var("DIGEST_DEBUG").is_ok() {
+            eprintln!("{} messages, {} refused: {:?}", messages.len(), chat.refused(), messages.iter().map(|m| m.to_string().chars().take(150).collect::<String>()).collect::<Vec<_>>());
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
     }
 }
 
