@@ -445,6 +445,7 @@ mod tests {
         m.set_destination_queue("s", 0);
         m.redelivery("s", "exhausted");
         m.throttled("s");
+        m.digest("s", 5);
         m.event("t", "alerted");
         m.tenant_api(Some(200));
         m.alerts
