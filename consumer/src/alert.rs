@@ -82,8 +82,11 @@ impl Alert {
 
     /// The JSON document machine destinations (webhook, MQTT) receive: the context with
     /// Butler's field names, plus `eventId`, `eventType`, `tenantId`, `appId`, `reloadId` and
-    /// `eventTime` where the context lacks them.
+    /// `eventTime` where the context lacks them. A digest part's is [`digest_payload`].
     pub fn payload(&self) -> Value {
+        if let Some(digest) = &self.digest {
+            return digest_payload(digest);
+        }
         let mut body = self.context.clone();
         let ids = [
             ("eventId", Some(&self.event_id)),
@@ -164,6 +167,25 @@ impl Alert {
 }
 
 const TRUNCATED: &str = "----Script log truncated----";
+
+/// A digest part for machine destinations: `eventType` ([`crate::digest::DIGEST_EVENT_TYPE`]),
+/// `window`, `windowStart`, `windowEnd`, `total`, `part`, `parts` and `alerts` (the entries,
+/// camelCase). Not the template context: a receiver parses it, so it has no display-only keys.
+pub fn digest_payload(digest: &crate::digest::Digest) -> Value {
+    let mut body = Map::new();
+    body.insert("eventType".into(), crate::digest::DIGEST_EVENT_TYPE.into());
+    if let Ok(Value::Object(fields)) = serde_json::to_value(digest) {
+        for (key, value) in fields {
+            let key = if key == "entries" {
+                "alerts".into()
+            } else {
+                key
+            };
+            body.insert(key, value);
+        }
+    }
+    Value::Object(body)
+}
 
 #[cfg(test)]
 mod tests {

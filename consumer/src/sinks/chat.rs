@@ -6,6 +6,10 @@
 //! `basicContentOnly` is honoured as in Butler: the destination sends the basic message, without
 //! script log, and asks nothing of the tenant API (only the app's tags when `alertEnableByTag`
 //! needs them).
+//!
+//! A digest ([`crate::digest`]) is rendered from `digestTemplateFile` (default the shipped
+//! `<service>-digest-qscloud` template) whatever `messageType` and `basicContentOnly` say: it
+//! lists what the events carried, never a script log, so neither setting has anything to change.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -15,12 +19,15 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::template::{Markup, escape_for, render_json, render_text};
-use super::{BuildError, Destination, SharedSink, Sink, SinkError, TenantApi, http};
+use super::{
+    BuildError, Destination, SharedSink, Sink, SinkError, TenantApi, digest_context, http,
+};
 use crate::alert::Alert;
 use crate::config::{
     AlertEnableByTag, BUTLER_RATE_LIMIT_SECS, ConsumerConfig, Node, Problems, SecretUrl,
     block_enabled, rate_limit, script_log_lines,
 };
+use crate::digest::{Digest, DigestSettings};
 
 /// `basicMsgTemplate` when the block has none (possible with `messageType: formatted`, whose
 /// basic message is still sent under `basicContentOnly`).
@@ -46,6 +53,11 @@ pub trait ChatFormat: std::fmt::Debug + Clone + Send + Sync + 'static {
     /// The markup the service reads text in: every value from the event or the tenant API is
     /// escaped for it, basic and formatted messages alike.
     const MARKUP: Markup;
+    /// The shipped digest template, used when `digestTemplateFile` is not set.
+    const DIGEST_TEMPLATE: &'static str;
+
+    /// Whether a rendered digest message is within what the service accepts in one message.
+    fn digest_fits(message: &Value) -> bool;
 
     /// Butler's basic message, with `text` (the rendered `basicMsgTemplate`) as heading.
     fn basic_message(&self, text: &str, alert: &Alert) -> Value;
@@ -78,6 +90,8 @@ pub struct ChatAlert<F> {
     pub basic_msg_template: Option<String>,
     /// `templateFile`; needed (and checked to exist) for `formatted`.
     pub template_file: Option<PathBuf>,
+    /// `digestTemplateFile` (checked to exist); `None`: the shipped digest template.
+    pub digest_template_file: Option<PathBuf>,
     /// `headScriptLogLines` (default 10).
     pub head_script_log_lines: usize,
     /// `tailScriptLogLines` (default 10).
@@ -136,6 +150,18 @@ pub(crate) fn parse<F: ChatKeys>(
         },
         _ => {}
     }
+    let digest_template_file = node
+        .child("digestTemplateFile")
+        .opt_string(p)
+        .map(PathBuf::from);
+    if let Some(file) = &digest_template_file
+        && !file.is_file()
+    {
+        p.add(
+            format!("{}.digestTemplateFile", node.path),
+            format!("file `{}` does not exist", file.display()),
+        );
+    }
     // Read before any `?` below, so their problems are reported too.
     let head_script_log_lines = script_log_lines(&node, "headScriptLogLines", p);
     let tail_script_log_lines = script_log_lines(&node, "tailScriptLogLines", p);
@@ -149,6 +175,7 @@ pub(crate) fn parse<F: ChatKeys>(
         message_type: message_type?,
         basic_msg_template,
         template_file,
+        digest_template_file,
         head_script_log_lines,
         tail_script_log_lines,
         rate_limit,
@@ -171,6 +198,21 @@ impl<F: ChatFormat> ChatAlert<F> {
         // A broken template fails at start-up, not at the first failed reload.
         super::template::check(&template).map_err(|e| refuse(e.to_string()))?;
         Ok(Some(template))
+    }
+
+    /// The digest template: `digestTemplateFile` read and compiled, or the shipped one.
+    fn read_digest_template(&self) -> Result<String, BuildError> {
+        let Some(path) = &self.digest_template_file else {
+            return Ok(F::DIGEST_TEMPLATE.to_owned());
+        };
+        let refuse = |reason: String| BuildError::Template {
+            key: format!("{}.digestTemplateFile", self.key),
+            path: path.display().to_string(),
+            reason,
+        };
+        let template = std::fs::read_to_string(path).map_err(|e| refuse(e.to_string()))?;
+        super::template::check(&template).map_err(|e| refuse(e.to_string()))?;
+        Ok(template)
     }
 }
 
@@ -196,6 +238,9 @@ impl<F: ChatFormat> Destination for ChatAlert<F> {
                     .unwrap_or_default();
                 let _ = write!(s, ", formatted with {file}");
             }
+        }
+        if let Some(file) = &self.digest_template_file {
+            let _ = write!(s, ", digests formatted with {}", file.display());
         }
         let _ = write!(
             s,
@@ -226,10 +271,11 @@ impl<F: ChatFormat> Destination for ChatAlert<F> {
 
     fn build(
         &self,
-        _config: &ConsumerConfig,
+        config: &ConsumerConfig,
         client: &reqwest::Client,
     ) -> Result<SharedSink, BuildError> {
-        Ok(Arc::new(ChatSink::new(self.clone(), client.clone())?))
+        let sink = ChatSink::new(self.clone(), client.clone())?.with_digest(config.digest.active());
+        Ok(Arc::new(sink))
     }
 }
 
@@ -239,6 +285,10 @@ pub struct ChatSink<F> {
     alert: ChatAlert<F>,
     /// Contents of `templateFile`, read at start-up so a missing file fails early.
     template: Option<String>,
+    /// Contents of `digestTemplateFile`, or the shipped digest template.
+    digest_template: String,
+    /// `consumer.digest` when on: chat destinations fold alert storms.
+    digest: Option<DigestSettings>,
     client: reqwest::Client,
 }
 
@@ -247,13 +297,24 @@ impl<F: ChatFormat> ChatSink<F> {
         Ok(Self {
             name: format!("{}:{}", F::SINK, alert.tenant_id),
             template: alert.read_template()?,
+            digest_template: alert.read_digest_template()?,
+            digest: None,
             alert,
             client,
         })
     }
 
-    /// The JSON body this sink posts for an alert.
+    /// This sink with `consumer.digest`'s settings (`None`: digests off).
+    pub fn with_digest(mut self, digest: Option<DigestSettings>) -> Self {
+        self.digest = digest;
+        self
+    }
+
+    /// The JSON body this sink posts for an alert (a digest part's digest message).
     pub fn message(&self, alert: &Alert) -> Result<Value, SinkError> {
+        if let Some(digest) = &alert.digest {
+            return self.digest_message(digest, &alert.tenant_id);
+        }
         let c = &self.alert;
         let permanent = |what: &str, e| SinkError::Permanent(format!("{} {what}: {e}", F::LABEL));
         let mut context = if c.basic_content_only {
@@ -279,6 +340,16 @@ impl<F: ChatFormat> ChatSink<F> {
         c.format.finish(&mut message);
         Ok(message)
     }
+
+    /// The JSON body for a digest part, `finish` applied (Slack's `channel` goes to digests too).
+    pub fn digest_message(&self, digest: &Digest, tenant_id: &str) -> Result<Value, SinkError> {
+        let mut context = digest_context(digest, tenant_id);
+        escape_for(&mut context, F::MARKUP);
+        let mut message = render_json(&self.digest_template, &context, F::MARKUP)
+            .map_err(|e| SinkError::Permanent(format!("{} digest template: {e}", F::LABEL)))?;
+        self.alert.format.finish(&mut message);
+        Ok(message)
+    }
 }
 
 impl<F: ChatFormat> Sink for ChatSink<F> {
@@ -286,13 +357,28 @@ impl<F: ChatFormat> Sink for ChatSink<F> {
         &self.name
     }
 
+    /// A digest lists alerts this sink already accepted one by one; it carries no tags of its
+    /// own, so the tag gate would refuse it.
     fn accepts(&self, alert: &Alert) -> bool {
         alert.tenant_id == self.alert.tenant_id
-            && self.alert.alert_enable_by_tag.allows(&alert.app_tags)
+            && (alert.digest.is_some() || self.alert.alert_enable_by_tag.allows(&alert.app_tags))
     }
 
     fn rate_limit(&self) -> Duration {
         self.alert.rate_limit
+    }
+
+    fn digest(&self) -> Option<DigestSettings> {
+        self.digest
+    }
+
+    /// A part that does not render is too big only when it can still be cut: a single entry
+    /// goes out and fails visibly (parked) instead of vanishing in the split.
+    fn digest_fits(&self, digest: &Digest) -> bool {
+        match self.digest_message(digest, &self.alert.tenant_id) {
+            Ok(message) => F::digest_fits(&message),
+            Err(_) => digest.entries.len() <= 1,
+        }
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
@@ -307,6 +393,9 @@ impl<F: ChatFormat> Sink for ChatSink<F> {
         .await
     }
 }
+
+#[cfg(test)]
+mod digest_tests;
 
 #[cfg(test)]
 mod tests {
@@ -347,6 +436,7 @@ mod tests {
             message_type,
             basic_msg_template: Some("{{appName}}: {{scriptLogTail}}".into()),
             template_file: Some(template),
+            digest_template_file: None,
             head_script_log_lines: 1,
             tail_script_log_lines: 1,
             rate_limit: Duration::ZERO,
@@ -422,6 +512,7 @@ mod tests {
             message_type,
             basic_msg_template: Some("Failed: {{appName}}: {{errorMessage}}".into()),
             template_file: Some(template),
+            digest_template_file: None,
             head_script_log_lines: 10,
             tail_script_log_lines: 10,
             rate_limit: Duration::ZERO,

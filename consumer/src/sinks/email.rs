@@ -11,6 +11,9 @@
 //! The body is `multipart/alternative`: the HTML template (every value HTML-escaped) and a
 //! plain-text part. The subject is rendered from `subject` and kept on one line. `priority`
 //! becomes `X-Priority`, `X-MSMail-Priority` and `Importance`, as nodemailer writes them.
+//!
+//! A digest part ([`crate::digest`]) is rendered by [`digest`]: it goes to the recipient the
+//! part carries, with its own subject and templates.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use secrecy::ExposeSecret;
 use super::template::{check, one_line, render_html, render_text};
 use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError};
 use crate::alert::Alert;
+use crate::digest::{Digest, DigestSettings};
 use crate::config::{
     AlertEnableByTag, BUTLER_RATE_LIMIT_SECS, ConsumerConfig, Node, Problems, SMTP, SmtpConfig,
     SmtpSecurity, block_enabled, is_placeholder, parse_mailbox, rate_limit, script_log_lines,
@@ -65,6 +69,9 @@ pub struct EmailAlert {
     /// Extension `textTemplateFile` in `bodyFileDirectory`: the plain-text part's template;
     /// `None`: the built-in one.
     pub text_template_path: Option<PathBuf>,
+    /// Extension `digestTemplateFile` (in `bodyFileDirectory` when relative): the HTML part of
+    /// a digest; `None`: the built-in one.
+    pub digest_template_path: Option<PathBuf>,
     /// `fromAddress`, e.g. `Qlik Sense (no-reply) <qliksense-noreply@example.com>`; checked to
     /// be a mailbox.
     pub from_address: String,
@@ -177,7 +184,7 @@ fn parse(alert: &Node<'_>, tenant_id: &str, p: &mut Problems) -> Option<Arc<dyn 
     let rate_limit = rate_limit(&node, BUTLER_RATE_LIMIT_SECS, p);
     let head_script_log_lines = script_log_lines(&node, "headScriptLogLines", p);
     let tail_script_log_lines = script_log_lines(&node, "tailScriptLogLines", p);
-    let (html_template_path, text_template_path) = template_paths(&node, p);
+    let (html_template_path, text_template_path, digest_template_path) = template_paths(&node, p);
     Some(Arc::new(EmailAlert {
         tenant_id: tenant_id.to_owned(),
         key: node.path.clone(),
@@ -190,13 +197,18 @@ fn parse(alert: &Node<'_>, tenant_id: &str, p: &mut Problems) -> Option<Arc<dyn 
         subject: subject?,
         html_template_path,
         text_template_path,
+        digest_template_path,
         from_address: from_address?,
         recipients,
     }))
 }
 
-/// `bodyFileDirectory` with `htmlTemplateFile` and the extension `textTemplateFile`.
-fn template_paths(node: &Node<'_>, p: &mut Problems) -> (Option<PathBuf>, Option<PathBuf>) {
+/// `bodyFileDirectory` with `htmlTemplateFile` and the extensions `textTemplateFile` and
+/// `digestTemplateFile`.
+fn template_paths(
+    node: &Node<'_>,
+    p: &mut Problems,
+) -> (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) {
     let dir = node
         .child("bodyFileDirectory")
         .opt_string(p)
@@ -231,7 +243,8 @@ fn template_paths(node: &Node<'_>, p: &mut Problems) -> (Option<PathBuf>, Option
             template_in(dir, file, &format!("{}.textTemplateFile", node.path), p)
         }
     };
-    (html_path, text_path)
+    let digest_path = digest::template_path(node, dir.as_deref(), p);
+    (html_path, text_path, digest_path)
 }
 
 /// Butler's email template lookup: `<bodyFileDirectory>/<name>.handlebars` (the extension is
@@ -290,6 +303,9 @@ impl Destination for EmailAlert {
             }
             None => line.push_str(", built-in template"),
         }
+        if let Some(path) = &self.digest_template_path {
+            let _ = write!(line, ", digests formatted with {}", path.display());
+        }
         if self.alert_enable_by_tag.enable {
             let _ = write!(
                 line,
@@ -306,7 +322,9 @@ impl Destination for EmailAlert {
         _: &reqwest::Client,
     ) -> Result<SharedSink, BuildError> {
         let settings = EmailConfig::new(self, config.smtp.as_ref())?;
-        Ok(Arc::new(EmailSink::new(settings)?))
+        Ok(Arc::new(
+            EmailSink::new(settings)?.with_digest(config.digest.active()),
+        ))
     }
 }
 
@@ -319,6 +337,8 @@ pub struct EmailConfig {
     /// The HTML template's text, read at start-up so a missing file fails early.
     pub html_template: String,
     pub text_template: String,
+    /// The digest's HTML template (`digestTemplateFile` or the built-in one).
+    pub digest_template: String,
     pub smtp: SmtpConfig,
 }
 
@@ -357,12 +377,18 @@ impl EmailConfig {
             DEFAULT_TEXT_TEMPLATE,
             "textTemplateFile",
         )?;
+        let digest_template = template(
+            alert.digest_template_path.as_ref(),
+            digest::DEFAULT_HTML_TEMPLATE,
+            "digestTemplateFile",
+        )?;
         check(&alert.subject).map_err(|e| refuse(format!("{key}.subject"), e.to_string()))?;
         Ok(Self {
             alert: alert.clone(),
             from,
             html_template,
             text_template,
+            digest_template,
             smtp,
         })
     }
@@ -371,6 +397,8 @@ impl EmailConfig {
 pub struct EmailSink {
     name: String,
     config: EmailConfig,
+    /// `consumer.digest` when on: email destinations fold alert storms.
+    digest: Option<DigestSettings>,
     transport: AsyncSmtpTransport<Tokio1Executor>,
 }
 
@@ -494,22 +522,37 @@ impl EmailSink {
             name: format!("email:{}", config.alert.tenant_id),
             transport: transport(&config.smtp)?,
             config,
+            digest: None,
         })
+    }
+
+    /// This sink with `consumer.digest`'s settings (`None`: digests off).
+    pub fn with_digest(mut self, digest: Option<DigestSettings>) -> Self {
+        self.digest = digest;
+        self
     }
 
     pub fn config(&self) -> &EmailConfig {
         &self.config
     }
 
-    /// The email this sink sends for an alert to one recipient.
+    /// The email this sink sends for an alert (or a digest part) to one recipient.
     pub fn message(&self, alert: &Alert, recipient: &str) -> Result<Message, SinkError> {
         let c = &self.config;
-        let context =
-            alert.context_for(c.alert.head_script_log_lines, c.alert.tail_script_log_lines);
-        let subject =
-            one_line(&render_text(&c.alert.subject, &context).map_err(permanent("subject"))?);
-        let html = render_html(&c.html_template, &context).map_err(permanent("HTML template"))?;
-        let text = render_text(&c.text_template, &context).map_err(permanent("text template"))?;
+        let (subject, html, text) = match &alert.digest {
+            Some(d) => digest::render(&c.digest_template, d, &alert.tenant_id)?,
+            None => {
+                let context = alert
+                    .context_for(c.alert.head_script_log_lines, c.alert.tail_script_log_lines);
+                let subject = render_text(&c.alert.subject, &context)
+                    .map_err(permanent("subject"))?;
+                let html =
+                    render_html(&c.html_template, &context).map_err(permanent("HTML template"))?;
+                let text =
+                    render_text(&c.text_template, &context).map_err(permanent("text template"))?;
+                (one_line(&subject), html, text)
+            }
+        };
         let to = recipient.parse::<Address>().map_err(|_| {
             SinkError::Permanent(format!("email: not an email address: {recipient:?}"))
         })?;
@@ -553,9 +596,20 @@ impl Sink for EmailSink {
 
     /// `alertEnableByTag` gates the whole email, owner included, as it gates Slack and Teams:
     /// an untagged app is not to alert anyone. (Butler 16 only gates the recipients list.)
+    /// A digest lists alerts this sink already accepted one by one; it carries no tags of its
+    /// own, so the tag gate would refuse it.
     fn accepts(&self, alert: &Alert) -> bool {
         let c = &self.config.alert;
-        alert.tenant_id == c.tenant_id && c.alert_enable_by_tag.allows(&alert.app_tags)
+        alert.tenant_id == c.tenant_id
+            && (alert.digest.is_some() || c.alert_enable_by_tag.allows(&alert.app_tags))
+    }
+
+    fn digest(&self) -> Option<DigestSettings> {
+        self.digest
+    }
+
+    fn digest_fits(&self, digest: &Digest) -> bool {
+        digest::fits(&self.config.digest_template, digest, &self.config.alert.tenant_id)
     }
 
     fn rate_limit(&self) -> Duration {
@@ -563,8 +617,16 @@ impl Sink for EmailSink {
     }
 
     /// `recipients`, plus the app owner when `appOwnerAlert` lets them have it. Each address once.
+    /// A digest part is already addressed (delivery folds each recipient's alerts apart), and
+    /// has no owner of its own to look up.
     fn recipients(&self, alert: &Alert) -> Option<Vec<String>> {
         let c = &self.config.alert;
+        if alert.digest.is_some() {
+            return Some(match &alert.recipient {
+                Some(recipient) => vec![recipient.clone()],
+                None => c.recipients.clone(),
+            });
+        }
         let mut list: Vec<String> = c.recipients.clone();
         if c.app_owner_alert.enable {
             match alert.field("appOwnerEmail") {
@@ -601,6 +663,12 @@ impl Sink for EmailSink {
             .map_err(|e| classify(&e, format!("{}, to {recipient}", self.describe_server())))
     }
 }
+
+mod digest;
+pub use digest::{
+    DEFAULT_HTML_TEMPLATE as DEFAULT_DIGEST_HTML_TEMPLATE,
+    DEFAULT_TEXT_TEMPLATE as DEFAULT_DIGEST_TEXT_TEMPLATE, MAX_ENTRIES as MAX_DIGEST_ENTRIES,
+};
 
 #[cfg(test)]
 mod tests;

@@ -59,7 +59,19 @@ impl Sink for LogSink {
         "log"
     }
 
+    /// The log never asks for digests, but a digest part handed to it (a replay, another
+    /// layer's choice) is still one line, not a line per app.
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
+        if let Some(digest) = &alert.digest {
+            tracing::warn!(
+                target: "consumer::alert",
+                event_id = ?alert.event_id,
+                tenant = ?alert.tenant_id,
+                digest = %digest.describe(),
+                "Qlik Cloud app reloads failed (digest)"
+            );
+            return Ok(());
+        }
         tracing::warn!(
             target: "consumer::alert",
             event_id = ?alert.event_id,
@@ -136,5 +148,41 @@ mod tests {
         let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(!text.lines().any(|l| l.starts_with("2026-01-01")), "{text}");
+    }
+
+    #[test]
+    fn a_digest_is_one_line() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let forged = "x\n2026-01-01T00:00:00Z  INFO consumer: forged";
+        let entry = crate::digest::DigestEntry {
+            event_id: forged.into(),
+            tenant_id: "t".into(),
+            tenant_comment: None,
+            app_id: Some(forged.into()),
+            app_name: forged.into(),
+            app_url: None,
+            reload_id: None,
+            time: None,
+            error_line: forged.into(),
+        };
+        let digest = crate::digest::split("w", "s", "e", vec![entry.clone(), entry], |_| true);
+        let alert = Alert::for_digest("t", None, digest[0].clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            runtime
+                .block_on(LogSink::new().send(&alert))
+                .expect("logged");
+        });
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("reloads failed (digest)"), "{text}");
+        assert!(text.contains("2 of 2 alerts"), "{text}");
     }
 }

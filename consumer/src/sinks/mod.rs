@@ -103,6 +103,19 @@ pub trait Sink: Send + Sync {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The template context of a digest part: [`Digest::context`] plus `tenantId` (the tenant the
+/// destination belongs to), as [`Alert::for_digest`] builds it. Rendered from the digest, not
+/// from the alert's copy, so that [`Sink::digest_fits`], which has only the digest, measures
+/// exactly what [`Sink::send`] sends.
+pub(crate) fn digest_context(
+    digest: &Digest,
+    tenant_id: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut context = digest.context();
+    context.insert("tenantId".into(), tenant_id.into());
+    context
+}
+
 /// The object-safe form of [`Sink`], implemented for every sink, so the pipeline can hold a list.
 pub trait DynSink: Send + Sync {
     fn name(&self) -> &str;

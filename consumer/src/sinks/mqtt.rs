@@ -6,6 +6,10 @@
 //! Each send uses its own short connection with client id `<clientId>-alerts` (`<clientId>-replay`
 //! in `consumer replay`, see [`Purpose`]) and a clean session: alerts are rare, and sharing the
 //! subscriber's connection would tie delivery to the subscription's manual acknowledgements.
+//!
+//! Alert storms are folded into digests only with a `digest` block of its own
+//! ([`crate::digest`]); a digest is published as [`crate::alert::digest_payload`] on the same
+//! topic (`{appId}` is `unknown` there: a digest names many apps).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,7 @@ use tokio::sync::Mutex;
 use super::{BuildError, Destination, Kind, Purpose, SharedSink, Sink, SinkError};
 use crate::alert::Alert;
 use crate::config::{ConsumerConfig, Node, Problems, block_enabled, rate_limit};
+use crate::digest::DigestSettings;
 
 pub(crate) const KIND: Kind = Kind::Global(parse);
 
@@ -30,6 +35,8 @@ pub struct MqttDestination {
     pub retain: bool,
     /// `rateLimit` seconds per app (default 0: none).
     pub rate_limit: Duration,
+    /// `digest` (`afterAlerts`, `windowSeconds`): fold alert storms; `None` (absent): never.
+    pub digest: Option<DigestSettings>,
 }
 
 fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
@@ -51,13 +58,18 @@ fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
         topic,
         retain: m.child("retain").bool_or(p, false),
         rate_limit: rate_limit(&m, 0, p),
+        digest: super::webhook::parse_digest(&m, p),
     })]
 }
 
 impl Destination for MqttDestination {
     fn summary(&self, _config: &ConsumerConfig) -> Option<String> {
         let retained = if self.retain { " (retained)" } else { "" };
-        Some(format!("MQTT re-publish to {}{retained}", self.topic))
+        Some(format!(
+            "MQTT re-publish to {}{retained}{}",
+            self.topic,
+            super::webhook::digest_summary(self.digest)
+        ))
     }
 
     fn build(
@@ -86,6 +98,8 @@ pub struct MqttSinkConfig {
     pub retain: bool,
     pub rate_limit: Duration,
     pub timeout: Duration,
+    /// The destination's `digest` block, unless `consumer.digest.enable` is false.
+    pub digest: Option<DigestSettings>,
 }
 
 impl MqttSinkConfig {
@@ -102,6 +116,7 @@ impl MqttSinkConfig {
             retain: mqtt.retain,
             rate_limit: mqtt.rate_limit,
             timeout: Duration::from_secs(10),
+            digest: mqtt.digest.filter(|_| config.digest.enable),
         }
     }
 }
@@ -165,6 +180,10 @@ impl Sink for MqttSink {
 
     fn rate_limit(&self) -> Duration {
         self.config.rate_limit
+    }
+
+    fn digest(&self) -> Option<DigestSettings> {
+        self.config.digest
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {

@@ -140,6 +140,10 @@ impl Sink for ScriptLogDiskSink {
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
+        // A digest carries no script log, and its apps' logs were stored when each alert came.
+        if alert.digest.is_some() {
+            return Ok(());
+        }
         let path = self.path_for(alert);
         let content = match &alert.script_log {
             Some(log) => log.to_string(),
@@ -203,5 +207,27 @@ mod tests {
         let p = path_for(Path::new("/logs"), &a);
         assert!(p.starts_with("/logs/2026-11-30"));
         assert!(!p.to_string_lossy().contains(".."));
+    }
+
+    #[tokio::test]
+    async fn a_digest_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = ScriptLogDiskSink::new(ScriptLogDiskConfig {
+            log_directory: dir.path().to_owned(),
+        });
+        let part = crate::digest::Digest {
+            window: "w".into(),
+            window_start: "s".into(),
+            window_end: "e".into(),
+            total: 0,
+            part: 1,
+            parts: 1,
+            entries: Vec::new(),
+        };
+        sink.send(&Alert::for_digest("t", None, part))
+            .await
+            .expect("nothing to do");
+        let written = std::fs::read_dir(dir.path()).expect("read").count();
+        assert_eq!(written, 0);
     }
 }

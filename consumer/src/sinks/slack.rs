@@ -32,6 +32,49 @@ pub struct Slack {
     pub icon_emoji: Option<String>,
 }
 
+/// Slack's limits on one message (Block Kit reference, `chat.postMessage`), checked on a
+/// rendered digest so that a part Slack would refuse is split before it is sent.
+/// Blocks in one message.
+pub const SLACK_MAX_BLOCKS: usize = 50;
+/// Characters in a section's `text` and in each context element's text.
+pub const SLACK_MAX_TEXT_CHARS: usize = 3000;
+/// Characters in each of a section's `fields` (Slack allows less there than in `text`).
+pub const SLACK_MAX_FIELD_CHARS: usize = 2000;
+/// Characters in a header block's plain text.
+pub const SLACK_MAX_HEADER_CHARS: usize = 150;
+/// Characters in the top-level `text` (the notification fallback); Slack cuts longer ones.
+pub const SLACK_MAX_FALLBACK_CHARS: usize = 40_000;
+/// Bytes of the whole JSON body. Slack documents no hard cap for incoming webhooks, but
+/// larger payloads are refused in practice (`invalid_blocks`, 400); 40 000 keeps clear of that.
+pub const SLACK_MAX_MESSAGE_BYTES: usize = 40_000;
+
+/// Whether a rendered Slack message stays within the limits above.
+pub fn within_limits(message: &Value) -> bool {
+    let block_fits = |block: &Value| {
+        let max_text = match block["type"].as_str() {
+            Some("header") => SLACK_MAX_HEADER_CHARS,
+            _ => SLACK_MAX_TEXT_CHARS,
+        };
+        chars(&block["text"]["text"]) <= max_text
+            && items(block, "fields").all(|f| chars(&f["text"]) <= SLACK_MAX_FIELD_CHARS)
+            && items(block, "elements").all(|e| chars(&e["text"]) <= SLACK_MAX_TEXT_CHARS)
+    };
+    items(message, "blocks").count() <= SLACK_MAX_BLOCKS
+        && items(message, "blocks").all(block_fits)
+        && chars(&message["text"]) <= SLACK_MAX_FALLBACK_CHARS
+        && serde_json::to_vec(message).is_ok_and(|body| body.len() <= SLACK_MAX_MESSAGE_BYTES)
+}
+
+/// Characters of a string value; 0 for anything else (an absent key included).
+fn chars(value: &Value) -> usize {
+    value.as_str().map_or(0, |s| s.chars().count())
+}
+
+/// The entries of a list under `key`; none when absent or not a list.
+fn items<'a>(value: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    value.get(key).and_then(Value::as_array).into_iter().flatten()
+}
+
 fn button(text: &str, url: &str) -> Value {
     json!({
         "type": "button",
@@ -46,6 +89,12 @@ impl ChatFormat for Slack {
     const LABEL: &'static str = "Slack";
     const SINK: &'static str = "slack";
     const MARKUP: Markup = Markup::Slack;
+    const DIGEST_TEMPLATE: &'static str =
+        include_str!("../../templates/slack-digest-qscloud.handlebars");
+
+    fn digest_fits(message: &Value) -> bool {
+        within_limits(message)
+    }
 
     /// Butler's basic Slack message: header, divider, buttons to what the alert links to.
     /// `text` is the notification fallback Slack shows where blocks are not rendered.

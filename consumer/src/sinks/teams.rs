@@ -19,6 +19,15 @@ pub(crate) const KIND: Kind = Kind::Tenant(super::chat::parse::<Teams>);
 pub type TeamsAlert = ChatAlert<Teams>;
 pub type TeamsSink = ChatSink<Teams>;
 
+/// Bytes of one message body. Teams refuses a message over about 28 KB (its documented
+/// limit for bot and webhook messages, markup included), so a digest part is kept below.
+pub const TEAMS_MAX_MESSAGE_BYTES: usize = 28_000;
+
+/// Whether a rendered Teams message is small enough to be accepted.
+pub fn within_limits(message: &Value) -> bool {
+    serde_json::to_vec(message).is_ok_and(|body| body.len() <= TEAMS_MAX_MESSAGE_BYTES)
+}
+
 /// Teams' block has no keys of its own.
 #[derive(Debug, Clone)]
 pub struct Teams;
@@ -28,6 +37,12 @@ impl ChatFormat for Teams {
     const LABEL: &'static str = "Teams";
     const SINK: &'static str = "teams";
     const MARKUP: Markup = Markup::Teams;
+    const DIGEST_TEMPLATE: &'static str =
+        include_str!("../../templates/teams-digest-qscloud.handlebars");
+
+    fn digest_fits(message: &Value) -> bool {
+        within_limits(message)
+    }
 
     /// Butler's basic Teams message: an Adaptive Card with the text as heading and link buttons.
     fn basic_message(&self, text: &str, alert: &Alert) -> Value {

@@ -131,14 +131,19 @@ pub fn unescape_teams(text: &str) -> String {
 }
 
 /// Escapes every value of a template context for `markup` (strings inside lists and objects
-/// too), except the [`URL_FIELDS`]. Keys are left alone: templates name them.
+/// too), except the [`URL_FIELDS`], at any depth: a digest lists its apps in `alerts[]`, each
+/// with its own `appUrl`. Keys are left alone: templates name them.
 pub fn escape_for(context: &mut Map<String, Value>, markup: Markup) {
     let escape: fn(&str) -> String = match markup {
         Markup::Plain => return,
         Markup::Slack => escape_slack,
         Markup::Teams => escape_teams,
     };
-    for (key, value) in context.iter_mut() {
+    escape_map(context, escape);
+}
+
+fn escape_map(map: &mut Map<String, Value>, escape: fn(&str) -> String) {
+    for (key, value) in map.iter_mut() {
         if !URL_FIELDS.contains(&key.as_str()) {
             escape_value(value, escape);
         }
@@ -149,7 +154,7 @@ fn escape_value(value: &mut Value, escape: fn(&str) -> String) {
     match value {
         Value::String(text) => *text = escape(text),
         Value::Array(items) => items.iter_mut().for_each(|v| escape_value(v, escape)),
-        Value::Object(map) => map.values_mut().for_each(|v| escape_value(v, escape)),
+        Value::Object(map) => escape_map(map, escape),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
@@ -441,8 +446,18 @@ mod tests {
         .as_object()
         .cloned()
         .unwrap_or_default();
+        context.insert(
+            "alerts".into(),
+            serde_json::json!([{"appUrl": "https://t.example/a?b=1&c=2", "appName": "<x>"}]),
+        );
         escape_for(&mut context, Markup::Slack);
         assert_eq!(context["appUrl"], "https://t.example/sense/app/a?b=1&c=2");
+        // A digest's apps carry their own links, nested.
+        assert_eq!(
+            context["alerts"][0]["appUrl"],
+            "https://t.example/a?b=1&c=2"
+        );
+        assert_eq!(context["alerts"][0]["appName"], "&lt;x&gt;");
         assert_eq!(context["genericUrls"][0]["linkText"], "<x>");
         assert_eq!(context["appName"], "&lt;a&gt; &amp; b");
         assert_eq!(context["appTags"][0], "&lt;t&gt;");

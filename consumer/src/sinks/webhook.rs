@@ -7,6 +7,10 @@
 //! the publisher wrote, and one with a line break or a control character would make the header
 //! invalid and the alert undeliverable. Configured header values are checked when the file is
 //! read, for the same reason.
+//!
+//! A receiver is a program that may want every alert on its own, so a webhook folds alert storms
+//! into digests only with a `digest` block of its own ([`crate::digest`]); the digest is then
+//! POSTed as [`crate::alert::digest_payload`], with the same headers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +19,8 @@ use secrecy::SecretString;
 
 use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError, http};
 use crate::alert::Alert;
-use crate::config::{ConsumerConfig, Node, Problems, SecretUrl, rate_limit};
+use crate::config::{ConsumerConfig, Node, Problems, SecretUrl, parse_digest_settings, rate_limit};
+use crate::digest::DigestSettings;
 
 pub(crate) const KIND: Kind = Kind::Global(parse);
 
@@ -32,6 +37,18 @@ pub struct WebhookDestination {
     pub timeout: Duration,
     /// `rateLimit` seconds per app (default 0: none).
     pub rate_limit: Duration,
+    /// `digest` (`afterAlerts`, `windowSeconds`): fold alert storms; `None` (absent): never.
+    pub digest: Option<DigestSettings>,
+}
+
+/// A machine destination's own `digest` block, when present.
+pub(crate) fn parse_digest(node: &Node<'_>, p: &mut Problems) -> Option<DigestSettings> {
+    let digest = node.child("digest");
+    if !digest.is_present() {
+        return None;
+    }
+    digest.expect_map(p, false);
+    Some(parse_digest_settings(&digest, p))
 }
 
 fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
@@ -61,12 +78,14 @@ fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
                 300,
             ));
             let rate_limit = rate_limit(&w, 0, p);
+            let digest = parse_digest(&w, p);
             Some(Arc::new(WebhookDestination {
                 name,
                 url: SecretUrl::new(url?),
                 headers,
                 timeout,
                 rate_limit,
+                digest,
             }) as Arc<dyn Destination>)
         })
         .collect()
@@ -96,6 +115,17 @@ fn parse_header(h: &Node<'_>, p: &mut Problems) -> Option<(String, SecretString)
     Some((name, SecretString::from(value)))
 }
 
+/// `, digest after N alerts in Ns` for `check-config`, or nothing.
+pub(crate) fn digest_summary(digest: Option<DigestSettings>) -> String {
+    digest.map_or_else(String::new, |d| {
+        format!(
+            ", digest after {} alerts in {}s",
+            d.after_alerts,
+            d.window.as_secs()
+        )
+    })
+}
+
 /// `Idempotency-Key`: hex SHA-256 of tenant and event id. The same for every retry and replay
 /// of an alert, different for every event, and a valid header value whatever the ids hold.
 pub fn idempotency_key(alert: &Alert) -> String {
@@ -122,18 +152,22 @@ impl Destination for WebhookDestination {
             format!(" (headers {})", headers.join(", "))
         };
         Some(format!(
-            "webhook \"{}\" → {}{headers}",
+            "webhook \"{}\" → {}{headers}{}",
             self.name,
-            self.url.masked()
+            self.url.masked(),
+            digest_summary(self.digest)
         ))
     }
 
     fn build(
         &self,
-        _config: &ConsumerConfig,
+        config: &ConsumerConfig,
         client: &reqwest::Client,
     ) -> Result<SharedSink, BuildError> {
-        Ok(Arc::new(WebhookSink::new(self.clone(), client.clone())))
+        let mut destination = self.clone();
+        // `consumer.digest.enable: false` turns digests off everywhere, own blocks included.
+        destination.digest = self.digest.filter(|_| config.digest.enable);
+        Ok(Arc::new(WebhookSink::new(destination, client.clone())))
     }
 }
 
@@ -160,6 +194,10 @@ impl Sink for WebhookSink {
 
     fn rate_limit(&self) -> Duration {
         self.config.rate_limit
+    }
+
+    fn digest(&self) -> Option<DigestSettings> {
+        self.config.digest
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
@@ -242,6 +280,7 @@ mod tests {
                 headers: vec![],
                 timeout: Duration::from_secs(5),
                 rate_limit: Duration::ZERO,
+                digest: None,
             },
             http::client().expect("client"),
         );
@@ -255,5 +294,170 @@ mod tests {
         assert_eq!(keys[2], keys[3], "stable per event");
         assert_ne!(keys[0], keys[1]);
         assert_eq!(keys[2], idempotency_key(&alert("plain-id")));
+    }
+
+    fn digest() -> crate::digest::Digest {
+        let entry = |i: usize| crate::digest::DigestEntry {
+            event_id: format!("e{i}"),
+            tenant_id: "tenant".into(),
+            tenant_comment: None,
+            app_id: Some(format!("a{i}")),
+            app_name: format!("App <{i}>"),
+            app_url: Some(format!("https://t.example/sense/app/a{i}")),
+            reload_id: Some(format!("r{i}")),
+            time: Some("2026-03-02T07:06:22Z".into()),
+            error_line: "Field not found".into(),
+        };
+        crate::digest::split("1772435100000", "s", "e", vec![entry(1), entry(2)], |_| true)
+            .remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_digest_is_posted_as_the_digest_payload_with_the_same_headers() {
+        let seen: Arc<Mutex<Vec<(HeaderMap, serde_json::Value)>>> = Arc::default();
+        let record = seen.clone();
+        let app = Router::new().route(
+            "/",
+            post(move |headers: HeaderMap, body: String| {
+                let record = record.clone();
+                async move {
+                    let body = serde_json::from_str(&body).expect("a JSON body");
+                    if let Ok(mut record) = record.lock() {
+                        record.push((headers, body));
+                    }
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let settings = crate::digest::DigestSettings {
+            after_alerts: 5,
+            window: Duration::from_secs(30),
+        };
+        let sink = WebhookSink::new(
+            WebhookDestination {
+                name: "w".into(),
+                url: SecretUrl::new(url::Url::parse(&format!("http://{addr}/")).expect("url")),
+                headers: vec![("Authorization".into(), SecretString::from("Bearer x"))],
+                timeout: Duration::from_secs(5),
+                rate_limit: Duration::ZERO,
+                digest: Some(settings),
+            },
+            http::client().expect("client"),
+        );
+        assert_eq!(sink.digest(), Some(settings));
+        let alert = Alert::for_digest("tenant", None, digest());
+        sink.send(&alert).await.expect("delivered");
+        let seen = seen.lock().expect("lock").clone();
+        let (headers, body) = &seen[0];
+        assert_eq!(headers["authorization"], "Bearer x");
+        assert_eq!(
+            headers["idempotency-key"].to_str().expect("ASCII"),
+            idempotency_key(&alert)
+        );
+        let keys: Vec<&str> = body
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = [
+            "eventType",
+            "window",
+            "windowStart",
+            "windowEnd",
+            "total",
+            "part",
+            "parts",
+            "alerts",
+        ];
+        expected.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, expected);
+        assert_eq!(body["eventType"], crate::digest::DIGEST_EVENT_TYPE);
+        assert_eq!(body["window"], "1772435100000");
+        assert_eq!((body["total"].as_u64(), body["part"].as_u64()), (Some(2), Some(1)));
+        // Values as the event gave them: a receiver is not a markup reader.
+        assert_eq!(
+            body["alerts"][1],
+            serde_json::json!({
+                "eventId": "e2", "tenantId": "tenant", "appId": "a2", "appName": "App <2>",
+                "appUrl": "https://t.example/sense/app/a2", "reloadId": "r2",
+                "time": "2026-03-02T07:06:22Z", "errorLine": "Field not found"
+            })
+        );
+    }
+
+    /// Machine destinations fold only with their own `digest` block, and `consumer.digest.enable:
+    /// false` turns every digest off, those blocks included.
+    #[test]
+    fn machine_destinations_digest_only_with_their_own_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let butler = dir.path().join("butler.yaml");
+        for enable in [true, false] {
+            std::fs::write(
+                &butler,
+                format!(
+                    "Butler:
+  mqttConfig:
+    qlikSenseCloud:
+      event:
+        mqttForward:
+          enable: true
+          broker: {{host: 127.0.0.1, port: 1, tls: false}}
+          topic: {{subscriptionRoot: 'qscloud/#', appReload: qscloud/app/reload}}
+  qlikSenseCloud:
+    enable: true
+    event:
+      mqtt:
+        tenant:
+          id: T
+          tenantUrl: http://127.0.0.1:9
+          authType: jwt
+          auth: {{jwt: {{token: a.b.c}}}}
+          alert:
+            slackNotification:
+              reloadAppFailure:
+                enable: true
+                webhookURL: https://hooks.slack.com/services/T/B/x
+                messageType: basic
+                basicMsgTemplate: x
+    consumer:
+      stateDirectory: {}
+      enrichment: {{enable: false}}
+      digest: {{enable: {enable}, afterAlerts: 4, windowSeconds: 120}}
+      destinations:
+        webhook:
+          - {{name: plain, url: 'http://127.0.0.1:9/a'}}
+          - {{name: folded, url: 'http://127.0.0.1:9/b', digest: {{afterAlerts: 10, windowSeconds: 30}}}}
+        mqtt: {{enable: true, digest: {{windowSeconds: 15}}}}
+",
+                    dir.path().join("state").display()
+                ),
+            )
+            .expect("write config");
+            let config = crate::config::load(&butler, None).unwrap_or_else(|e| panic!("{e}"));
+            let sinks = crate::sinks::build(&config).expect("builds");
+            let digest_of = |name: &str| {
+                sinks
+                    .iter()
+                    .find(|s| s.name() == name)
+                    .unwrap_or_else(|| panic!("no sink {name}"))
+                    .digest()
+                    .map(|d| (d.after_alerts, d.window.as_secs()))
+            };
+            let on = |settings| if enable { Some(settings) } else { None };
+            assert_eq!(digest_of("slack:T"), on((4, 120)));
+            assert_eq!(digest_of("webhook:plain"), None);
+            assert_eq!(digest_of("webhook:folded"), on((10, 30)));
+            // Absent keys of an own block take the defaults, not the consumer's settings.
+            assert_eq!(digest_of("mqtt"), on((3, 15)));
+            assert_eq!(digest_of("log"), None);
+        }
     }
 }

@@ -38,6 +38,7 @@ fn sink(owner: AppOwnerAlert, tag: Option<&str>) -> EmailSink {
             subject: "Reload failed: {{appName}}".into(),
             html_template_path: None,
             text_template_path: None,
+            digest_template_path: None,
             from_address: "Qlik Sense (no-reply) <noreply@example.com>".into(),
             head_script_log_lines: 2,
             tail_script_log_lines: 1,
@@ -46,6 +47,7 @@ fn sink(owner: AppOwnerAlert, tag: Option<&str>) -> EmailSink {
         from: parse_mailbox("Qlik Sense (no-reply) <noreply@example.com>").unwrap(),
         html_template: DEFAULT_HTML_TEMPLATE.into(),
         text_template: DEFAULT_TEXT_TEMPLATE.into(),
+        digest_template: DEFAULT_DIGEST_HTML_TEMPLATE.into(),
         smtp: smtp(),
     })
     .unwrap()
@@ -208,4 +210,136 @@ fn debug_output_has_no_password() {
     let s = sink(AppOwnerAlert::default(), None);
     let text = format!("{:?} {:?}", s.config(), s.transport);
     assert!(!text.contains("smtp-unit-secret"), "{text}");
+}
+
+fn digest_entries(n: usize) -> Vec<crate::digest::DigestEntry> {
+    (0..n)
+        .map(|i| crate::digest::DigestEntry {
+            event_id: format!("e{i}"),
+            tenant_id: "t1".into(),
+            tenant_comment: None,
+            app_id: Some(format!("a{i}")),
+            app_name: format!("App {i}"),
+            app_url: Some(format!("https://t1.example/sense/app/a{i}?x=1&y=2")),
+            reload_id: None,
+            time: Some("2026-03-02T07:06:22Z".into()),
+            error_line: "Field not found".into(),
+        })
+        .collect()
+}
+
+fn digest_parts(s: &EmailSink, n: usize) -> Vec<Digest> {
+    crate::digest::split("w", "2026-03-02T07:05:00Z", "2026-03-02T07:06:00Z", digest_entries(n), |d| {
+        s.digest_fits(d)
+    })
+}
+
+#[test]
+fn a_digest_goes_to_the_recipient_of_its_part_with_its_own_subject() {
+    // Owner alerts on and a tag gate: neither applies to a digest part.
+    let s = sink(owner(true, &[], &[]), Some("Email me"))
+        .with_digest(Some(crate::config::DigestConfig::default().settings));
+    assert!(s.digest().is_some());
+    let parts = digest_parts(&s, 2);
+    let alert = Alert::for_digest("t1", Some("anna@example.com"), parts[0].clone());
+    assert!(s.accepts(&alert));
+    assert_eq!(s.recipients(&alert), Some(vec!["anna@example.com".into()]));
+    let raw = String::from_utf8(s.message(&alert, "anna@example.com").unwrap().formatted()).unwrap();
+    let headers = raw.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(headers.contains("Subject: Qlik Cloud: 2 app reloads failed\r\n"), "{headers}");
+    assert!(headers.contains("To: anna@example.com\r\n"), "{headers}");
+    assert!(headers.contains("Message-ID: <digest-w-1of1."), "{headers}");
+    // Without a recipient the part cannot be sent: parked, not mailed to someone else.
+    let nobody = Alert::for_digest("t1", None, parts[0].clone());
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert!(matches!(
+        runtime.block_on(s.send(&nobody)),
+        Err(SinkError::Permanent(_))
+    ));
+}
+
+#[test]
+fn digest_emails_list_at_most_500_apps_and_number_their_parts() {
+    let s = sink(AppOwnerAlert::default(), None);
+    let parts = digest_parts(&s, 1200);
+    let sizes: Vec<usize> = parts.iter().map(|p| p.entries.len()).collect();
+    assert_eq!(sizes, [MAX_DIGEST_ENTRIES, MAX_DIGEST_ENTRIES, 200]);
+    assert_eq!(digest::subject(&parts[1]), "Qlik Cloud: 1200 app reloads failed (part 2 of 3)");
+    let (_, html, text) = digest::render(&s.config().digest_template, &parts[2], "t1").unwrap();
+    for i in 1000..1200 {
+        assert_eq!(html.matches(&format!(">App {i}</a>")).count(), 1, "App {i}");
+        assert_eq!(text.matches(&format!("\nApp {i} <")).count(), 1, "App {i}");
+    }
+    assert!(!html.contains(">App 999<"));
+}
+
+#[test]
+fn digest_emails_escape_names_and_errors_in_html() {
+    let s = sink(AppOwnerAlert::default(), None);
+    let mut entries = digest_entries(1);
+    entries[0].app_name = "Ops <!channel> <script>alert(1)</script>".into();
+    entries[0].error_line = "*bold* [link](https://evil) <a href=\"https://evil\">x</a> & more".into();
+    entries[0].tenant_comment = Some("<b>EU</b>".into());
+    let digest = crate::digest::split("w", "s", "e", entries, |_| true).remove(0);
+    let (subject, html, text) = digest::render(&s.config().digest_template, &digest, "t1").unwrap();
+    assert_eq!(subject, "Qlik Cloud: 1 app reload failed");
+    assert!(!html.contains("<script"), "{html}");
+    assert!(!html.contains("<a href=\"https://evil"), "{html}");
+    assert!(!html.contains("<b>EU"), "{html}");
+    assert!(
+        html.contains(
+            "<a href=\"https://t1.example/sense/app/a0?x&#x3D;1&amp;y&#x3D;2\">Ops &lt;!channel&gt; &lt;script&gt;alert(1)&lt;/script&gt;</a>"
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains("*bold* [link](https://evil) &lt;a href&#x3D;&quot;https://evil&quot;&gt;x&lt;/a&gt; &amp; more"),
+        "{html}"
+    );
+    // The text part shows them as typed: nothing reads markup there.
+    assert!(text.contains("Ops <!channel> <script>alert(1)</script> <https://t1.example/"), "{text}");
+}
+
+#[test]
+fn digest_template_file_is_found_in_body_file_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("my-digest.handlebars"), "<p>{{count}} apps: {{#each alerts}}{{appName}}{{/each}}</p>").unwrap();
+    let yaml = |digest: &str| -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(&format!(
+            "emailNotification:
+  reloadAppFailure:
+    enable: true
+    subject: x
+    fromAddress: a@example.com
+    recipients: [b@example.com]
+    bodyFileDirectory: {}
+    htmlTemplateFile: my-digest
+    digestTemplateFile: {digest}
+",
+            dir.path().display()
+        ))
+        .unwrap()
+    };
+    let found = yaml("my-digest");
+    let mut p = Problems::default();
+    let destination = parse(&Node::root("alert", Some(&found)), "t1", &mut p).unwrap();
+    assert!(p.0.is_empty(), "{:?}", p.0.iter().map(|p| &p.message).collect::<Vec<_>>());
+    let alert = (destination.as_ref() as &dyn std::any::Any)
+        .downcast_ref::<EmailAlert>()
+        .unwrap()
+        .clone();
+    assert_eq!(alert.digest_template_path, Some(dir.path().join("my-digest.handlebars")));
+    assert!(alert.alert_summary().unwrap().contains("digests formatted with"));
+    let s = EmailSink::new(EmailConfig::new(&alert, Some(&smtp())).unwrap()).unwrap();
+    let mut entries = digest_entries(1);
+    entries[0].app_name = "<i>x</i>".into();
+    let digest = crate::digest::split("w", "s", "e", entries, |_| true).remove(0);
+    let (_, html, _) = digest::render(&s.config().digest_template, &digest, "t1").unwrap();
+    assert_eq!(html, "<p>1 apps: &lt;i&gt;x&lt;/i&gt;</p>");
+
+    let missing = yaml("nope");
+    let mut p = Problems::default();
+    parse(&Node::root("alert", Some(&missing)), "t1", &mut p);
+    let paths: Vec<&str> = p.0.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["alert.emailNotification.reloadAppFailure.digestTemplateFile"]);
 }
