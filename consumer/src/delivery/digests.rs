@@ -42,7 +42,10 @@ pub(super) async fn fold(
     let entry = match serde_json::to_string(&DigestEntry::from_alert(alert)) {
         Ok(entry) => entry,
         Err(e) => {
-            tracing::warn!(sink = sink.name(), "digest entry does not serialize ({e}); sent as it is");
+            tracing::warn!(
+                sink = sink.name(),
+                "digest entry does not serialize ({e}); sent as it is"
+            );
             return None;
         }
     };
@@ -135,15 +138,16 @@ impl Closer {
             .filter_map(|raw| match serde_json::from_str(raw) {
                 Ok(entry) => Some(entry),
                 Err(e) => {
-                    tracing::error!(sink = name.as_str(), "a digest entry is unreadable ({e}); left out");
+                    tracing::error!(
+                        sink = name.as_str(),
+                        "a digest entry is unreadable ({e}); left out"
+                    );
                     None
                 }
             })
             .collect();
         if entries.is_empty() {
-            self.store
-                .digest_clear(&due.destination, &due.window)
-                .await;
+            self.store.digest_clear(&due.destination, &due.window).await;
             self.store.unlease(&lease, &self.instance).await;
             return;
         }
@@ -193,9 +197,7 @@ impl Closer {
                 }
             }
         }
-        self.store
-            .digest_clear(&due.destination, &due.window)
-            .await;
+        self.store.digest_clear(&due.destination, &due.window).await;
         self.store.unlease(&lease, &self.instance).await;
         crate::metrics::global().digest(&name, total);
         tracing::warn!(

@@ -174,11 +174,11 @@ impl Deliveries {
                     outcomes.push((index, name, Outcome::RateLimited));
                     continue;
                 }
-                if let Some(window) =
-                    digests::fold(self.store.as_ref(), sink, &name, &copy).await
-                {
+                if let Some(window) = digests::fold(self.store.as_ref(), sink, &name, &copy).await {
                     // Per-app rate limits apply before grouping: the window is used.
-                    self.store.window_used(sink.name(), &key, sink.rate_limit(), holder).await;
+                    self.store
+                        .window_used(sink.name(), &key, sink.rate_limit(), holder)
+                        .await;
                     crate::metrics::global().alert(sink.name(), "digested", None);
                     outcomes.push((index, name, Outcome::Digested { window }));
                     continue;

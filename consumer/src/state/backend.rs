@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use super::redis_store::ClaimState;
-use crate::digest::DigestSettings;
 use super::redis_store::RedisStore;
+use crate::digest::DigestSettings;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

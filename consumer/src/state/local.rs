@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::backend::{BoxFuture, ClaimState, DueDigest, Folding, StateBackend};
-use super::local_digests::LocalDigests;
-use crate::digest::DigestSettings;
 use super::dedupe::Dedupe;
+use super::local_digests::LocalDigests;
 use super::{now_unix, write_atomically};
+use crate::digest::DigestSettings;
 
 const WINDOWS_FILE: &str = "rate-limits.json";
 const DONE: &str = "done";

@@ -239,7 +239,10 @@ mod tests {
         drop(digests);
         let again = LocalDigests::open(Some(dir.path()));
         assert!(again.due().await.is_empty());
-        assert_eq!(again.entries("slack:t", &window).await, Vec::<String>::new());
+        assert_eq!(
+            again.entries("slack:t", &window).await,
+            Vec::<String>::new()
+        );
         let stored = again.stored.lock().await;
         assert_eq!(stored.open["slack:t"].entries, ["c", "d"]);
     }
@@ -260,7 +263,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(40)).await;
         let due = digests.due().await;
         assert_eq!(due.len(), 1);
-        assert_eq!((due[0].destination.as_str(), &due[0].window), ("d", &window));
+        assert_eq!(
+            (due[0].destination.as_str(), &due[0].window),
+            ("d", &window)
+        );
         assert_eq!(digests.entries("d", &window).await, ["c"]);
         // A new alert after the close opens a new window and is sent as it is.
         assert_eq!(digests.fold("d", s, "e").await, Folding::Single);

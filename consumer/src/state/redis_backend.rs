@@ -5,8 +5,8 @@ use std::time::Duration;
 use redis::Script;
 
 use super::backend::{BoxFuture, ClaimState, DueDigest, Folding, StateBackend};
-use crate::digest::DigestSettings;
 use super::redis_store::{RedisStore, key, millis};
+use crate::digest::DigestSettings;
 
 /// Take the lease if free or already this holder's (then extend it).
 const LEASE: &str = r"
@@ -194,7 +194,12 @@ impl StateBackend for RedisStore {
             let members: Vec<String> = self
                 .retrying("digests due", |mut conn| {
                     let due = due.clone();
-                    async move { Script::new(DIGESTS_DUE).key(due).invoke_async(&mut conn).await }
+                    async move {
+                        Script::new(DIGESTS_DUE)
+                            .key(due)
+                            .invoke_async(&mut conn)
+                            .await
+                    }
                 })
                 .await;
             members
