@@ -363,3 +363,63 @@ async fn forget_digest_windows() {
             .expect("DEL");
     }
 }
+
+/// Folded alerts are in the state directory before their events are acknowledged: a consumer
+/// killed (SIGKILL) while its window is open leaves them to the next start, which sends the
+/// digest naming every one of them.
+#[tokio::test]
+async fn a_digest_survives_a_kill_while_its_window_is_open() {
+    const N: usize = 8;
+    let broker = testkit::brokers().remove(0);
+    let mut slack = Receiver::start().await;
+    let setup = write_config(
+        &broker,
+        &Destinations {
+            slack: Some(slack.url("services/T/B/kill")),
+            slack_formatted: true,
+            digest: Some((3, 4)),
+            ..Default::default()
+        },
+    );
+    let mut consumer = spawn_binary(&setup).await;
+    let apps = apps(N);
+    burst(
+        &broker,
+        &setup.topic,
+        apps.iter().map(|a| failed_reload(a)).collect(),
+    )
+    .await;
+    let folded = N - 3;
+    let end = Instant::now() + WAIT;
+    while consumer
+        .log
+        .lock()
+        .map(|l| l.matches("folded into the digest").count())
+        .unwrap_or(0)
+        < folded
+    {
+        assert!(Instant::now() < end, "{folded} alerts folded");
+        consumer.wait_for_line("folded into the digest").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = consumer.kill().await;
+    assert!(
+        !log.contains("digest made"),
+        "killed before the window closed: {log}"
+    );
+    let mut restarted = spawn_binary(&setup).await;
+    restarted.wait_for_line("digest made").await;
+    let mut messages = Vec::new();
+    while !messages.iter().any(is_digest) {
+        messages.push(slack.delivered().await.body);
+    }
+    let named = named_in(&messages, &apps);
+    assert!(named.values().all(|n| *n == 1), "each app once: {named:?}");
+    let digest = messages.iter().find(|m| is_digest(m)).map(Value::to_string);
+    assert!(
+        digest.is_some_and(|d| d.contains(&format!("{folded} Qlik Cloud app reloads failed"))),
+        "{messages:?}"
+    );
+    restarted.kill().await;
+    assert!(setup.parked_files().is_empty());
+}

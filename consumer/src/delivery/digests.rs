@@ -70,7 +70,8 @@ pub(super) async fn fold(
 /// Makes the digests of windows that are up and queues them at their destinations.
 pub(super) struct Closer {
     pub sinks: Vec<SharedSink>,
-    pub queues: Vec<mpsc::Sender<Job>>,
+    /// Weak, so the workers stop when [`super::Deliveries`] is dropped, as without digests.
+    pub queues: Vec<mpsc::WeakSender<Job>>,
     pub store: Arc<dyn StateBackend>,
     pub dead_letter: DeadLetter,
     pub schedule: Vec<Duration>,
@@ -87,7 +88,7 @@ impl Closer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if self.queues.iter().all(mpsc::Sender::is_closed) {
+            if self.queues.iter().all(|q| q.upgrade().is_none()) {
                 return;
             }
             for due in self.store.digests_due().await {
@@ -203,7 +204,7 @@ impl Closer {
         tracing::warn!(
             sink = name.as_str(),
             destination = due.destination.as_str(),
-            "digest of window {}: {total} alerts in {count} message(s) to {:?}",
+            "digest made for window {}: {total} alerts in {count} message(s) to {:?}",
             due.window,
             due.destination
         );
@@ -216,8 +217,11 @@ impl Closer {
                 done,
                 held: Some(path),
             };
-            if self.queues[index].send(job).await.is_err() {
-                // Stopping: the held file is redelivered at the next start.
+            // Stopping (no queue, or it closed): the held file is redelivered at the next start.
+            let Some(queue) = self.queues[index].upgrade() else {
+                return;
+            };
+            if queue.send(job).await.is_err() {
                 return;
             }
         }

@@ -98,7 +98,7 @@ impl Deliveries {
         }
         let closer = digests::Closer {
             sinks: sinks.clone(),
-            queues: queues.clone(),
+            queues: queues.iter().map(mpsc::Sender::downgrade).collect(),
             store: Arc::clone(&settings.store),
             dead_letter: settings.dead_letter.clone(),
             schedule: settings.schedule.clone(),
