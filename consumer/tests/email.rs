@@ -3,7 +3,9 @@
 //! excerpt; app-owner include/exclude; rate limit per app and recipient; a rejected recipient
 //! parked alone; SMTP down → parked → `consumer replay`; STARTTLS and implicit TLS with a
 //! certificate made here, honouring `rejectUnauthorized` and the CA extension; and Butler's
-//! `alertEnableByTag` on email, Slack and Teams with tags from the tenant's items API.
+//! `alertEnableByTag` on email, Slack and Teams with tags from the tenant's items API; and
+//! digests (issue 15): a storm to one recipient, each app owner's own digest, a digest parked
+//! while SMTP is down and sent by `consumer replay`.
 
 mod common;
 mod support;
@@ -873,4 +875,438 @@ async fn a_login_never_crosses_the_network_in_plain_text() {
     let (got, _setup) = deliver_once(&Email::to(&["ops@example.com"], smtp)).await;
     assert!(delivered(&got[0].1), "{got:?}");
     assert_eq!(local.mail().await.auth_user.as_deref(), Some(SMTP_USER));
+}
+
+// ---------------------------------------------------------------- digests (issue 15)
+
+/// The issue's bound for a storm of 200 with `windowSeconds: 10`.
+const STORM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The beginning of every digest email's subject ("Qlik Cloud: 12 app reloads failed").
+const DIGEST_SUBJECT: &str = "Qlik Cloud: ";
+/// The beginning of a single alert's subject (Butler's `subject` in [`add_email`]).
+const SINGLE_SUBJECT: &str = "❌ Qlik Cloud reload failed: ";
+
+/// App ids of one width, none a part of another, starting with `prefix`.
+fn app_ids(prefix: &str, n: usize) -> Vec<String> {
+    let run = testkit::unique("d").replace(['-', '_'], "");
+    (0..n).map(|i| format!("{prefix}{i:04}x{run}")).collect()
+}
+
+/// A failed reload of `app` (a reload the fake tenant knows, run once) named after the app, so
+/// every kind of email names it. `owner`: the event's `ownerid`, `None` to leave it out (older
+/// events: the consumer asks the app for its owner).
+fn failed_reload_of_app(app: &str, owner: Option<&str>) -> Vec<u8> {
+    let body = event_with_reload(
+        Sample::CloudEventsAppReload,
+        &testkit::unique(&format!("ev-{app}")),
+        TENANT,
+        app,
+        &format!("{}.{}", fake_tenant::RELOAD_ID, testkit::unique("run")),
+    );
+    let mut body: Value = serde_json::from_slice(&body).expect("sample is JSON");
+    body["data"]["name"] = json!(format!("Report {app}"));
+    match owner {
+        Some(owner) => body["ownerid"] = json!(owner),
+        None => {
+            if let Some(map) = body.as_object_mut() {
+                map.remove("ownerid");
+            }
+        }
+    }
+    serde_json::to_vec(&body).expect("JSON")
+}
+
+/// What a reader of the email sees: subject, text and HTML parts, decoded.
+fn readable(mail: &Mail) -> String {
+    format!(
+        "{}\n{}\n{}",
+        mail.header("Subject").unwrap_or_default(),
+        mail.part("text/plain").unwrap_or_default(),
+        mail.part("text/html").unwrap_or_default()
+    )
+}
+
+fn is_digest_mail(mail: &Mail) -> bool {
+    mail.header("Subject")
+        .is_some_and(|s| s.starts_with(DIGEST_SUBJECT))
+}
+
+/// The apps of `apps` each mail names, in mail order.
+fn apps_named(mails: &[Mail], apps: &[String]) -> Vec<Vec<String>> {
+    mails
+        .iter()
+        .map(|m| {
+            let text = readable(m);
+            apps.iter()
+                .filter(|a| text.contains(a.as_str()))
+                .cloned()
+                .collect()
+        })
+        .collect()
+}
+
+/// Collects mails until every app of `apps` is named in one, at most `deadline`.
+async fn mails_naming_all(
+    smtp: &mut SmtpServer,
+    apps: &[String],
+    deadline: std::time::Duration,
+) -> Vec<Mail> {
+    let end = std::time::Instant::now() + deadline;
+    let mut mails: Vec<Mail> = Vec::new();
+    loop {
+        mails.extend(smtp.drain());
+        let named: std::collections::HashSet<String> =
+            apps_named(&mails, apps).into_iter().flatten().collect();
+        if named.len() == apps.len() {
+            return mails;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "within {deadline:?} only {} of {} apps were named, in {} mails",
+            named.len(),
+            apps.len(),
+            mails.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn storm_to_one_recipient(broker: &testkit::TestBroker) {
+    const N: usize = 200;
+    let mut smtp = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+    let email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
+    let setup = setup_with(
+        broker,
+        None,
+        &email,
+        Destinations {
+            digest: Some((3, 10)),
+            max_attempts: 3,
+            ..Default::default()
+        },
+    );
+    let consumer = start(&setup).await;
+    let apps = app_ids("app", N);
+    let started = std::time::Instant::now();
+    burst(
+        broker,
+        &setup.topic,
+        apps.iter().map(|a| failed_reload_of_app(a, None)).collect(),
+    )
+    .await;
+    let mails = mails_naming_all(&mut smtp, &apps, STORM_DEADLINE).await;
+    let took = started.elapsed();
+    consumer.stop().await;
+    let mut mails = mails;
+    // Anything sent before the consumer stopped has arrived by now.
+    mails.extend(smtp.drain());
+
+    assert!(
+        mails.len() <= 20,
+        "{} mails for {N} failed reloads",
+        mails.len()
+    );
+    assert!(
+        mails.iter().all(|m| m.to == ["ops@example.com"]),
+        "every mail to ops@example.com alone"
+    );
+    let named = apps_named(&mails, &apps);
+    for app in &apps {
+        let n = named.iter().filter(|in_mail| in_mail.contains(app)).count();
+        assert_eq!(n, 1, "{app} is named in {n} mails");
+    }
+    let (digests, singles): (Vec<(&Mail, &Vec<String>)>, Vec<_>) = mails
+        .iter()
+        .zip(&named)
+        .partition(|(m, _)| is_digest_mail(m));
+    assert_eq!(
+        singles.len(),
+        3,
+        "the first afterAlerts (3) go out one by one"
+    );
+    for (mail, apps_in) in &singles {
+        let subject = mail.header("Subject").unwrap_or_default();
+        assert!(subject.starts_with(SINGLE_SUBJECT), "{subject}");
+        assert_eq!(apps_in.len(), 1, "a single alert names one app: {subject}");
+    }
+    assert!(!digests.is_empty(), "no digest among {} mails", mails.len());
+    let want = format!("{DIGEST_SUBJECT}{} app reloads failed", N - 3);
+    for (part, (mail, apps_in)) in digests.iter().enumerate() {
+        let subject = mail.header("Subject").unwrap_or_default();
+        if digests.len() == 1 {
+            assert_eq!(subject, want);
+        } else {
+            assert!(
+                subject.starts_with(&want) && subject.contains(&format!(" of {})", digests.len())),
+                "part {part}: {subject}"
+            );
+        }
+        assert!(
+            apps_in.len() <= consumer::sinks::email::MAX_DIGEST_ENTRIES,
+            "{subject}: {} apps",
+            apps_in.len()
+        );
+    }
+    assert_eq!(
+        digests.iter().map(|(_, a)| a.len()).sum::<usize>(),
+        N - 3,
+        "the digest lists every folded app"
+    );
+    assert!(
+        setup.parked_files().is_empty(),
+        "nothing parked: {:?}",
+        setup.parked_files()
+    );
+    eprintln!(
+        "{}: storm of {N} to one email recipient → {} mails (3 single, {} digest), all named after {took:?}",
+        broker.name,
+        mails.len(),
+        digests.len()
+    );
+}
+
+/// A storm of 200 failed reloads to one recipient: 3 single emails, then one digest email
+/// for the rest of the window, every app named once, within 60 s, nothing parked.
+#[tokio::test]
+async fn a_storm_reaches_an_email_recipient_as_a_digest() {
+    for broker in testkit::brokers() {
+        storm_to_one_recipient(&broker).await;
+    }
+}
+
+/// Each app owner is a destination of their own: two owners whose apps fail together each get
+/// their first `afterAlerts` alerts one by one and a digest of the rest, naming only their
+/// own apps.
+#[tokio::test]
+async fn each_app_owner_gets_a_digest_of_their_own_apps() {
+    use support::fake_tenant::AppOwner;
+    const ANNA: &str = "anna.berg@example.com";
+    const BOB: &str = "bob.svensson@example.com";
+    const ANNA_ID: &str = "64a1b2c3d4e5f60718293a4b";
+    const BOB_ID: &str = "64b1c2d3e4f5061728394a5b";
+    let broker = testkit::brokers().remove(0);
+    let anna_apps = app_ids("annaapp", 5);
+    let bob_apps = app_ids("bob0app", 5);
+    let tenant = FakeTenant::start().await;
+    tenant.data(|d| {
+        d.app_owners = vec![
+            AppOwner::new("annaapp", ANNA_ID, "Anna Berg", ANNA),
+            AppOwner::new("bob0app", BOB_ID, "Bob Svensson", BOB),
+        ];
+    });
+    let mut smtp = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+    let mut email = Email::to(&[], Smtp::plain(smtp.port()));
+    email.owner = Some((true, vec![], vec![]));
+    let setup = setup_with(
+        &broker,
+        Some(&tenant),
+        &email,
+        Destinations {
+            digest: Some((2, 5)),
+            max_attempts: 3,
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    // Anna's events name their owner; Bob's do not (older events): the app's owner is asked.
+    let mut events: Vec<Vec<u8>> = Vec::new();
+    for (anna, bob) in anna_apps.iter().zip(&bob_apps) {
+        events.push(failed_reload_of_app(anna, Some(ANNA_ID)));
+        events.push(failed_reload_of_app(bob, None));
+    }
+    burst(&broker, &setup.topic, events).await;
+    let mut outcomes_seen = Vec::new();
+    for _ in 0..10 {
+        outcomes_seen.extend(email_outcomes(&outcomes(consumer.handled().await)));
+    }
+    let all_apps: Vec<String> = anna_apps.iter().chain(&bob_apps).cloned().collect();
+    let mails = mails_naming_all(&mut smtp, &all_apps, std::time::Duration::from_secs(30)).await;
+    consumer.stop().await;
+    let mut mails = mails;
+    mails.extend(smtp.drain());
+
+    for (owner, own, others) in [(ANNA, &anna_apps, &bob_apps), (BOB, &bob_apps, &anna_apps)] {
+        let theirs: Vec<Mail> = mails.iter().filter(|m| m.to == [owner]).cloned().collect();
+        let seen: Vec<&Outcome> = outcomes_seen
+            .iter()
+            .filter(|(r, _)| r == owner)
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(
+            seen.iter().filter(|o| delivered(o)).count(),
+            2,
+            "{owner}: {seen:?}"
+        );
+        assert_eq!(
+            seen.iter()
+                .filter(|o| matches!(o, Outcome::Digested { .. }))
+                .count(),
+            3,
+            "{owner}: {seen:?}"
+        );
+        let named_own = apps_named(&theirs, own);
+        let named_others = apps_named(&theirs, others);
+        assert!(
+            named_others.iter().all(Vec::is_empty),
+            "{owner} got mail naming another owner's apps: {named_others:?}"
+        );
+        let mut listed: Vec<String> = named_own.iter().flatten().cloned().collect();
+        listed.sort();
+        assert_eq!(
+            &listed, own,
+            "{owner}: each of their apps in exactly one mail"
+        );
+        let mut shape: Vec<(bool, usize)> = theirs
+            .iter()
+            .zip(&named_own)
+            .map(|(m, a)| (is_digest_mail(m), a.len()))
+            .collect();
+        shape.sort();
+        assert_eq!(
+            shape,
+            [(false, 1), (false, 1), (true, 3)],
+            "{owner}: 2 single emails and a digest of 3"
+        );
+        let digest = theirs.iter().find(|m| is_digest_mail(m)).expect("digest");
+        assert_eq!(
+            digest.header("Subject").as_deref(),
+            Some("Qlik Cloud: 3 app reloads failed")
+        );
+    }
+    assert_eq!(
+        mails.len(),
+        6,
+        "mails only to the two owners: {:?}",
+        mails.iter().map(|m| &m.to).collect::<Vec<_>>()
+    );
+    assert!(setup.parked_files().is_empty());
+}
+
+/// A digest whose SMTP server is down when its window closes is parked like an alert (no
+/// redelivery schedule, one attempt), and `consumer replay` sends it once the server is back.
+#[tokio::test]
+async fn a_digest_is_parked_while_smtp_is_down_and_replayed() {
+    let broker = testkit::brokers().remove(0);
+    let mut smtp = SmtpServer::start(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await;
+    let email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
+    let setup = setup_with(
+        &broker,
+        None,
+        &email,
+        Destinations {
+            digest: Some((2, 5)),
+            max_attempts: 1,
+            redelivery_schedule: Some(vec![]),
+            ..Default::default()
+        },
+    );
+    let mut consumer = start(&setup).await;
+    let apps = app_ids("app", 5);
+    burst(
+        &broker,
+        &setup.topic,
+        apps.iter().map(|a| failed_reload_of_app(a, None)).collect(),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..apps.len() {
+        seen.extend(email_outcomes(&outcomes(consumer.handled().await)));
+    }
+    assert_eq!(
+        seen.iter().filter(|(_, o)| delivered(o)).count(),
+        2,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|(_, o)| matches!(o, Outcome::Digested { .. }))
+            .count(),
+        3,
+        "{seen:?}"
+    );
+    // The singles were delivered before their events were handled; the server now goes down
+    // before the window (5 s from the first alert) closes.
+    let singles = [smtp.mail().await, smtp.mail().await];
+    smtp.stop();
+    let sent: Vec<String> = apps_named(&singles, &apps).into_iter().flatten().collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let folded: Vec<String> = apps.iter().filter(|a| !sent.contains(a)).cloned().collect();
+
+    // The digest is held on disk while it is tried, then parked with the SMTP error.
+    let refused = format!("SMTP 127.0.0.1:{}", smtp.port());
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let parked = loop {
+        let files = setup.parked_files();
+        let failed: Vec<Value> = files
+            .iter()
+            .map(|p| read_json(p))
+            .filter(|j| j["error"].as_str().is_some_and(|e| e.contains(&refused)))
+            .collect();
+        if !failed.is_empty() {
+            assert_eq!(files.len(), 1, "one file for the digest: {files:?}");
+            break failed[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no digest parked with the SMTP error; files: {files:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    consumer.stop().await;
+    let digest = &parked["alert"]["digest"];
+    assert_eq!(digest["total"], 3, "{parked}");
+    assert_eq!(parked["alert"]["recipient"], "ops@example.com", "{parked}");
+    assert_eq!(
+        parked["exhausted"], true,
+        "no schedule: left for replay: {parked}"
+    );
+    let mut listed: Vec<String> = digest["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["appId"].as_str().map(str::to_owned))
+        .collect();
+    listed.sort();
+    assert_eq!(listed, folded);
+    assert_no_password(&parked.to_string());
+
+    let (code, out, err) = run_command(&setup, &["replay", "--list"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    smtp.restart().await;
+    let (code, out, err) = run_command(&setup, &["replay"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let mail = smtp.mail().await;
+    assert_eq!(mail.to, ["ops@example.com"]);
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("Qlik Cloud: 3 app reloads failed")
+    );
+    let named: Vec<String> = apps_named(std::slice::from_ref(&mail), &apps)
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(
+        named, folded,
+        "the digest names the folded apps, not the singles"
+    );
+    assert!(smtp.drain().is_empty(), "one email for the digest");
+    assert!(
+        setup.parked_files().is_empty(),
+        "{:?}",
+        setup.parked_files()
+    );
 }

@@ -93,6 +93,66 @@ pub struct TenantData {
     pub script_log: String,
     pub error_code: String,
     pub error_message: String,
+    /// Apps with an owner of their own: an app whose id contains an entry's `needle` is known
+    /// (app, script log and item answered as the default app's, with its own id and this
+    /// owner), and the users API answers for the owner. Apps that match none and are not
+    /// `app_id` are unknown (404), as before.
+    pub app_owners: Vec<AppOwner>,
+}
+
+/// An owner of the apps whose ids contain `needle` (see [`TenantData::app_owners`]).
+#[derive(Debug, Clone)]
+pub struct AppOwner {
+    pub needle: String,
+    pub id: String,
+    pub name: String,
+    pub email: String,
+}
+
+impl AppOwner {
+    pub fn new(needle: &str, id: &str, name: &str, email: &str) -> Self {
+        Self {
+            needle: needle.to_owned(),
+            id: id.to_owned(),
+            name: name.to_owned(),
+            email: email.to_owned(),
+        }
+    }
+}
+
+impl TenantData {
+    /// This tenant's data as seen for one app: the default app, or an app of
+    /// [`Self::app_owners`] with its id and owner; `None`: an unknown app.
+    fn for_app(&self, app: &str) -> Option<TenantData> {
+        if app == self.app_id {
+            return Some(self.clone());
+        }
+        let owner = self.app_owners.iter().find(|o| app.contains(&o.needle))?;
+        let mut data = self.with_owner(owner);
+        data.app_id = app.to_owned();
+        Some(data)
+    }
+
+    /// This tenant's data as seen for one user id: the default owner or one of
+    /// [`Self::app_owners`]; `None`: an unknown user.
+    fn for_user(&self, id: &str) -> Option<TenantData> {
+        if id == self.owner_id {
+            return Some(self.clone());
+        }
+        self.app_owners
+            .iter()
+            .find(|o| o.id == id)
+            .map(|owner| self.with_owner(owner))
+    }
+
+    fn with_owner(&self, owner: &AppOwner) -> TenantData {
+        TenantData {
+            owner_id: owner.id.clone(),
+            owner_name: owner.name.clone(),
+            owner_email: owner.email.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for TenantData {
@@ -112,6 +172,7 @@ impl Default for TenantData {
             script_log: script_log(40),
             error_code: "RELOADS-007".to_owned(),
             error_message: "The reload failed: script error. Field 'Amount' not found".to_owned(),
+            app_owners: Vec::new(),
         }
     }
 }
@@ -538,35 +599,37 @@ async fn handle(state: Arc<Shared>, req: Request<Body>) -> Response {
         (Route::Reload, [.., id]) if known(id) => {
             json_response(StatusCode::OK, &reload_json(&data, id))
         }
-        (Route::ScriptLog, [_, _, _, app, _, _, id]) if *app == data.app_id && known(id) => {
-            let mut response = Response::new(Body::from(data.script_log.clone()));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            response
-        }
-        (Route::App, [.., app]) if *app == data.app_id => {
-            json_response(StatusCode::OK, &app_json(&data))
-        }
+        (Route::ScriptLog, [_, _, _, app, _, _, id]) if known(id) => match data.for_app(app) {
+            Some(app) => {
+                let mut response = Response::new(Body::from(app.script_log));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                response
+            }
+            None => qlik_error(StatusCode::NOT_FOUND),
+        },
+        (Route::App, [.., app]) => match data.for_app(app) {
+            Some(app) => json_response(StatusCode::OK, &app_json(&app)),
+            None => qlik_error(StatusCode::NOT_FOUND),
+        },
         (Route::Items, _) => {
             let wanted = query_param(query.as_deref(), "resourceId");
             let kind = query_param(query.as_deref(), "resourceType");
-            let items = if wanted.as_deref() == Some(data.app_id.as_str())
-                && kind.as_deref() == Some("app")
-            {
-                vec![item_json(&data)]
-            } else {
-                Vec::new()
+            let items = match wanted.as_deref().and_then(|app| data.for_app(app)) {
+                Some(app) if kind.as_deref() == Some("app") => vec![item_json(&app)],
+                _ => Vec::new(),
             };
             json_response(
                 StatusCode::OK,
                 &json!({"data": items, "links": {"self": {"href": format!("/api/v1/items?{}", query.unwrap_or_default())}}}),
             )
         }
-        (Route::User, [.., id]) if *id == data.owner_id => {
-            json_response(StatusCode::OK, &user_json(&data))
-        }
+        (Route::User, [.., id]) => match data.for_user(id) {
+            Some(user) => json_response(StatusCode::OK, &user_json(&user)),
+            None => qlik_error(StatusCode::NOT_FOUND),
+        },
         _ => qlik_error(StatusCode::NOT_FOUND),
     }
 }
