@@ -45,6 +45,48 @@ pub struct Alert {
     /// digest message instead of a single alert's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<crate::digest::Digest>,
+    /// Set on a notice from the consumer itself (the webhook watchdog), not about a reload:
+    /// chat and email destinations show its title and text; other destinations do not take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<Notice>,
+}
+
+/// What the consumer has to tell a tenant's people about Qlik's side (a webhook to the relay
+/// that Qlik disabled, or none at all). Plain text: each destination escapes it for its markup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notice {
+    /// One line, e.g. "Qlik disabled the webhook to the relay".
+    pub title: String,
+    /// Several lines: what was found and what was done.
+    pub text: String,
+}
+
+/// The `eventType` of a notice.
+pub const NOTICE_EVENT_TYPE: &str = "qscloud.consumer.watchdog";
+
+impl Alert {
+    /// A notice for the destinations of `tenant_id`; `key` names it (and its parked-alert file).
+    pub fn for_notice(tenant_id: &str, key: &str, notice: Notice) -> Alert {
+        let mut context = Map::new();
+        context.insert("tenantId".into(), tenant_id.into());
+        context.insert("title".into(), notice.title.clone().into());
+        context.insert("text".into(), notice.text.clone().into());
+        Alert {
+            event_id: key.to_owned(),
+            event_type: NOTICE_EVENT_TYPE.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            app_id: None,
+            reload_id: None,
+            event_time: Some(crate::state::now_rfc3339()),
+            app_tags: Vec::new(),
+            script_log: None,
+            context,
+            recipient: None,
+            digest: None,
+            notice: Some(notice),
+        }
+    }
 }
 
 impl Alert {
@@ -209,6 +251,7 @@ mod tests {
             context,
             recipient: None,
             digest: None,
+            notice: None,
         };
         assert_eq!(alert.context_for(1, 1)["scriptLogHead"], "");
         // The destination's own count, even without a log (Butler's default was 10).

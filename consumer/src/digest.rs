@@ -245,6 +245,7 @@ impl Alert {
             context,
             recipient: recipient.map(str::to_owned),
             digest: Some(digest),
+            notice: None,
         }
     }
 }

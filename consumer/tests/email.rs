@@ -685,6 +685,7 @@ fn sample_alert() -> Alert {
         },
         recipient: None,
         digest: None,
+        notice: None,
     }
 }
 

@@ -939,6 +939,7 @@ async fn new_alerts_do_not_wait_behind_a_file_another_consumer_leased() {
         context: serde_json::Map::new(),
         recipient: None,
         digest: None,
+        notice: None,
     };
     let dead_letter = DeadLetter::new(&setup.dead_letter_dir);
     let file = dead_letter

@@ -33,6 +33,7 @@ fn alert(event_id: &str) -> Alert {
             .unwrap_or_default(),
         recipient: None,
         digest: None,
+        notice: None,
     }
 }
 

@@ -429,6 +429,7 @@ mod tests {
                 .unwrap_or_default(),
             recipient: None,
             digest: None,
+            notice: None,
         }
     }
 

@@ -135,6 +135,7 @@ mod tests {
                 .unwrap_or_default(),
             recipient: None,
             digest: None,
+            notice: None,
         };
         tracing::subscriber::with_default(subscriber, || {
             let runtime = tokio::runtime::Builder::new_current_thread()

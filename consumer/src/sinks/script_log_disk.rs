@@ -178,6 +178,7 @@ mod tests {
             context: Default::default(),
             recipient: None,
             digest: None,
+            notice: None,
         }
     }
 

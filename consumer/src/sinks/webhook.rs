@@ -241,6 +241,7 @@ mod tests {
             context: Default::default(),
             recipient: None,
             digest: None,
+            notice: None,
         }
     }
 

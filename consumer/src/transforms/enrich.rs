@@ -116,6 +116,7 @@ impl Enricher {
             context,
             recipient: None,
             digest: None,
+            notice: None,
         }
     }
 }

@@ -72,6 +72,7 @@ fn alert(owner_email: &str, tags: &[&str]) -> Alert {
         .unwrap_or_default(),
         recipient: None,
         digest: None,
+        notice: None,
     }
 }
 
