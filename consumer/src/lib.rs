@@ -18,4 +18,5 @@ pub mod source;
 pub mod state;
 pub mod tenant_api;
 pub mod transforms;
+pub mod watchdog;
 pub mod webhooks;

@@ -69,6 +69,8 @@ pub enum RunEvent {
     Handled(Handled),
     /// Handling a message panicked or failed: it was parked raw and acknowledged.
     Parked { topic: String, reason: String },
+    /// The webhook watchdog checked a tenant.
+    WatchdogChecked(Box<crate::watchdog::TenantReport>),
 }
 
 /// Hooks for embedding and tests.
@@ -183,7 +185,20 @@ impl Consumer {
             ),
             None => None,
         };
-        let (deliveries, workers) = Deliveries::start(sinks, &worker_settings(&config, &store));
+        let (deliveries, mut workers) = Deliveries::start(sinks, &worker_settings(&config, &store));
+        if let Some(watchdog) = crate::watchdog::Watchdog::new(
+            &config,
+            Arc::clone(&store),
+            Arc::clone(&deliveries),
+            &config.broker.client_id,
+            observer.clone().map(|tx| {
+                Box::new(move |report| {
+                    let _ = tx.send(RunEvent::WatchdogChecked(Box::new(report)));
+                }) as crate::watchdog::Observer
+            }),
+        ) {
+            workers.push(tokio::spawn(watchdog.run()));
+        }
         let claims = Claims::new(
             Arc::clone(&store),
             &config.broker.client_id,

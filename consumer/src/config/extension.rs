@@ -157,6 +157,49 @@ fn parse_digest(node: &Node<'_>, p: &mut Problems) -> DigestConfig {
     }
 }
 
+/// Extension `consumer.watchdog`: the consumer watches Qlik's side of the chain, the webhook
+/// that sends reload events to the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogConfig {
+    /// `relayUrl`: the URL Qlik posts to (the relay's Function URL or DMZ address). The
+    /// watchdog runs for every tenant with a relay URL (its own `watchdog.relayUrl`, or this).
+    pub relay_url: Option<url::Url>,
+    /// `intervalSeconds` (default 300, 1–86400): how often each tenant is checked.
+    pub interval: Duration,
+    /// `reenable` (default true): re-enable a webhook to the relay that Qlik disabled.
+    pub reenable: bool,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            relay_url: None,
+            interval: Duration::from_secs(300),
+            reenable: true,
+        }
+    }
+}
+
+fn parse_watchdog(node: &Node<'_>, p: &mut Problems) -> WatchdogConfig {
+    node.expect_map(p, false);
+    let d = WatchdogConfig::default();
+    let relay = node.child("relayUrl");
+    WatchdogConfig {
+        relay_url: if relay.is_present() {
+            relay.url(p, false)
+        } else {
+            None
+        },
+        interval: Duration::from_secs(node.child("intervalSeconds").u64_or(
+            p,
+            d.interval.as_secs(),
+            1,
+            86_400,
+        )),
+        reenable: node.child("reenable").bool_or(p, d.reenable),
+    }
+}
+
 /// Default of `concurrency`: events handled at once.
 pub const DEFAULT_CONCURRENCY: u64 = 32;
 
@@ -168,6 +211,7 @@ pub(crate) struct Extension {
     pub retry: RetryConfig,
     pub redelivery: RedeliveryConfig,
     pub digest: DigestConfig,
+    pub watchdog: WatchdogConfig,
     pub concurrency: usize,
     pub enrichment: EnrichmentConfig,
     pub ha: HaConfig,
@@ -201,6 +245,7 @@ pub(crate) fn parse_extension(ext: &Node<'_>, env: Env<'_>, p: &mut Problems) ->
         retry: parse_retry(&ext.child("retry"), p),
         redelivery: parse_redelivery(&ext.child("redelivery"), p),
         digest: parse_digest(&ext.child("digest"), p),
+        watchdog: parse_watchdog(&ext.child("watchdog"), p),
         concurrency: usize::try_from(ext.child("concurrency").u64_or(
             p,
             DEFAULT_CONCURRENCY,
@@ -372,6 +417,33 @@ pub(crate) fn summary(s: &mut String, config: &super::ConsumerConfig) {
                 d.window.as_secs()
             ),
             None => "off (every alert is a message of its own)".to_owned(),
+        }
+    );
+    let watched: Vec<String> = config
+        .tenants
+        .iter()
+        .filter_map(|t| {
+            config
+                .relay_url_of(t)
+                .map(|url| format!("{} → {}", t.id, url.as_str().trim_end_matches('/')))
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "Webhook watchdog: {}",
+        if watched.is_empty() {
+            "off (no watchdog.relayUrl)".to_owned()
+        } else {
+            format!(
+                "every {}s, {} a disabled webhook; {}",
+                config.watchdog.interval.as_secs(),
+                if config.watchdog.reenable {
+                    "re-enables"
+                } else {
+                    "reports (does not re-enable)"
+                },
+                watched.join(", ")
+            )
         }
     );
     let e = &config.enrichment;

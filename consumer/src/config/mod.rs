@@ -30,7 +30,7 @@ pub use error::{ConfigErrors, Problem};
 pub(crate) use extension::parse_digest_settings;
 pub use extension::{
     CONSUMER, DEFAULT_CONCURRENCY, DEFAULT_DIGEST, DEFAULT_REDELIVERY_SCHEDULE, DedupeConfig,
-    DigestConfig, EnrichmentConfig, RedeliveryConfig, RetryConfig,
+    DigestConfig, EnrichmentConfig, RedeliveryConfig, RetryConfig, WatchdogConfig,
 };
 pub(crate) use node::{Node, Problems, is_placeholder};
 pub use parse::QSC;
@@ -79,6 +79,8 @@ pub struct ConsumerConfig {
     pub redelivery: RedeliveryConfig,
     /// Extension `Butler.qlikSenseCloud.consumer.digest`: alert storms as digests.
     pub digest: DigestConfig,
+    /// Extension `Butler.qlikSenseCloud.consumer.watchdog`: the webhook to the relay, watched.
+    pub watchdog: WatchdogConfig,
     /// Extension `Butler.qlikSenseCloud.consumer.concurrency` (default 32, 1–1024): events
     /// handled at once. 1 handles them one after the other, in arrival order.
     pub concurrency: usize,
@@ -107,6 +109,15 @@ impl ConsumerConfig {
     /// The tenant with this id (as sent in the event's `tenantid` / `extensions.tenantId`).
     pub fn tenant(&self, tenant_id: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.id == tenant_id)
+    }
+
+    /// The relay URL the watchdog looks for in this tenant's webhooks: the tenant's own
+    /// `watchdog.relayUrl`, else `consumer.watchdog.relayUrl`; `None`: not watched.
+    pub fn relay_url_of<'a>(&'a self, tenant: &'a TenantConfig) -> Option<&'a url::Url> {
+        tenant
+            .watchdog_relay_url
+            .as_ref()
+            .or(self.watchdog.relay_url.as_ref())
     }
 }
 

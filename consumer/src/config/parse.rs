@@ -69,6 +69,7 @@ pub(crate) fn parse(
             retry: extension.retry,
             redelivery: extension.redelivery,
             digest: extension.digest,
+            watchdog: extension.watchdog,
             concurrency: extension.concurrency,
             enrichment: extension.enrichment,
             ha: extension.ha,

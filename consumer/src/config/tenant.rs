@@ -56,6 +56,9 @@ pub struct TenantConfig {
     /// `alert.*.reloadAppFailure` blocks that are enabled (Teams, Slack, email). A disabled
     /// block is left out unvalidated: Butler lets it hold any value.
     pub alert: TenantAlerts,
+    /// Extension `watchdog.relayUrl`: the relay this tenant's webhook posts to, when it is not
+    /// `consumer.watchdog.relayUrl` (tenants often use different relays).
+    pub watchdog_relay_url: Option<Url>,
     /// The dotted key path of this tenant block, e.g. `Butler.qlikSenseCloud.event.mqtt.tenant`
     /// or `Butler.qlikSenseCloud.event.mqtt.tenants[1]`; useful in log lines.
     pub key_path: String,
@@ -155,6 +158,12 @@ fn parse_tenant(t: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<TenantCo
     let qmc_url = t.at("qlikSenseUrls.qmc").link(p);
     let hub_url = t.at("qlikSenseUrls.hub").link(p);
     let comment = t.child("comment").opt_string(p);
+    let relay = t.at("watchdog.relayUrl");
+    let watchdog_relay_url = if relay.is_present() {
+        relay.url(p, false)
+    } else {
+        None
+    };
     let alert = t.child("alert");
     alert.expect_map(p, false);
     let alert = crate::sinks::parse_tenant(&alert, id.as_deref().unwrap_or_default(), p);
@@ -169,6 +178,7 @@ fn parse_tenant(t: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<TenantCo
         hub_url,
         comment,
         alert,
+        watchdog_relay_url,
         key_path: t.path.clone(),
     })
 }

@@ -36,7 +36,8 @@ pub(super) async fn fold(
     alert: &Alert,
 ) -> Option<String> {
     let settings = sink.digest()?;
-    if alert.digest.is_some() {
+    // A digest is not folded again; a notice is not about a reload and goes out as it is.
+    if alert.digest.is_some() || alert.notice.is_some() {
         return None;
     }
     let entry = match serde_json::to_string(&DigestEntry::from_alert(alert)) {

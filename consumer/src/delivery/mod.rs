@@ -154,7 +154,13 @@ impl Deliveries {
             for copy in copies {
                 let name = delivery_name(sink.name(), &copy);
                 let key = rate_key(&copy);
-                let window = sink.rate_limit();
+                // Butler's `rateLimit` is per app; a notice is about no app, and a second one
+                // (a webhook missing, then disabled) must not be silenced by the first.
+                let window = if copy.notice.is_some() {
+                    std::time::Duration::ZERO
+                } else {
+                    sink.rate_limit()
+                };
                 if !self
                     .store
                     .window_open(sink.name(), &key, window, holder)
@@ -174,13 +180,13 @@ impl Deliveries {
                     outcomes.push((index, name, Outcome::RateLimited));
                     continue;
                 }
-                if let Some(window) = digests::fold(self.store.as_ref(), sink, &name, &copy).await {
+                if let Some(digest) = digests::fold(self.store.as_ref(), sink, &name, &copy).await {
                     // Per-app rate limits apply before grouping: the window is used.
                     self.store
-                        .window_used(sink.name(), &key, sink.rate_limit(), holder)
+                        .window_used(sink.name(), &key, window, holder)
                         .await;
                     crate::metrics::global().alert(sink.name(), "digested", None);
-                    outcomes.push((index, name, Outcome::Digested { window }));
+                    outcomes.push((index, name, Outcome::Digested { window: digest }));
                     continue;
                 }
                 let (done, released) = oneshot::channel();
@@ -192,15 +198,15 @@ impl Deliveries {
                 if self.queues[index].send(job).await.is_err() {
                     return Err(stopped(sink.name()));
                 }
-                waiting.push((index, name, key, released));
+                waiting.push((index, name, key, window, released));
             }
         }
-        for (index, name, key, released) in waiting {
+        for (index, name, key, window, released) in waiting {
             let sink = &self.sinks[index];
             let outcome = released.await.map_err(|_| stopped(sink.name()))??;
             if outcome.uses_window() {
                 self.store
-                    .window_used(sink.name(), &key, sink.rate_limit(), holder)
+                    .window_used(sink.name(), &key, window, holder)
                     .await;
             }
             outcomes.push((index, name, outcome));

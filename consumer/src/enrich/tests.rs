@@ -27,6 +27,7 @@ fn tenant(url: &str) -> TenantConfig {
         hub_url: Some("https://acme.eu.qlikcloud.com/hub".to_owned()),
         comment: Some("Production".to_owned()),
         alert: TenantAlerts::default(),
+        watchdog_relay_url: None,
         key_path: "Butler.qlikSenseCloud.event.mqtt.tenant".to_owned(),
     }
 }

@@ -77,6 +77,77 @@ pub struct Metrics {
     // Store failures and dedupe evictions (issue 14): made visible, not silent.
     store_errors: Family<KindLabels, Counter>,
     dedupe_evicted: Counter,
+    watchdog: WatchdogMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    tenant: String,
+    webhook: String,
+}
+
+/// The webhook watchdog's metrics (issue 16).
+struct WatchdogMetrics {
+    enabled: Family<WebhookLabels, Gauge>,
+    resends: Family<EventLabels, Counter>,
+    checks: Family<EventLabels, Counter>,
+}
+
+fn register_watchdog(registry: &mut Registry) -> WatchdogMetrics {
+    let m = WatchdogMetrics {
+        enabled: Family::default(),
+        resends: Family::default(),
+        checks: Family::default(),
+    };
+    registry.register(
+        "qscloud_consumer_webhook_enabled",
+        "Webhooks to the relay as the watchdog last found them: 1 enabled, 0 disabled by Qlik (and not re-enabled)",
+        m.enabled.clone(),
+    );
+    registry.register(
+        "qscloud_consumer_webhook_resends",
+        "Failed deliveries the watchdog resent, by tenant and outcome (resent, failed: the tenant refused or did not answer; tried again at the next check)",
+        m.resends.clone(),
+    );
+    registry.register(
+        "qscloud_consumer_watchdog_checks",
+        "Watchdog checks by tenant and outcome: ok, disabled (a webhook to the relay was disabled), missing (none sends to the relay), error (the tenant API failed)",
+        m.checks.clone(),
+    );
+    m
+}
+
+impl Metrics {
+    /// A webhook to the relay, enabled or not after the watchdog's check.
+    pub fn set_webhook_enabled(&self, tenant: &str, webhook: &str, enabled: bool) {
+        self.watchdog
+            .enabled
+            .get_or_create(&WebhookLabels {
+                tenant: tenant.to_owned(),
+                webhook: webhook.to_owned(),
+            })
+            .set(i64::from(enabled));
+    }
+
+    pub fn webhook_resend(&self, tenant: &str, outcome: &'static str) {
+        self.watchdog
+            .resends
+            .get_or_create(&EventLabels {
+                tenant: tenant.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn watchdog_check(&self, tenant: &str, outcome: &'static str) {
+        self.watchdog
+            .checks
+            .get_or_create(&EventLabels {
+                tenant: tenant.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
 }
 
 /// The process-wide metrics.
@@ -187,6 +258,7 @@ impl Metrics {
             in_flight.clone(),
         );
         let (store_errors, dedupe_evicted) = register_store_and_dedupe(&mut registry);
+        let watchdog = register_watchdog(&mut registry);
         Self {
             registry,
             events,
@@ -208,6 +280,7 @@ impl Metrics {
             broker_up: AtomicBool::new(false),
             store_errors,
             dedupe_evicted,
+            watchdog,
         }
     }
 
@@ -446,6 +519,9 @@ mod tests {
         m.redelivery("s", "exhausted");
         m.throttled("s");
         m.digest("s", 5);
+        m.set_webhook_enabled("t", "w", true);
+        m.webhook_resend("t", "resent");
+        m.watchdog_check("t", "ok");
         m.event("t", "alerted");
         m.tenant_api(Some(200));
         m.alerts

@@ -135,6 +135,17 @@ pub trait StateBackend: Send + Sync + 'static {
     /// The window's digest is held durably for delivery: forget it.
     fn digest_clear<'a>(&'a self, destination: &'a str, window: &'a str) -> BoxFuture<'a, ()>;
 
+    /// A small value kept for `retention`, shared by the group (the webhook watchdog's
+    /// findings and where its last check ended).
+    fn note<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>>;
+
+    fn set_note<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        retention: Duration,
+    ) -> BoxFuture<'a, ()>;
+
     /// Events remembered locally, for the start-up log; `None` when the store is shared.
     fn remembered(&self) -> Option<usize> {
         None

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::backend::{BoxFuture, ClaimState, DueDigest, Folding, StateBackend};
 use super::dedupe::Dedupe;
 use super::local_digests::LocalDigests;
+use super::local_notes::LocalNotes;
 use super::{now_unix, write_atomically};
 use crate::digest::DigestSettings;
 
@@ -48,6 +49,7 @@ pub struct LocalStore {
     windows: tokio::sync::Mutex<Windows>,
     leases: Mutex<HashMap<String, (String, Instant)>>,
     digests: LocalDigests,
+    notes: LocalNotes,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -56,6 +58,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LocalStore {
+    /// A note as the state directory holds it, read without opening a store (the running
+    /// consumer keeps the store; this only reads its file).
+    pub fn read_note(state_dir: &Path, key: &str) -> Option<String> {
+        LocalNotes::read(state_dir, key)
+    }
+
     /// The state directory's files: remembered events and rate-limit windows. Unreadable files
     /// start empty, with a warning (a possible duplicate alert beats not starting).
     pub fn open(state_dir: &Path, retention: Duration) -> Self {
@@ -83,6 +91,7 @@ impl LocalStore {
             }),
             leases: Mutex::default(),
             digests: LocalDigests::open(Some(state_dir)),
+            notes: LocalNotes::open(Some(state_dir)),
         }
     }
 
@@ -97,6 +106,7 @@ impl LocalStore {
             windows: tokio::sync::Mutex::default(),
             leases: Mutex::default(),
             digests: LocalDigests::open(None),
+            notes: LocalNotes::open(None),
         }
     }
 
@@ -324,6 +334,19 @@ impl StateBackend for LocalStore {
 
     fn digest_clear<'a>(&'a self, destination: &'a str, window: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(self.digests.clear(destination, window))
+    }
+
+    fn note<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.notes.get(key))
+    }
+
+    fn set_note<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        retention: Duration,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.notes.set(key, value, retention))
     }
 
     fn remembered(&self) -> Option<usize> {

@@ -18,6 +18,7 @@ pub mod claims;
 pub mod dedupe;
 pub mod local;
 mod local_digests;
+mod local_notes;
 mod redis_backend;
 pub mod redis_store;
 

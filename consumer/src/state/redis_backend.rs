@@ -273,6 +273,42 @@ impl StateBackend for RedisStore {
         })
     }
 
+    fn note<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let k = key("note", name);
+            self.retrying("note", |mut conn| {
+                let k = k.clone();
+                async move { redis::cmd("GET").arg(k).query_async(&mut conn).await }
+            })
+            .await
+        })
+    }
+
+    fn set_note<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+        retention: Duration,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let k = key("note", name);
+            let _: () = self
+                .retrying("note", |mut conn| {
+                    let k = k.clone();
+                    async move {
+                        redis::cmd("SET")
+                            .arg(k)
+                            .arg(value)
+                            .arg("PX")
+                            .arg(millis(retention))
+                            .query_async(&mut conn)
+                            .await
+                    }
+                })
+                .await;
+        })
+    }
+
     fn redis(&self) -> Option<&RedisStore> {
         Some(self)
     }

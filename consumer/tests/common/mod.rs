@@ -283,6 +283,8 @@ pub struct Destinations {
     pub digest: Option<(u32, u64)>,
     /// `consumer.stateStore` (a `redis://` URL); default: files in the state directory.
     pub state_store: Option<String>,
+    /// `consumer.watchdog`: `(relayUrl, intervalSeconds, reenable)`.
+    pub watchdog: Option<(String, u64, bool)>,
 }
 
 pub struct Setup {
@@ -517,6 +519,11 @@ fn engine_keys(d: &Destinations) -> String {
     }
     if let Some(url) = &d.state_store {
         out.push_str(&format!("            stateStore: {url}\n"));
+    }
+    if let Some((relay, interval, reenable)) = &d.watchdog {
+        out.push_str(&format!(
+            "            watchdog:\n                relayUrl: {relay}\n                intervalSeconds: {interval}\n                reenable: {reenable}\n"
+        ));
     }
     if let Some(n) = d.concurrency {
         out.push_str(&format!("            concurrency: {n}\n"));

@@ -150,4 +150,31 @@ pub enum WebhookCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// What the webhook watchdog's last check found, per tenant it watches: the webhooks to
+    /// the relay, whether they are enabled (and why Qlik disabled one), the last failed
+    /// delivery and the resends. Read from the state store, so it works beside a running
+    /// consumer (and any consumer of a group). Exit 1 when a webhook to the relay is disabled
+    /// or missing, 75 when there is no check to report yet or the last one could not reach the
+    /// tenant: usable as a monitoring check.
+    #[command(after_help = STATUS_HELP)]
+    Status {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Only this tenant.
+        #[arg(long, value_name = "ID")]
+        tenant: Option<String>,
+        /// Print the reports as JSON (an array).
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+pub const STATUS_HELP: &str = "\
+Exit codes:
+  0   every watched tenant has an enabled webhook to the relay
+  1   a webhook to the relay is disabled, or none exists (see the report)
+  2   command-line usage error (also: the watchdog is off, or --tenant is not watched)
+  75  no check recorded yet for a tenant, or the last check could not reach the tenant API
+      (the consumer tries again every watchdog.intervalSeconds)
+  78  configuration invalid
+";

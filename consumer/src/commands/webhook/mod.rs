@@ -6,6 +6,7 @@ mod args;
 mod create;
 mod manage;
 mod resend;
+mod status;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -85,6 +86,17 @@ impl Redactor {
 
 /// Runs a webhook command; returns the exit code.
 pub async fn run(command: &WebhookCommand) -> u8 {
+    if let WebhookCommand::Status {
+        config,
+        tenant,
+        json,
+    } = command
+    {
+        return match load(config) {
+            Ok(config) => status::status(&config, tenant.as_deref(), *json).await,
+            Err(code) => code,
+        };
+    }
     let mut redactor = Redactor::default();
     match dispatch(command, &mut redactor).await {
         Ok(code) => code,
@@ -95,19 +107,23 @@ pub async fn run(command: &WebhookCommand) -> u8 {
     }
 }
 
-fn target_of(command: &WebhookCommand) -> &Target {
-    match command {
+fn target_of(command: &WebhookCommand) -> Option<&Target> {
+    Some(match command {
         WebhookCommand::Create { target, .. }
         | WebhookCommand::List { target, .. }
         | WebhookCommand::Delete { target, .. }
         | WebhookCommand::Enable { target, .. }
         | WebhookCommand::Disable { target, .. }
         | WebhookCommand::ResendFailed { target, .. } => target,
-    }
+        // Answered by `run` from the state store, without a tenant API client.
+        WebhookCommand::Status { .. } => return None,
+    })
 }
 
 async fn dispatch(command: &WebhookCommand, redactor: &mut Redactor) -> Result<u8, Failure> {
-    let target = target_of(command);
+    let Some(target) = target_of(command) else {
+        return Ok(exit::USAGE);
+    };
     let config = match load(&target.config) {
         Ok(config) => config,
         Err(code) => return Ok(code),
@@ -162,6 +178,7 @@ async fn dispatch(command: &WebhookCommand, redactor: &mut Redactor) -> Result<u
         WebhookCommand::Delete { id, name, .. } => {
             manage::delete(&api, id.as_deref(), name.as_deref()).await
         }
+        WebhookCommand::Status { .. } => Ok(exit::USAGE),
         WebhookCommand::Enable { id, .. } => manage::set_enabled(&api, id, true).await,
         WebhookCommand::Disable { id, .. } => manage::set_enabled(&api, id, false).await,
         WebhookCommand::ResendFailed {
