@@ -707,6 +707,20 @@ mod tests {
             "{header}"
         );
         assert!(crate::sinks::slack::within_limits(&message), "{message}");
+        let empty = Alert::for_notice(
+            "t1",
+            "k",
+            crate::alert::Notice {
+                title: "t".into(),
+                text: " \n".into(),
+            },
+        );
+        let message = sink(false, MessageType::Basic).message(&empty).unwrap();
+        assert_eq!(
+            message["blocks"].as_array().map(Vec::len),
+            Some(1),
+            "{message}"
+        );
     }
 
     #[test]

@@ -123,13 +123,15 @@ impl ChatFormat for Slack {
     fn notice_message(&self, title: &str, text: &str) -> Value {
         let title = one_line(title);
         let header = escape_cut(&title, SLACK_MAX_HEADER_CHARS, escape_slack);
-        let text = escape_cut(text, SLACK_MAX_TEXT_CHARS, escape_slack);
+        let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": header}})];
+        // Slack refuses a section with empty text (`invalid_blocks`).
+        if !text.trim().is_empty() {
+            let text = escape_cut(text, SLACK_MAX_TEXT_CHARS, escape_slack);
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}));
+        }
         json!({
             "text": escape_cut(&title, SLACK_MAX_FALLBACK_CHARS, escape_slack),
-            "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": header}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-            ],
+            "blocks": blocks,
         })
     }
 
