@@ -42,6 +42,7 @@ fn tenant_for(fake: &FakeTenant, jwt: &str) -> TenantConfig {
         hub_url: Some("https://acme.eu.qlikcloud.com/hub".to_owned()),
         comment: Some("fake".to_owned()),
         alert: TenantAlerts::default(),
+        watchdog_relay_url: None,
         key_path: "Butler.qlikSenseCloud.event.mqtt.tenant".to_owned(),
     }
 }

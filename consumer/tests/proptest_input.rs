@@ -118,6 +118,7 @@ fn tenant() -> TenantConfig {
         hub_url: None,
         comment: None,
         alert: TenantAlerts::default(),
+        watchdog_relay_url: None,
         key_path: "Butler.qlikSenseCloud.event.mqtt.tenant".to_owned(),
     }
 }

@@ -36,7 +36,9 @@ pub(super) async fn fold(
     alert: &Alert,
 ) -> Option<String> {
     let settings = sink.digest()?;
-    // A digest is not folded again; a notice is not about a reload and goes out as it is.
+    // A notice is not a failed reload: as a digest entry it would be an app without a name,
+    // and it must reach people during a storm, not wait for the window to close. It does not
+    // count towards `afterAlerts` either.
     if alert.digest.is_some() || alert.notice.is_some() {
         return None;
     }
@@ -246,4 +248,54 @@ fn rfc3339_ms(ms: u64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::alert::Notice;
+    use crate::digest::DigestSettings;
+    use crate::sinks::{Sink, SinkError};
+    use crate::state::LocalStore;
+
+    /// A destination that folds from its first alert on.
+    struct Folding0;
+
+    impl Sink for Folding0 {
+        fn name(&self) -> &str {
+            "folding"
+        }
+
+        fn digest(&self) -> Option<DigestSettings> {
+            Some(DigestSettings {
+                after_alerts: 0,
+                window: Duration::from_secs(60),
+            })
+        }
+
+        async fn send(&self, _alert: &Alert) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_notice_is_never_folded_into_a_digest() {
+        let store = LocalStore::memory(Duration::from_secs(3600));
+        let sink: SharedSink = Arc::new(Folding0);
+        let notice = Alert::for_notice(
+            "t1",
+            "watchdog-1",
+            Notice {
+                title: "Qlik disabled the webhook to the relay".into(),
+                text: "reason".into(),
+            },
+        );
+        assert_eq!(fold(&store, &sink, "folding", &notice).await, None);
+        // The same destination folds a reload alert: the notice was kept out by being one.
+        let mut reload = notice.clone();
+        reload.notice = None;
+        assert!(fold(&store, &sink, "folding", &reload).await.is_some());
+    }
 }

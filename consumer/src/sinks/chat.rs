@@ -10,6 +10,10 @@
 //! A digest ([`crate::digest`]) is rendered from `digestTemplateFile` (default the shipped
 //! `<service>-digest-qscloud` template) whatever `messageType` and `basicContentOnly` say: it
 //! lists what the events carried, never a script log, so neither setting has anything to change.
+//!
+//! A notice from the consumer itself ([`crate::alert::Notice`], the webhook watchdog) is the
+//! format's [`ChatFormat::notice_message`]: the tenant's people get it whatever the templates,
+//! the tag gate and the digest settings say, since it is about the tenant, not about an app.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -62,7 +66,13 @@ pub trait ChatFormat: std::fmt::Debug + Clone + Send + Sync + 'static {
     /// Butler's basic message, with `text` (the rendered `basicMsgTemplate`) as heading.
     fn basic_message(&self, text: &str, alert: &Alert) -> Value;
 
-    /// Last touches to every message, basic or formatted.
+    /// The message for a notice from the consumer itself ([`crate::alert::Notice`]): `title` and
+    /// `text` as given (plain text, partly from Qlik, so untrusted); the format escapes them for
+    /// its markup and keeps them within its limits. No template: a notice is not a reload, and
+    /// Butler's templates have none of its fields.
+    fn notice_message(&self, title: &str, text: &str) -> Value;
+
+    /// Last touches to every message, basic, formatted, digest or notice.
     fn finish(&self, _message: &mut Value) {}
 
     /// Details of its own for the tenant's `alert:` line in `check-config`.
@@ -310,8 +320,18 @@ impl<F: ChatFormat> ChatSink<F> {
         self
     }
 
-    /// The JSON body this sink posts for an alert (a digest part's digest message).
+    /// The JSON body this sink posts for an alert (a digest part's digest message, a notice's
+    /// notice message).
     pub fn message(&self, alert: &Alert) -> Result<Value, SinkError> {
+        if let Some(notice) = &alert.notice {
+            let mut message = self
+                .alert
+                .format
+                .notice_message(&notice.title, &notice.text);
+            // `channel` and the other extras route the notice where the tenant's alerts go.
+            self.alert.format.finish(&mut message);
+            return Ok(message);
+        }
         if let Some(digest) = &alert.digest {
             return self.digest_message(digest, &alert.tenant_id);
         }
@@ -358,10 +378,13 @@ impl<F: ChatFormat> Sink for ChatSink<F> {
     }
 
     /// A digest lists alerts this sink already accepted one by one; it carries no tags of its
-    /// own, so the tag gate would refuse it.
+    /// own, so the tag gate would refuse it. A notice is about the tenant, not about an app, so
+    /// the gate (which picks apps) has nothing to decide either.
     fn accepts(&self, alert: &Alert) -> bool {
         alert.tenant_id == self.alert.tenant_id
-            && (alert.digest.is_some() || self.alert.alert_enable_by_tag.allows(&alert.app_tags))
+            && (alert.digest.is_some()
+                || alert.notice.is_some()
+                || self.alert.alert_enable_by_tag.allows(&alert.app_tags))
     }
 
     fn rate_limit(&self) -> Duration {
@@ -608,5 +631,125 @@ mod tests {
             formatted["attachments"][0]["content"]["actions"][0]["url"],
             "https://t.example/sense/app/a1?x=1&y=2"
         );
+    }
+
+    fn hostile_notice() -> Alert {
+        Alert::for_notice(
+            "t1",
+            "watchdog-1",
+            crate::alert::Notice {
+                title: format!("Qlik disabled the webhook {HOSTILE_APP}"),
+                text: format!("disabledReason: {HOSTILE_ERROR}\nRe-enabled by the consumer."),
+            },
+        )
+    }
+
+    #[test]
+    fn slack_notice_escapes_mentions_and_keeps_channel_extras() {
+        let mut sink = sink(false, MessageType::Formatted);
+        // The notice passes the tag gate that refuses the tenant's untagged apps.
+        sink.alert.alert_enable_by_tag = AlertEnableByTag {
+            enable: true,
+            tag: "alert".into(),
+        };
+        let notice = hostile_notice();
+        assert!(sink.accepts(&notice));
+        assert!(!sink.accepts(&Alert {
+            tenant_id: "t2".into(),
+            ..notice.clone()
+        }));
+        assert!(!sink.accepts(&alert()));
+        let message = sink.message(&notice).unwrap();
+        assert_eq!(message["channel"], "ops");
+        let blocks = message["blocks"].as_array().unwrap();
+        assert_eq!(blocks.len(), 2, "{message}");
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        assert_eq!(blocks[1]["text"]["type"], "mrkdwn");
+        let mut texts = Vec::new();
+        strings(&message, &mut texts);
+        let all = texts.join("\n");
+        for active in ["<!channel>", "<!here>", "<https://evil", "<@U123>"] {
+            assert!(!all.contains(active), "{active} in {all}");
+        }
+        assert_eq!(
+            message["text"],
+            "Qlik disabled the webhook Ops &lt;!channel&gt; &lt;https://evil.example/login|Re-login&gt;"
+        );
+        assert_eq!(blocks[0]["text"]["text"], message["text"]);
+        let text = blocks[1]["text"]["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("disabledReason: Script error &lt;!here&gt;"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("&lt;@U123&gt;\nRe-enabled by the consumer."),
+            "{text}"
+        );
+        assert!(crate::sinks::slack::within_limits(&message));
+    }
+
+    #[test]
+    fn slack_notice_header_is_cut_visibly_to_slacks_limit() {
+        let notice = Alert::for_notice(
+            "t1",
+            "k",
+            crate::alert::Notice {
+                title: "<".repeat(200),
+                text: "x".repeat(5000),
+            },
+        );
+        let message = sink(false, MessageType::Basic).message(&notice).unwrap();
+        let header = message["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(header.chars().count() <= crate::sinks::slack::SLACK_MAX_HEADER_CHARS);
+        assert!(
+            header.starts_with("&lt;&lt;") && header.ends_with("&lt;…"),
+            "{header}"
+        );
+        assert!(crate::sinks::slack::within_limits(&message), "{message}");
+        let empty = Alert::for_notice(
+            "t1",
+            "k",
+            crate::alert::Notice {
+                title: "t".into(),
+                text: " \n".into(),
+            },
+        );
+        let message = sink(false, MessageType::Basic).message(&empty).unwrap();
+        assert_eq!(
+            message["blocks"].as_array().map(Vec::len),
+            Some(1),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn teams_notice_escapes_markdown() {
+        use crate::sinks::teams::Teams;
+        let sink = chat_sink(Teams, MessageType::Formatted);
+        let notice = hostile_notice();
+        assert!(sink.accepts(&notice));
+        let message = sink.message(&notice).unwrap();
+        let content = &message["attachments"][0]["content"];
+        assert_eq!(content["type"], "AdaptiveCard");
+        assert_eq!(content["version"], "1.3");
+        let body = content["body"].as_array().unwrap();
+        assert_eq!(body.len(), 2, "{message}");
+        assert_eq!(body[0]["style"], "heading");
+        assert_eq!(
+            body[0]["text"],
+            r"Qlik disabled the webhook Ops \<!channel\> \<https://evil.example/login\|Re-login\>"
+        );
+        assert_eq!(body[1]["wrap"], true);
+        let text = body[1]["text"].as_str().unwrap();
+        assert!(!text.contains("[link](https://evil)"), "{text}");
+        assert!(!text.contains(" *bold* "), "{text}");
+        assert!(
+            text.contains(r"\*bold\* & \[link\]\(https://evil\)"),
+            "{text}"
+        );
+        // Each line a paragraph, list markers escaped at its start.
+        assert!(text.contains("\n\n\\- item\n\n1\\. step\n\n"), "{text}");
+        assert!(crate::sinks::teams::within_limits(&message));
     }
 }

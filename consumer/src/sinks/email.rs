@@ -14,6 +14,10 @@
 //!
 //! A digest part ([`crate::digest`]) is rendered by [`digest`]: it goes to the recipient the
 //! part carries, with its own subject and templates.
+//!
+//! A notice from the consumer itself ([`crate::alert::Notice`]) is rendered by [`notice`]: the
+//! configured `recipients` get it, whatever `alertEnableByTag` says (it picks apps, and a
+//! notice is about none); the app owner does not (there is no app).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -539,9 +543,10 @@ impl EmailSink {
     /// The email this sink sends for an alert (or a digest part) to one recipient.
     pub fn message(&self, alert: &Alert, recipient: &str) -> Result<Message, SinkError> {
         let c = &self.config;
-        let (subject, html, text) = match &alert.digest {
-            Some(d) => digest::render(&c.digest_template, d, &alert.tenant_id)?,
-            None => {
+        let (subject, html, text) = match (&alert.notice, &alert.digest) {
+            (Some(n), _) => notice::render(n),
+            (None, Some(d)) => digest::render(&c.digest_template, d, &alert.tenant_id)?,
+            (None, None) => {
                 let context = alert
                     .context_for(c.alert.head_script_log_lines, c.alert.tail_script_log_lines);
                 let subject = render_text(&c.alert.subject, &context)
@@ -589,6 +594,14 @@ fn classify(error: &lettre::transport::smtp::Error, context: String) -> SinkErro
     }
 }
 
+/// Each address once, the first spelling kept: mail systems compare addresses without regard
+/// to case, and one person should not get two copies.
+fn unique(mut list: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|address| seen.insert(address.to_ascii_lowercase()));
+    list
+}
+
 impl Sink for EmailSink {
     fn name(&self) -> &str {
         &self.name
@@ -597,11 +610,14 @@ impl Sink for EmailSink {
     /// `alertEnableByTag` gates the whole email, owner included, as it gates Slack and Teams:
     /// an untagged app is not to alert anyone. (Butler 16 only gates the recipients list.)
     /// A digest lists alerts this sink already accepted one by one; it carries no tags of its
-    /// own, so the tag gate would refuse it.
+    /// own, so the tag gate would refuse it. A notice is about the tenant, not about an app, so
+    /// the gate has nothing to decide.
     fn accepts(&self, alert: &Alert) -> bool {
         let c = &self.config.alert;
         alert.tenant_id == c.tenant_id
-            && (alert.digest.is_some() || c.alert_enable_by_tag.allows(&alert.app_tags))
+            && (alert.digest.is_some()
+                || alert.notice.is_some()
+                || c.alert_enable_by_tag.allows(&alert.app_tags))
     }
 
     fn digest(&self) -> Option<DigestSettings> {
@@ -618,13 +634,14 @@ impl Sink for EmailSink {
 
     /// `recipients`, plus the app owner when `appOwnerAlert` lets them have it. Each address once.
     /// A digest part is already addressed (delivery folds each recipient's alerts apart), and
-    /// has no owner of its own to look up.
+    /// has no owner of its own to look up. A notice has no app, hence no owner: `recipients`
+    /// only (or the one it is already addressed to).
     fn recipients(&self, alert: &Alert) -> Option<Vec<String>> {
         let c = &self.config.alert;
-        if alert.digest.is_some() {
+        if alert.digest.is_some() || alert.notice.is_some() {
             return Some(match &alert.recipient {
                 Some(recipient) => vec![recipient.clone()],
-                None => c.recipients.clone(),
+                None => unique(c.recipients.clone()),
             });
         }
         let mut list: Vec<String> = c.recipients.clone();
@@ -644,9 +661,7 @@ impl Sink for EmailSink {
                 ),
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        list.retain(|address| seen.insert(address.to_ascii_lowercase()));
-        Some(list)
+        Some(unique(list))
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
@@ -665,6 +680,7 @@ impl Sink for EmailSink {
 }
 
 mod digest;
+mod notice;
 pub use digest::{
     DEFAULT_HTML_TEMPLATE as DEFAULT_DIGEST_HTML_TEMPLATE,
     DEFAULT_TEXT_TEMPLATE as DEFAULT_DIGEST_TEXT_TEMPLATE, MAX_ENTRIES as MAX_DIGEST_ENTRIES,

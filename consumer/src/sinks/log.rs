@@ -61,7 +61,21 @@ impl Sink for LogSink {
 
     /// The log never asks for digests, but a digest part handed to it (a replay, another
     /// layer's choice) is still one line, not a line per app.
+    /// A notice from the consumer itself is one line too, with its title and text as fields.
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
+        if let Some(notice) = &alert.notice {
+            // `?`: the text has line breaks of its own and values from Qlik (a webhook's name,
+            // its `disabledReason`); quoted and escaped, they stay on this line.
+            tracing::warn!(
+                target: "consumer::alert",
+                event_id = ?alert.event_id,
+                tenant = ?alert.tenant_id,
+                title = ?notice.title,
+                text = ?notice.text,
+                "notice from the consumer"
+            );
+            return Ok(());
+        }
         if let Some(digest) = &alert.digest {
             tracing::warn!(
                 target: "consumer::alert",
@@ -185,5 +199,42 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("reloads failed (digest)"), "{text}");
         assert!(text.contains("2 of 2 alerts"), "{text}");
+    }
+
+    #[test]
+    fn a_notice_is_one_line_with_its_title_and_text() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let forged = "x\n2026-01-01T00:00:00Z  INFO consumer: forged";
+        let alert = Alert::for_notice(
+            "t",
+            "watchdog-1",
+            crate::alert::Notice {
+                title: "Qlik disabled the webhook to the relay".into(),
+                text: format!("disabledReason: {forged}\nRe-enabled."),
+            },
+        );
+        assert!(LogSink::new().accepts(&alert));
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            runtime
+                .block_on(LogSink::new().send(&alert))
+                .expect("logged");
+        });
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains(" WARN "), "{text}");
+        assert!(text.contains("notice from the consumer"), "{text}");
+        assert!(
+            text.contains("title=\"Qlik disabled the webhook to the relay\""),
+            "{text}"
+        );
+        assert!(text.contains("Re-enabled."), "{text}");
     }
 }

@@ -178,6 +178,13 @@ impl Sink for MqttSink {
         "mqtt"
     }
 
+    /// Not a notice from the consumer itself: notices go to the tenant's chat and email
+    /// destinations, which people read; a receiver of this destination parses reload alerts
+    /// and digests, and a document of a third kind would only surprise it.
+    fn accepts(&self, alert: &Alert) -> bool {
+        alert.notice.is_none()
+    }
+
     fn rate_limit(&self) -> Duration {
         self.config.rate_limit
     }
@@ -192,5 +199,35 @@ impl Sink for MqttSink {
         let topic = self.topic_for(alert);
         let _one_at_a_time = self.busy.lock().await;
         self.publish(&topic, &payload).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_notices() {
+        let sink = MqttSink::new(MqttSinkConfig {
+            broker: qlik_events::BrokerSettings::new("127.0.0.1", 1883, "t"),
+            topic: "qscloud/{tenantId}".into(),
+            retain: false,
+            rate_limit: Duration::ZERO,
+            timeout: Duration::from_secs(1),
+            digest: None,
+        })
+        .expect("sink");
+        let notice = Alert::for_notice(
+                "t",
+                "watchdog-1",
+                crate::alert::Notice {
+                    title: "Qlik disabled the webhook to the relay".into(),
+                    text: "text".into(),
+                },
+            );
+        assert!(!sink.accepts(&notice));
+        let mut reload = notice;
+        reload.notice = None;
+        assert!(sink.accepts(&reload));
     }
 }

@@ -139,6 +139,12 @@ impl Sink for ScriptLogDiskSink {
         "script-log-disk"
     }
 
+    /// Not a notice from the consumer itself: it has no script log, and notices go to the
+    /// tenant's chat and email destinations, which people read.
+    fn accepts(&self, alert: &Alert) -> bool {
+        alert.notice.is_none()
+    }
+
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
         // A digest carries no script log, and its apps' logs were stored when each alert came.
         if alert.digest.is_some() {
@@ -230,5 +236,22 @@ mod tests {
             .expect("nothing to do");
         let written = std::fs::read_dir(dir.path()).expect("read").count();
         assert_eq!(written, 0);
+    }
+
+    #[test]
+    fn refuses_notices() {
+        let sink = ScriptLogDiskSink::new(ScriptLogDiskConfig {
+            log_directory: "/nonexistent".into(),
+        });
+        let notice = Alert::for_notice(
+                "t",
+                "watchdog-1",
+                crate::alert::Notice {
+                    title: "Qlik disabled the webhook to the relay".into(),
+                    text: "text".into(),
+                },
+            );
+        assert!(!sink.accepts(&notice));
+        assert!(sink.accepts(&alert(None)));
     }
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::Kind;
-use super::template::Markup;
+use super::template::{Markup, escape_cut, escape_slack, one_line};
 use super::chat::{ChatAlert, ChatFormat, ChatKeys, ChatSink};
 use crate::alert::Alert;
 use crate::config::{Node, Problems};
@@ -115,6 +115,24 @@ impl ChatFormat for Slack {
             blocks.push(json!({"type": "actions", "elements": buttons}));
         }
         json!({"text": text, "blocks": blocks})
+    }
+
+    /// A header with the title and a mrkdwn section with the text; the title is also the
+    /// notification fallback. Both are escaped, so a `<!channel>` in a webhook name from Qlik
+    /// shows as typed, and cut to Slack's limits, so Slack does not refuse the whole message.
+    fn notice_message(&self, title: &str, text: &str) -> Value {
+        let title = one_line(title);
+        let header = escape_cut(&title, SLACK_MAX_HEADER_CHARS, escape_slack);
+        let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": header}})];
+        // Slack refuses a section with empty text (`invalid_blocks`).
+        if !text.trim().is_empty() {
+            let text = escape_cut(text, SLACK_MAX_TEXT_CHARS, escape_slack);
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}));
+        }
+        json!({
+            "text": escape_cut(&title, SLACK_MAX_FALLBACK_CHARS, escape_slack),
+            "blocks": blocks,
+        })
     }
 
     fn finish(&self, message: &mut Value) {

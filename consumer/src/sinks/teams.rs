@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::Kind;
-use super::template::Markup;
+use super::template::{Markup, escape_cut, escape_teams, one_line};
 use super::chat::{ChatAlert, ChatFormat, ChatKeys, ChatSink};
 use crate::alert::Alert;
 use crate::config::{Node, Problems};
@@ -28,6 +28,12 @@ pub fn within_limits(message: &Value) -> bool {
     serde_json::to_vec(message).is_ok_and(|body| body.len() <= TEAMS_MAX_MESSAGE_BYTES)
 }
 
+/// Characters of a notice's heading and text kept (plain, before escaping). Escaping at most
+/// doubles them, which keeps a notice far below [`TEAMS_MAX_MESSAGE_BYTES`] even in 4-byte
+/// characters; a longer text (a `disabledReason` from Qlik) is cut, visibly.
+pub const TEAMS_NOTICE_MAX_TITLE_CHARS: usize = 300;
+pub const TEAMS_NOTICE_MAX_TEXT_CHARS: usize = 2_500;
+
 /// Teams' block has no keys of its own.
 #[derive(Debug, Clone)]
 pub struct Teams;
@@ -42,6 +48,38 @@ impl ChatFormat for Teams {
 
     fn digest_fits(message: &Value) -> bool {
         within_limits(message)
+    }
+
+    /// An Adaptive Card 1.3 like the basic message: the title as heading, the text below it.
+    /// Teams reads a single line break in a TextBlock as a space (markdown), so lines become
+    /// paragraphs; their indentation goes, since four spaces would start a code block.
+    fn notice_message(&self, title: &str, text: &str) -> Value {
+        let heading = escape_cut(&one_line(title), TEAMS_NOTICE_MAX_TITLE_CHARS, escape_teams);
+        let text = escape_cut(text, TEAMS_NOTICE_MAX_TEXT_CHARS, escape_teams)
+            .lines()
+            .map(str::trim_start)
+            .filter(|line| !line.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": null,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.3",
+                    "body": [
+                        {
+                            "type": "TextBlock", "size": "large", "weight": "bolder",
+                            "text": heading, "style": "heading", "wrap": true
+                        },
+                        {"type": "TextBlock", "text": text, "wrap": true}
+                    ]
+                }
+            }]
+        })
     }
 
     /// Butler's basic Teams message: an Adaptive Card with the text as heading and link buttons.

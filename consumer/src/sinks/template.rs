@@ -130,6 +130,37 @@ pub fn unescape_teams(text: &str) -> String {
     out
 }
 
+/// `text` escaped with `escape` and at most `max_chars` (at least 1) characters long; when cut, it ends in
+/// `…` so the reader sees that something is missing. The plain text is cut before escaping, so
+/// neither an entity (`&lt;`) nor a backslash escape is split in two.
+pub fn escape_cut(text: &str, max_chars: usize, escape: fn(&str) -> String) -> String {
+    let escaped = escape(text);
+    if escaped.chars().count() <= max_chars {
+        return escaped;
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let fits = |keep: usize| {
+        escape(&chars[..keep].iter().collect::<String>())
+            .chars()
+            .count()
+            < max_chars
+    };
+    // The longest prefix whose escaped form leaves room for `…`. Escaping a longer prefix never
+    // gives a shorter text, so a binary search finds it.
+    let (mut low, mut high) = (0, max_chars.saturating_sub(1).min(chars.len()));
+    while low < high {
+        let middle = (low + high).div_ceil(2);
+        if fits(middle) {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    let mut out = escape(&chars[..low].iter().collect::<String>());
+    out.push('…');
+    out
+}
+
 /// Escapes every value of a template context for `markup` (strings inside lists and objects
 /// too), except the [`URL_FIELDS`], at any depth: a digest lists its apps in `alerts[]`, each
 /// with its own `appUrl`. Keys are left alone: templates name them.
@@ -390,6 +421,17 @@ mod tests {
              <pre>a &lt; b\n&lt;b&gt;bold&lt;/b&gt;</pre>\
              <a href=\"https://x.example/?a&#x3D;1&amp;b&#x3D;&quot;2&quot;\">Docs</a>"
         );
+    }
+
+    #[test]
+    fn escape_cut_keeps_entities_whole_and_marks_the_cut() {
+        assert_eq!(escape_cut("a <b>", 20, escape_slack), "a &lt;b&gt;");
+        let cut = escape_cut("<<<<<<", 10, escape_slack);
+        assert_eq!(cut, "&lt;&lt;…");
+        assert!(cut.chars().count() <= 10);
+        let cut = escape_cut(&"*".repeat(500), 150, escape_teams);
+        assert_eq!(cut.chars().count(), 149);
+        assert!(cut.ends_with("\\*…"), "{cut}");
     }
 
     #[test]

@@ -192,6 +192,13 @@ impl Sink for WebhookSink {
         &self.name
     }
 
+    /// Not a notice from the consumer itself: notices go to the tenant's chat and email
+    /// destinations, which people read; a receiver of this destination parses reload alerts
+    /// and digests, and a document of a third kind would only surprise it.
+    fn accepts(&self, alert: &Alert) -> bool {
+        alert.notice.is_none()
+    }
+
     fn rate_limit(&self) -> Duration {
         self.config.rate_limit
     }
@@ -460,5 +467,30 @@ mod tests {
             assert_eq!(digest_of("mqtt"), on((3, 15)));
             assert_eq!(digest_of("log"), None);
         }
+    }
+
+    #[test]
+    fn refuses_notices() {
+        let sink = WebhookSink::new(
+            WebhookDestination {
+                name: "w".into(),
+                url: SecretUrl::new(url::Url::parse("http://127.0.0.1:9/").expect("url")),
+                headers: vec![],
+                timeout: Duration::from_secs(5),
+                rate_limit: Duration::ZERO,
+                digest: None,
+            },
+            reqwest::Client::new(),
+        );
+        let notice = Alert::for_notice(
+                "t",
+                "watchdog-1",
+                crate::alert::Notice {
+                    title: "Qlik disabled the webhook to the relay".into(),
+                    text: "text".into(),
+                },
+            );
+        assert!(!sink.accepts(&notice));
+        assert!(sink.accepts(&alert("e1")));
     }
 }

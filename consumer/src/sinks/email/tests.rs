@@ -344,3 +344,80 @@ fn digest_template_file_is_found_in_body_file_directory() {
     let paths: Vec<&str> = p.0.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["alert.emailNotification.reloadAppFailure.digestTemplateFile"]);
 }
+
+fn notice() -> Alert {
+    Alert::for_notice(
+        "t1",
+        "watchdog/1",
+        crate::alert::Notice {
+            title: "Qlik disabled the webhook <b>relay</b>\r\nBcc: evil@example.com".into(),
+            text: "disabledReason: <script>alert(1)</script> & more\nRe-enabled.\n\nCheck the relay."
+                .into(),
+        },
+    )
+}
+
+#[test]
+fn a_notice_goes_to_the_configured_recipients_only() {
+    // Owner alerts on, every owner included, and a tag gate: none of it concerns a notice.
+    let s = sink(owner(true, &[], &[]), Some("alert"));
+    let mut notice = notice();
+    // Not an app's: even an owner address in the context is not looked at.
+    notice
+        .context
+        .insert("appOwnerEmail".into(), "bo@example.com".into());
+    assert!(s.accepts(&notice));
+    assert!(!s.accepts(&Alert {
+        tenant_id: "t2".into(),
+        ..notice.clone()
+    }));
+    assert_eq!(
+        s.recipients(&notice),
+        Some(vec!["ops@example.com".into(), "Anna@example.com".into()])
+    );
+    // A copy already addressed (a replayed one) stays with its recipient.
+    assert_eq!(
+        s.recipients(&notice.for_recipient("anna@example.com")),
+        Some(vec!["anna@example.com".into()])
+    );
+}
+
+#[test]
+fn notice_email_has_the_title_as_subject_and_escaped_html() {
+    let s = sink(AppOwnerAlert::default(), None);
+    let notice = notice();
+    let raw = String::from_utf8(
+        s.message(&notice, "ops@example.com")
+            .expect("message")
+            .formatted(),
+    )
+    .expect("utf-8");
+    let headers = raw.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(
+        headers.contains(
+            "Subject: Qlik disabled the webhook <b>relay</b> Bcc: evil@example.com\r\n"
+        ),
+        "{headers}"
+    );
+    assert!(!headers.contains("\r\nBcc:"), "{headers}");
+    assert!(headers.contains("To: ops@example.com\r\n"), "{headers}");
+    let (subject, html, text) = notice::render(notice.notice.as_ref().unwrap());
+    assert_eq!(
+        subject,
+        "Qlik disabled the webhook <b>relay</b> Bcc: evil@example.com"
+    );
+    assert!(!html.contains("<script"), "{html}");
+    assert!(!html.contains("<b>relay"), "{html}");
+    assert!(
+        html.contains("<h2>Qlik disabled the webhook &lt;b&gt;relay&lt;/b&gt; Bcc: evil@example.com</h2>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            "<p>disabledReason: &lt;script&gt;alert(1)&lt;/script&gt; &amp; more<br>\nRe-enabled.</p>\n<p>Check the relay.</p>"
+        ),
+        "{html}"
+    );
+    // The text part is the text as it is: nothing reads markup there.
+    assert_eq!(text, notice.notice.as_ref().unwrap().text);
+}
