@@ -85,7 +85,8 @@ async fn a_disabled_webhook_is_reenabled_and_announced_once() {
     let mut slack = Receiver::start().await;
     let id = relay_hook(&api, false);
     // Another tenant webhook, to somewhere else: none of the watchdog's business.
-    let other = api.add_webhook(json!({"name": "audit", "url": "https://audit.example/", "enabled": false}));
+    let other = api
+        .add_webhook(json!({"name": "audit", "url": "https://audit.example/", "enabled": false}));
     let setup = setup(&api, &slack, true, None);
     let mut running = start(&setup).await;
     let first = next_check(&mut running).await;
@@ -102,18 +103,27 @@ async fn a_disabled_webhook_is_reenabled_and_announced_once() {
     ] {
         assert!(notice.contains(expected), "{expected} not in {notice}");
     }
-    assert!(!notice.contains("<!channel>"), "escaped for Slack: {notice}");
+    assert!(
+        !notice.contains("<!channel>"),
+        "escaped for Slack: {notice}"
+    );
     for _ in 0..2 {
         assert_eq!(next_check(&mut running).await.outcome, CheckOutcome::Ok);
     }
     running.stop().await;
     assert!(enabled(&api, &id));
-    assert!(!enabled(&api, &other), "only the webhook to the relay is touched");
+    assert!(
+        !enabled(&api, &other),
+        "only the webhook to the relay is touched"
+    );
     assert_eq!(patches(&api), 1);
     assert!(slack.drain_delivered().is_empty(), "announced once");
     let (code, out, _) = run_command(&setup, &["webhook", "status"]).await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("Qlik Cloud relay") && out.contains("enabled"), "{out}");
+    assert!(
+        out.contains("Qlik Cloud relay") && out.contains("enabled"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -132,10 +142,16 @@ async fn with_reenable_off_a_disabled_webhook_is_reported_and_left() {
     assert!(notice.contains("left it disabled"), "{notice}");
     assert!(slack.drain_delivered().is_empty(), "announced once");
     assert_eq!(patches(&api), 0);
-    assert!(api.resends().is_empty(), "nothing resent to a disabled webhook");
+    assert!(
+        api.resends().is_empty(),
+        "nothing resent to a disabled webhook"
+    );
     let (code, out, _) = run_command(&setup, &["webhook", "status"]).await;
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("DISABLED") && out.contains("DELIVERY_FAILURES"), "{out}");
+    assert!(
+        out.contains("DISABLED") && out.contains("DELIVERY_FAILURES"),
+        "{out}"
+    );
 }
 
 /// 3 failed and 2 successful deliveries (one of the failures was delivered later by Qlik's
@@ -219,7 +235,12 @@ async fn the_tenant_api_down_during_a_check_does_not_stop_alerting() {
     publish(
         &broker,
         &setup.topic,
-        event(Sample::CloudEventsAppReload, &testkit::unique("down"), TENANT, "app-down"),
+        event(
+            Sample::CloudEventsAppReload,
+            &testkit::unique("down"),
+            TENANT,
+            "app-down",
+        ),
     )
     .await;
     let alert = slack.delivered().await.body.to_string();

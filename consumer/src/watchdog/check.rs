@@ -86,6 +86,8 @@ impl Checker {
                 last_failure: None,
                 resent: 0,
                 resend_failed: 0,
+                resent_total: 0,
+                last_disabled: None,
                 error: None,
             };
             if !hook.enabled {
@@ -102,14 +104,26 @@ impl Checker {
         self.finish(report).await
     }
 
-    /// Keeps the report, counts and logs the check.
-    async fn finish(&self, report: TenantReport) -> TenantReport {
+    /// Keeps the report (with what it carries over from the last one), counts and logs the
+    /// check.
+    async fn finish(&self, mut report: TenantReport) -> TenantReport {
+        let key = report_key(&report.tenant_id);
+        if let Some(previous) = self
+            .store
+            .note(&key)
+            .await
+            .and_then(|json| serde_json::from_str::<TenantReport>(&json).ok())
+        {
+            report.carry_over(&previous);
+        } else {
+            for w in &mut report.webhooks {
+                w.resent_total = w.resent;
+            }
+        }
         crate::metrics::global().watchdog_check(&report.tenant_id, report.outcome.label());
         match serde_json::to_string(&report) {
             Ok(json) => {
-                self.store
-                    .set_note(&report_key(&report.tenant_id), &json, REMEMBER)
-                    .await;
+                self.store.set_note(&key, &json, REMEMBER).await;
             }
             Err(e) => tracing::warn!("watchdog report does not serialize: {e}"),
         }
@@ -190,6 +204,12 @@ impl Checker {
             hook.name
         );
         state.action = Some(action.clone());
+        state.last_disabled = Some(format!(
+            "{}: Qlik's reason {:?} (code {:?}); {action}",
+            now_rfc3339(),
+            hook.disabled_reason.as_deref().unwrap_or(""),
+            hook.disabled_reason_code.as_deref().unwrap_or("")
+        ));
         // Qlik stamps `updatedAt` when it disables a webhook: a later disablement is a new one.
         let when = hook
             .updated_at
@@ -237,7 +257,10 @@ impl Checker {
                 true
             }
             Err(e) => {
-                tracing::error!(tenant = tenant.id.as_str(), "watchdog notice not delivered: {e}");
+                tracing::error!(
+                    tenant = tenant.id.as_str(),
+                    "watchdog notice not delivered: {e}"
+                );
                 false
             }
         }

@@ -53,6 +53,13 @@ pub struct WebhookState {
     /// Failed deliveries resent by this check, and resends the tenant refused.
     pub resent: usize,
     pub resend_failed: usize,
+    /// Resent by the watchdog in all, as far as the reports go back.
+    #[serde(default)]
+    pub resent_total: usize,
+    /// The last time a check found it disabled: when, Qlik's reason and what was done (kept
+    /// from report to report, so `status` still tells after it was re-enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_disabled: Option<String>,
     /// Why the deliveries could not be read, when they could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -93,7 +100,8 @@ impl TenantReport {
             self.tenant_id,
             self.relay_url,
             match (self.outcome, self.healthy()) {
-                (CheckOutcome::Missing, _) => "MISSING: no webhook sends reload events to the relay",
+                (CheckOutcome::Missing, _) =>
+                    "MISSING: no webhook sends reload events to the relay",
                 (CheckOutcome::Error, _) => "UNKNOWN: the tenant API failed during the check",
                 (_, true) => "ok",
                 (_, false) => "DISABLED: a webhook to the relay is disabled",
@@ -123,17 +131,28 @@ impl TenantReport {
             if let Some(action) = &w.action {
                 let _ = writeln!(s, "    done: {action}");
             }
+            if w.action.is_none()
+                && let Some(last) = &w.last_disabled
+            {
+                let _ = writeln!(s, "    last found disabled: {last}");
+            }
             let _ = writeln!(
                 s,
                 "    last failed delivery: {}",
-                w.last_failure.as_deref().unwrap_or("none in the period checked")
+                w.last_failure
+                    .as_deref()
+                    .unwrap_or("none in the period checked")
             );
             let _ = writeln!(
                 s,
-                "    resent by this check: {}{}",
+                "    resent by this check: {} (by the watchdog in all: {}){}",
                 w.resent,
+                w.resent_total,
                 if w.resend_failed > 0 {
-                    format!(" ({} refused, tried again at the next check)", w.resend_failed)
+                    format!(
+                        " ({} refused, tried again at the next check)",
+                        w.resend_failed
+                    )
                 } else {
                     String::new()
                 }
@@ -143,6 +162,25 @@ impl TenantReport {
             }
         }
         s
+    }
+}
+
+impl TenantReport {
+    /// What a report carries over from the one before: per webhook, the last failed delivery
+    /// (when this check saw none), the last disablement and the resends in all.
+    pub fn carry_over(&mut self, previous: &TenantReport) {
+        for w in &mut self.webhooks {
+            let Some(before) = previous.webhooks.iter().find(|p| p.id == w.id) else {
+                continue;
+            };
+            if w.last_failure.is_none() {
+                w.last_failure.clone_from(&before.last_failure);
+            }
+            if w.last_disabled.is_none() {
+                w.last_disabled.clone_from(&before.last_disabled);
+            }
+            w.resent_total = before.resent_total.saturating_add(w.resent);
+        }
     }
 }
 
@@ -173,6 +211,8 @@ mod tests {
                 last_failure: None,
                 resent: 3,
                 resend_failed: 0,
+                resent_total: 3,
+                last_disabled: None,
                 error: None,
             }],
         }
@@ -195,6 +235,19 @@ mod tests {
         assert!(text.contains(r#""relay\nforged line""#), "{text}");
         assert_eq!(text.lines().filter(|l| l.starts_with("forged")).count(), 0);
         assert!(text.contains("resent by this check: 3"), "{text}");
+        let mut next = report(CheckOutcome::Ok, true);
+        next.webhooks[0].resent = 1;
+        next.webhooks[0].last_failure = None;
+        let mut before = report(CheckOutcome::Disabled, true);
+        before.webhooks[0].last_failure = Some("yesterday, HTTP 503".into());
+        before.webhooks[0].last_disabled = Some("at noon".into());
+        next.carry_over(&before);
+        assert_eq!(next.webhooks[0].resent_total, 4);
+        assert_eq!(
+            next.webhooks[0].last_failure.as_deref(),
+            Some("yesterday, HTTP 503")
+        );
+        assert_eq!(next.webhooks[0].last_disabled.as_deref(), Some("at noon"));
         let round: TenantReport =
             serde_json::from_str(&serde_json::to_string(&report(CheckOutcome::Ok, true)).unwrap())
                 .unwrap();

@@ -84,8 +84,7 @@ async fn read(config: &ConsumerConfig, key: &str) -> Result<Option<String>, Stri
     match &config.ha.state_store {
         StateStoreConfig::File => Ok(LocalStore::read_note(&config.state_dir, key)),
         StateStoreConfig::Redis(url) => {
-            let store = RedisStore::open(url)
-                .map_err(|e| format!("state store {}: {e}", url))?;
+            let store = RedisStore::open(url).map_err(|e| format!("state store {}: {e}", url))?;
             tokio::time::timeout(STORE_TIMEOUT, store.note(key))
                 .await
                 .map_err(|_| {
