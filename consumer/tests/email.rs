@@ -1001,6 +1001,7 @@ async fn storm_to_one_recipient(broker: &testkit::TestBroker) {
     .await;
     let mails = mails_naming_all(&mut smtp, &apps, STORM_DEADLINE).await;
     let took = started.elapsed();
+    until_nothing_parked(&setup).await;
     consumer.stop().await;
     let mut mails = mails;
     // Anything sent before the consumer stopped has arrived by now.
@@ -1130,6 +1131,7 @@ async fn each_app_owner_gets_a_digest_of_their_own_apps() {
     }
     let all_apps: Vec<String> = anna_apps.iter().chain(&bob_apps).cloned().collect();
     let mails = mails_naming_all(&mut smtp, &all_apps, std::time::Duration::from_secs(30)).await;
+    until_nothing_parked(&setup).await;
     consumer.stop().await;
     let mut mails = mails;
     mails.extend(smtp.drain());

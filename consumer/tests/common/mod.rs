@@ -790,6 +790,21 @@ pub async fn burst(broker: &testkit::TestBroker, topic: &str, payloads: Vec<Vec<
     let _ = client.disconnect().await;
 }
 
+/// Waits (bounded by [`WAIT`]) until the dead-letter directory is empty. A held alert (a digest
+/// part is held from the start) leaves it once its delivery is confirmed, a moment after the
+/// destination has it: stopping the consumer in between would leave it for the next start.
+pub async fn until_nothing_parked(setup: &Setup) {
+    let end = std::time::Instant::now() + WAIT;
+    while !setup.parked_files().is_empty() {
+        assert!(
+            std::time::Instant::now() < end,
+            "still parked or held: {:?}",
+            setup.parked_files()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // ---------------------------------------------------------------- the real binary
 
 pub struct Binary {
