@@ -1119,3 +1119,103 @@ fn check_config_reads_the_broker_certificates_as_run_does() {
     );
     assert_no_secrets(&out);
 }
+
+/// The digest and watchdog keys (issues 15 and 16): defaults, values, and bad values named by
+/// their key path; a tenant's own relay URL wins over the consumer's.
+#[test]
+fn digest_and_watchdog_keys() {
+    let fx = Fixture::new();
+    let butler = fx.butler();
+    let config = fx.load(&butler, None, &[]).expect("loads");
+    assert!(config.digest.enable);
+    assert_eq!(config.digest.settings.after_alerts, 3);
+    assert_eq!(config.digest.settings.window.as_secs(), 60);
+    assert_eq!(config.watchdog.relay_url, None);
+    assert_eq!(config.watchdog.interval.as_secs(), 300);
+    assert!(config.watchdog.reenable);
+    assert!(config.relay_url_of(&config.tenants[0]).is_none());
+
+    let mut butler = fx.butler();
+    let c = "Butler.qlikSenseCloud.consumer";
+    set(
+        &mut butler,
+        &format!("{c}.digest.enable"),
+        Value::Bool(false),
+    );
+    set(
+        &mut butler,
+        &format!("{c}.digest.afterAlerts"),
+        Value::from(5),
+    );
+    set(
+        &mut butler,
+        &format!("{c}.digest.windowSeconds"),
+        Value::from(30),
+    );
+    set(
+        &mut butler,
+        &format!("{c}.watchdog.relayUrl"),
+        s("https://relay.example/qlik"),
+    );
+    set(
+        &mut butler,
+        &format!("{c}.watchdog.intervalSeconds"),
+        Value::from(60),
+    );
+    set(
+        &mut butler,
+        &format!("{c}.watchdog.reenable"),
+        Value::Bool(false),
+    );
+    set(
+        &mut butler,
+        &format!("{T}.watchdog.relayUrl"),
+        s("https://dmz.example/relay"),
+    );
+    let config = fx.load(&butler, None, &[]).expect("loads");
+    assert_eq!(
+        config.digest.active(),
+        None,
+        "enable: false turns digests off"
+    );
+    assert_eq!(config.digest.settings.after_alerts, 5);
+    assert_eq!(config.watchdog.interval.as_secs(), 60);
+    assert!(!config.watchdog.reenable);
+    assert_eq!(
+        config.relay_url_of(&config.tenants[0]).map(|u| u.as_str()),
+        Some("https://dmz.example/relay")
+    );
+
+    let mut butler = fx.butler();
+    set(
+        &mut butler,
+        &format!("{c}.digest.afterAlerts"),
+        Value::from(0),
+    );
+    set(&mut butler, &format!("{c}.digest.windowSeconds"), s("soon"));
+    set(
+        &mut butler,
+        &format!("{c}.watchdog.relayUrl"),
+        s("http://relay.example/"),
+    );
+    set(
+        &mut butler,
+        &format!("{c}.watchdog.intervalSeconds"),
+        Value::from(0),
+    );
+    set(&mut butler, &format!("{T}.watchdog.relayUrl"), s("relay"));
+    let err = problems(fx.load(&butler, None, &[]));
+    for path in [
+        format!("{c}.digest.afterAlerts"),
+        format!("{c}.digest.windowSeconds"),
+        format!("{c}.watchdog.relayUrl"),
+        format!("{c}.watchdog.intervalSeconds"),
+        format!("{T}.watchdog.relayUrl"),
+    ] {
+        assert!(
+            err.message_for(&path).is_some(),
+            "{path} not named in:\n{err}"
+        );
+    }
+    assert_eq!(err.problems.len(), 5, "{err}");
+}
