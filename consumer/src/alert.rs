@@ -62,6 +62,21 @@ pub struct Notice {
     pub text: String,
 }
 
+#[cfg(test)]
+impl Alert {
+    /// A watchdog notice for tenant `t`, for the sinks' unit tests.
+    pub(crate) fn sample_notice() -> Alert {
+        Alert::for_notice(
+            "t",
+            "watchdog-1",
+            Notice {
+                title: "Qlik disabled the webhook to the relay".into(),
+                text: "text".into(),
+            },
+        )
+    }
+}
+
 /// The `eventType` of a notice.
 pub const NOTICE_EVENT_TYPE: &str = "qscloud.consumer.watchdog";
 

@@ -217,14 +217,7 @@ mod tests {
             digest: None,
         })
         .expect("sink");
-        let notice = Alert::for_notice(
-                "t",
-                "watchdog-1",
-                crate::alert::Notice {
-                    title: "Qlik disabled the webhook to the relay".into(),
-                    text: "text".into(),
-                },
-            );
+        let notice = Alert::sample_notice();
         assert!(!sink.accepts(&notice));
         let mut reload = notice;
         reload.notice = None;

@@ -243,14 +243,7 @@ mod tests {
         let sink = ScriptLogDiskSink::new(ScriptLogDiskConfig {
             log_directory: "/nonexistent".into(),
         });
-        let notice = Alert::for_notice(
-                "t",
-                "watchdog-1",
-                crate::alert::Notice {
-                    title: "Qlik disabled the webhook to the relay".into(),
-                    text: "text".into(),
-                },
-            );
+        let notice = Alert::sample_notice();
         assert!(!sink.accepts(&notice));
         assert!(sink.accepts(&alert(None)));
     }

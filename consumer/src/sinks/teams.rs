@@ -38,6 +38,30 @@ pub const TEAMS_NOTICE_MAX_TEXT_CHARS: usize = 2_500;
 #[derive(Debug, Clone)]
 pub struct Teams;
 
+/// A Teams message holding one Adaptive Card with `body`.
+fn card(body: Vec<Value>) -> Value {
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.3",
+                "body": body
+            }
+        }]
+    })
+}
+
+fn heading_block(text: &str) -> Value {
+    json!({
+        "type": "TextBlock", "size": "large", "weight": "bolder",
+        "text": text, "style": "heading", "wrap": true
+    })
+}
+
 impl ChatFormat for Teams {
     const BLOCK: &'static str = "teamsNotification";
     const LABEL: &'static str = "Teams";
@@ -61,25 +85,10 @@ impl ChatFormat for Teams {
             .filter(|line| !line.is_empty())
             .collect::<Vec<_>>()
             .join("\n\n");
-        json!({
-            "type": "message",
-            "attachments": [{
-                "contentType": "application/vnd.microsoft.card.adaptive",
-                "contentUrl": null,
-                "content": {
-                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                    "type": "AdaptiveCard",
-                    "version": "1.3",
-                    "body": [
-                        {
-                            "type": "TextBlock", "size": "large", "weight": "bolder",
-                            "text": heading, "style": "heading", "wrap": true
-                        },
-                        {"type": "TextBlock", "text": text, "wrap": true}
-                    ]
-                }
-            }]
-        })
+        card(vec![
+            heading_block(&heading),
+            json!({"type": "TextBlock", "text": text, "wrap": true}),
+        ])
     }
 
     /// Butler's basic Teams message: an Adaptive Card with the text as heading and link buttons.
@@ -92,28 +101,13 @@ impl ChatFormat for Teams {
                 })
             })
             .collect();
-        let mut body = vec![json!({
-            "type": "TextBlock", "size": "large", "weight": "bolder",
-            "text": text, "style": "heading", "wrap": true
-        })];
+        let mut body = vec![heading_block(text)];
         if !actions.is_empty() {
             body.push(json!({
                 "type": "ActionSet", "spacing": "extraLarge", "separator": true, "actions": actions
             }));
         }
-        json!({
-            "type": "message",
-            "attachments": [{
-                "contentType": "application/vnd.microsoft.card.adaptive",
-                "contentUrl": null,
-                "content": {
-                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                    "type": "AdaptiveCard",
-                    "version": "1.3",
-                    "body": body
-                }
-            }]
-        })
+        card(body)
     }
 }
 

@@ -482,14 +482,7 @@ mod tests {
             },
             reqwest::Client::new(),
         );
-        let notice = Alert::for_notice(
-                "t",
-                "watchdog-1",
-                crate::alert::Notice {
-                    title: "Qlik disabled the webhook to the relay".into(),
-                    text: "text".into(),
-                },
-            );
+        let notice = Alert::sample_notice();
         assert!(!sink.accepts(&notice));
         assert!(sink.accepts(&alert("e1")));
     }
