@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::digest::{APP_NAME_MAX_CHARS, DIGEST_EVENT_TYPE, Digest, DigestEntry, cut, error_line};
 use crate::enrich::{CHAT_SCRIPT_LOG_MAX_CHARS, group_thousands, script_log_parts};
 
 /// One failed reload, ready for delivery.
@@ -44,7 +45,7 @@ pub struct Alert {
     /// Set on a digest ([`crate::digest`]): the alerts it lists. The destination renders its
     /// digest message instead of a single alert's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<crate::digest::Digest>,
+    pub digest: Option<Digest>,
     /// Set on a notice from the consumer itself (the webhook watchdog), not about a reload:
     /// chat and email destinations show its title and text; other destinations do not take it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +78,63 @@ impl Alert {
     }
 }
 
+impl Alert {
+    /// This alert as a digest lists it.
+    pub fn digest_entry(&self) -> DigestEntry {
+        let alert = self;
+        let text = |key: &str| alert.field(key).map(str::to_owned);
+        let time = alert
+            .context
+            .get("executionStopTime")
+            .and_then(|t| t.get("stopTimeUTC"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .or_else(|| alert.event_time.clone());
+        let error = text("errorMessage").unwrap_or_default();
+        DigestEntry {
+            event_id: alert.event_id.clone(),
+            tenant_id: alert.tenant_id.clone(),
+            tenant_comment: text("tenantComment"),
+            app_id: alert.app_id.clone(),
+            app_name: cut(
+                &text("appName")
+                    .or_else(|| alert.app_id.clone())
+                    .unwrap_or_else(|| "(unknown app)".to_owned()),
+                APP_NAME_MAX_CHARS,
+            ),
+            app_url: text("appUrl"),
+            reload_id: alert.reload_id.clone(),
+            time,
+            error_line: error_line(&error),
+        }
+    }
+}
+
+impl Alert {
+    /// A digest part for one destination, as delivery carries it: `sink` and `recipient` say
+    /// whose it is; the event id names the window and part, so each part has a parked-alert
+    /// file of its own.
+    pub fn for_digest(tenant_id: &str, recipient: Option<&str>, digest: Digest) -> Alert {
+        let mut context = digest.context();
+        context.insert("tenantId".into(), tenant_id.into());
+        Alert {
+            event_id: format!("digest-{}-{}of{}", digest.window, digest.part, digest.parts),
+            event_type: DIGEST_EVENT_TYPE.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            app_id: None,
+            reload_id: None,
+            event_time: Some(digest.window_end.clone()),
+            app_tags: Vec::new(),
+            script_log: None,
+            context,
+            recipient: recipient.map(str::to_owned),
+            digest: Some(digest),
+            notice: None,
+        }
+    }
+}
+
 /// The `eventType` of a notice.
 pub const NOTICE_EVENT_TYPE: &str = "qscloud.consumer.watchdog";
 
@@ -93,7 +151,8 @@ impl Alert {
             tenant_id: tenant_id.to_owned(),
             app_id: None,
             reload_id: None,
-            event_time: Some(crate::state::now_rfc3339()),
+            // Not an event of Qlik's: nothing to time a delivery from.
+            event_time: None,
             app_tags: Vec::new(),
             script_log: None,
             context,

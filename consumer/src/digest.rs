@@ -11,8 +11,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::alert::Alert;
-
 /// `Butler.qlikSenseCloud.consumer.digest`, or a machine destination's own `digest` block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DigestSettings {
@@ -52,37 +50,6 @@ pub struct DigestEntry {
     pub error_line: String,
 }
 
-impl DigestEntry {
-    pub fn from_alert(alert: &Alert) -> Self {
-        let text = |key: &str| alert.field(key).map(str::to_owned);
-        let time = alert
-            .context
-            .get("executionStopTime")
-            .and_then(|t| t.get("stopTimeUTC"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .or_else(|| alert.event_time.clone());
-        let error = text("errorMessage").unwrap_or_default();
-        Self {
-            event_id: alert.event_id.clone(),
-            tenant_id: alert.tenant_id.clone(),
-            tenant_comment: text("tenantComment"),
-            app_id: alert.app_id.clone(),
-            app_name: cut(
-                &text("appName")
-                    .or_else(|| alert.app_id.clone())
-                    .unwrap_or_else(|| "(unknown app)".to_owned()),
-                APP_NAME_MAX_CHARS,
-            ),
-            app_url: text("appUrl"),
-            reload_id: alert.reload_id.clone(),
-            time,
-            error_line: error_line(&error),
-        }
-    }
-}
-
 /// The first line of an error message that says something, cut to [`ERROR_LINE_MAX_CHARS`].
 pub fn error_line(error: &str) -> String {
     let line = error
@@ -94,7 +61,7 @@ pub fn error_line(error: &str) -> String {
 }
 
 /// `text` cut to `max` characters, with `…` where it was cut.
-fn cut(text: &str, max: usize) -> String {
+pub(crate) fn cut(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
     }
@@ -224,30 +191,6 @@ pub fn split(
         .enumerate()
         .map(|(index, size)| part_of(entries.by_ref().take(size).collect(), index + 1, parts))
         .collect()
-}
-
-impl Alert {
-    /// A digest part for one destination, as delivery carries it: `sink` and `recipient` say
-    /// whose it is; the event id names the window and part, so each part has a parked-alert
-    /// file of its own.
-    pub fn for_digest(tenant_id: &str, recipient: Option<&str>, digest: Digest) -> Alert {
-        let mut context = digest.context();
-        context.insert("tenantId".into(), tenant_id.into());
-        Alert {
-            event_id: format!("digest-{}-{}of{}", digest.window, digest.part, digest.parts),
-            event_type: DIGEST_EVENT_TYPE.to_owned(),
-            tenant_id: tenant_id.to_owned(),
-            app_id: None,
-            reload_id: None,
-            event_time: Some(digest.window_end.clone()),
-            app_tags: Vec::new(),
-            script_log: None,
-            context,
-            recipient: recipient.map(str::to_owned),
-            digest: Some(digest),
-            notice: None,
-        }
-    }
 }
 
 /// The `eventType` of a digest in machine destinations' payloads.

@@ -42,7 +42,7 @@ pub(super) async fn fold(
     if alert.digest.is_some() || alert.notice.is_some() {
         return None;
     }
-    let entry = match serde_json::to_string(&DigestEntry::from_alert(alert)) {
+    let entry = match serde_json::to_string(&alert.digest_entry()) {
         Ok(entry) => entry,
         Err(e) => {
             tracing::warn!(
