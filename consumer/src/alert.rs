@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::digest::{APP_NAME_MAX_CHARS, DIGEST_EVENT_TYPE, Digest, DigestEntry, cut, error_line};
-use crate::enrich::{CHAT_SCRIPT_LOG_MAX_CHARS, group_thousands, script_log_parts};
+use crate::script_log::{CHAT_SCRIPT_LOG_MAX_CHARS, group_thousands, script_log_parts};
 
 /// One failed reload, ready for delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,6 +13,8 @@ pub mod enrich;
 pub mod exit;
 pub mod metrics;
 pub mod pipeline;
+pub mod script_log;
+pub mod settings;
 pub mod sinks;
 pub mod source;
 pub mod state;

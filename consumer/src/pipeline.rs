@@ -29,7 +29,7 @@ use crate::config::ConsumerConfig;
 use crate::delivery::parked_message::{ParkMessageError, ParkedMessage, park_message};
 use crate::delivery::{DeadLetter, Deliveries, DeliveryError, RetryPolicy, WorkerSettings};
 use crate::metrics::server::{self as metrics_server, Probe, ServeError};
-use crate::sinks::{self, BuildError};
+use crate::sinks::{self, BuildError, Purpose};
 use crate::source::{Message, Received, Source, SourceConfig, SourceError};
 use crate::state::{Claims, StateBackend, StoreError};
 use crate::transforms::enrich::Enricher;
@@ -102,8 +102,8 @@ impl Consumer {
     pub fn build(config: ConsumerConfig) -> Result<Self, RunError> {
         ensure_dir(&config.state_dir)?;
         ensure_dir(&config.dead_letter_dir)?;
-        let store = crate::state::open(&config)?;
-        let sinks = sinks::build(&config)?;
+        let store = config.open_state()?;
+        let sinks = config.build_sinks(Purpose::Run)?;
         let enricher = Enricher::new(&config)?;
         Ok(Self {
             config: Arc::new(config),
@@ -260,9 +260,11 @@ fn worker_settings(config: &ConsumerConfig, store: &Arc<dyn StateBackend>) -> Wo
 /// Every destination's queue and worker, as `consumer run` builds them, for tests that deliver
 /// one alert. (`replay` builds the sinks alone: workers would redeliver on their own.)
 pub fn delivery_for(config: &ConsumerConfig) -> Result<Arc<Deliveries>, RunError> {
-    let store = crate::state::open(config)?;
-    let (deliveries, _workers) =
-        Deliveries::start(sinks::build(config)?, &worker_settings(config, &store));
+    let store = config.open_state()?;
+    let (deliveries, _workers) = Deliveries::start(
+        config.build_sinks(Purpose::Run)?,
+        &worker_settings(config, &store),
+    );
     Ok(deliveries)
 }
 

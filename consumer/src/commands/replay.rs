@@ -8,7 +8,7 @@ use time::format_description::well_known::Rfc3339;
 
 use consumer::delivery::{self, DeadLetter, RetryPolicy};
 use consumer::exit;
-use consumer::sinks::{self, Purpose};
+use consumer::sinks::Purpose;
 
 use super::load;
 use crate::ConfigArgs;
@@ -117,7 +117,9 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
         );
         return Ok(exit::TRY_AGAIN_LATER);
     };
-    let sinks = sinks::build_for(&config, Purpose::Replay).context("building sinks")?;
+    let sinks = config
+        .build_sinks(Purpose::Replay)
+        .context("building sinks")?;
     let report = delivery::replay(&lock, &sinks, &RetryPolicy::from(&config.retry), only_sink)
         .await
         .context("replaying parked alerts")?;

@@ -7,41 +7,23 @@
 //! Everything is validated at load time and every problem is reported with its dotted key path.
 //! See docs/configuration.md ("Consumer configuration reference").
 
-mod alert;
-mod broker;
-mod error;
-mod extension;
-mod node;
 mod parse;
 mod report;
-mod secret;
-mod smtp;
-mod store;
 mod tenant;
 
 use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
-pub use alert::AlertEnableByTag;
-pub(crate) use alert::{BUTLER_RATE_LIMIT_SECS, block_enabled, rate_limit, script_log_lines};
-pub use broker::{BrokerConfig, FORWARD, MQTT_PASSWORD_ENV, TopicConfig};
-pub use error::{ConfigErrors, Problem};
-pub(crate) use extension::parse_digest_settings;
-pub use extension::{
-    CONSUMER, DEFAULT_CONCURRENCY, DEFAULT_DIGEST, DEFAULT_REDELIVERY_SCHEDULE, DedupeConfig,
-    DigestConfig, EnrichmentConfig, RedeliveryConfig, RetryConfig, WatchdogConfig,
+pub use crate::settings::{
+    AlertEnableByTag, BrokerConfig, CONSUMER, ConfigErrors, DEFAULT_CONCURRENCY, DEFAULT_DIGEST,
+    DEFAULT_REDELIVERY_SCHEDULE, DedupeConfig, DigestConfig, EnrichmentConfig, FORWARD, HaConfig,
+    MQTT_PASSWORD_ENV, Problem, REDIS_PASSWORD_ENV, RedeliveryConfig, RedisUrl, RetryConfig, SMTP,
+    SMTP_PASSWORD_ENV, SecretSource, SecretUrl, SmtpAuth, SmtpConfig, SmtpSecurity,
+    StateStoreConfig, TopicConfig, WatchdogConfig, is_loopback_host, parse_mailbox,
 };
-pub(crate) use node::{Node, Problems, is_placeholder};
 pub use parse::QSC;
 pub use report::{EXIT_CONFIG_INVALID, EXIT_OK, check_config, check_config_with_env, summary};
-pub use secret::{SecretSource, SecretUrl};
-pub use smtp::{
-    SMTP, SMTP_PASSWORD_ENV, SmtpAuth, SmtpConfig, SmtpSecurity, is_loopback_host, parse_mailbox,
-};
-#[cfg(test)]
-pub(crate) use store::parse_ha as parse_ha_for_tests;
-pub use store::{HaConfig, REDIS_PASSWORD_ENV, RedisUrl, StateStoreConfig};
 pub use tenant::{AuthType, TENANT, TENANT_JWT_ENV, TENANTS, TenantConfig, tenant_jwt_env_var};
 
 pub use crate::sinks::script_log_disk::SCRIPT_LOG;
@@ -109,6 +91,35 @@ impl ConsumerConfig {
     /// The tenant with this id (as sent in the event's `tenantid` / `extensions.tenantId`).
     pub fn tenant(&self, tenant_id: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.id == tenant_id)
+    }
+
+    /// The state backend this configuration names (files in the state directory, or Redis).
+    pub fn open_state(
+        &self,
+    ) -> Result<std::sync::Arc<dyn crate::state::StateBackend>, crate::state::StoreError> {
+        crate::state::open(&self.ha.state_store, &self.state_dir, self.dedupe.retention)
+    }
+
+    /// What building a destination needs from the rest of this configuration.
+    pub fn sink_context(&self) -> crate::sinks::Context<'_> {
+        crate::sinks::Context {
+            digest: &self.digest,
+            smtp: self.smtp.as_ref(),
+            broker: &self.broker,
+        }
+    }
+
+    /// Every destination, in the order `check-config` lists them and alerts are handed out.
+    pub fn destinations_in_order(&self) -> Vec<&dyn crate::sinks::Destination> {
+        crate::sinks::in_order(&self.destinations, self.tenants.iter().map(|t| &t.alert))
+    }
+
+    /// Every destination's sink, built for `purpose` (`consumer run`, or `replay`).
+    pub fn build_sinks(
+        &self,
+        purpose: crate::sinks::Purpose,
+    ) -> Result<Vec<crate::sinks::SharedSink>, crate::sinks::BuildError> {
+        crate::sinks::build(&self.destinations_in_order(), &self.sink_context(), purpose)
     }
 
     /// The relay URL the watchdog looks for in this tenant's webhooks: the tenant's own

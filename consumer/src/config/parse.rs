@@ -6,13 +6,13 @@ use std::path::PathBuf;
 
 use serde_yaml_ng::Value;
 
-use super::broker::parse_forward;
-use super::extension::parse_extension;
-use super::node::{Node, Problems};
-use super::secret::Env;
-use super::smtp::{email_wanted, parse_smtp};
 use super::tenant::parse_tenants;
 use super::{ConsumerConfig, GenericUrl, Problem};
+use crate::settings::Env;
+use crate::settings::parse_extension;
+use crate::settings::parse_forward;
+use crate::settings::{Node, Problems};
+use crate::settings::{email_wanted, parse_smtp};
 
 /// Key path of Butler's Qlik Cloud section.
 pub const QSC: &str = "Butler.qlikSenseCloud";

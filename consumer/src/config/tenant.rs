@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use secrecy::SecretString;
 use url::Url;
 
-use super::node::{Node, Problems};
-use super::secret::{Absent, Env, SecretSource, resolve_secret};
+use crate::settings::{Absent, Env, SecretSource, resolve_secret};
+use crate::settings::{Node, Problems};
 use crate::sinks::TenantAlerts;
 
 /// Key path of Butler's single tenant block.

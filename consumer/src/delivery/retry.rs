@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::alert::Alert;
-use crate::config::RetryConfig;
+use crate::settings::RetryConfig;
 use crate::sinks::{DynSink, SinkError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::fetch::Enrichment;
 use crate::config::{GenericUrl, TenantConfig};
+use crate::script_log::{CHAT_SCRIPT_LOG_MAX_CHARS, group_thousands, script_log_parts};
 
 /// `executionDuration`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -172,8 +173,6 @@ pub struct AlertContext {
     pub missing: Vec<String>,
 }
 
-/// Text Butler cuts script logs to for Teams and Slack (their text fields have a limit).
-pub const CHAT_SCRIPT_LOG_MAX_CHARS: usize = 2900;
 const TRUNCATED_MARK: &str = "----Script log truncated by Butler----";
 
 impl AlertContext {
@@ -240,19 +239,6 @@ pub fn path_segment(id: &str) -> String {
         } else {
             out.push_str(&format!("%{byte:02X}"));
         }
-    }
-    out
-}
-
-/// `1234567` → `1,234,567`, like JavaScript's `toLocaleString()` in the en-US locale.
-pub fn group_thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
     }
     out
 }
@@ -350,31 +336,6 @@ fn creation_time(raw: Option<&str>) -> ExecutionCreationTime {
         creation_time_local3: l3,
         creation_time_local4: l4,
         creation_time_local5: l5,
-    }
-}
-
-/// Head, tail and sizes of a script log, the way Butler counts: lines split on line breaks
-/// (`\r\n` or `\n`), characters counted without the line breaks.
-pub struct ScriptLogParts {
-    pub head: String,
-    pub tail: String,
-    pub rows: usize,
-    pub characters: usize,
-}
-
-pub fn script_log_parts(log: &str, head_lines: usize, tail_lines: usize) -> ScriptLogParts {
-    let mut lines: Vec<&str> = log.split('\n').map(|l| l.trim_end_matches('\r')).collect();
-    // A log ending in a line break has no extra empty line.
-    if lines.last() == Some(&"") {
-        lines.pop();
-    }
-    let head = lines[..head_lines.min(lines.len())].join("\n");
-    let tail = lines[lines.len().saturating_sub(tail_lines)..].join("\n");
-    ScriptLogParts {
-        head,
-        tail,
-        rows: lines.len(),
-        characters: lines.iter().map(|l| l.chars().count()).sum(),
     }
 }
 

@@ -9,10 +9,12 @@
 mod context;
 mod fetch;
 
+pub use crate::script_log::{
+    CHAT_SCRIPT_LOG_MAX_CHARS, ScriptLogParts, group_thousands, script_log_parts,
+};
 pub use context::{
-    AlertContext, CHAT_SCRIPT_LOG_MAX_CHARS, ExecutionCreationTime, ExecutionDuration,
-    ExecutionStartTime, ExecutionStopTime, ScriptLogParts, build_context, group_thousands,
-    script_log_parts,
+    AlertContext, ExecutionCreationTime, ExecutionDuration, ExecutionStartTime, ExecutionStopTime,
+    build_context,
 };
 pub(crate) use fetch::within;
 pub use fetch::{EnrichError, Enrichment, Missing, Resource};

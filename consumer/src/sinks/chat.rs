@@ -24,14 +24,14 @@ use serde_json::Value;
 
 use super::template::{Markup, escape_for, render_json, render_text};
 use super::{
-    BuildError, Destination, SharedSink, Sink, SinkError, TenantApi, digest_context, http,
+    BuildError, Context, Destination, SharedSink, Sink, SinkError, TenantApi, digest_context, http,
 };
 use crate::alert::Alert;
-use crate::config::{
-    AlertEnableByTag, BUTLER_RATE_LIMIT_SECS, ConsumerConfig, Node, Problems, SecretUrl,
-    block_enabled, rate_limit, script_log_lines,
-};
 use crate::digest::{Digest, DigestSettings};
+use crate::settings::{
+    AlertEnableByTag, BUTLER_RATE_LIMIT_SECS, Node, Problems, SecretUrl, block_enabled, rate_limit,
+    script_log_lines,
+};
 
 /// `basicMsgTemplate` when the block has none (possible with `messageType: formatted`, whose
 /// basic message is still sent under `basicContentOnly`).
@@ -227,7 +227,7 @@ impl<F: ChatFormat> ChatAlert<F> {
 }
 
 impl<F: ChatFormat> Destination for ChatAlert<F> {
-    fn summary(&self, _config: &ConsumerConfig) -> Option<String> {
+    fn summary(&self, _config: &Context<'_>) -> Option<String> {
         Some(format!(
             "{} ({}) → {}",
             F::LABEL,
@@ -281,7 +281,7 @@ impl<F: ChatFormat> Destination for ChatAlert<F> {
 
     fn build(
         &self,
-        config: &ConsumerConfig,
+        config: &Context<'_>,
         client: &reqwest::Client,
     ) -> Result<SharedSink, BuildError> {
         let sink = ChatSink::new(self.clone(), client.clone())?.with_digest(config.digest.active());

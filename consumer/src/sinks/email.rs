@@ -32,11 +32,11 @@ use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executo
 use secrecy::ExposeSecret;
 
 use super::template::{check, one_line, render_html, render_text};
-use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError};
+use super::{Context, BuildError, Destination, Kind, SharedSink, Sink, SinkError};
 use crate::alert::Alert;
 use crate::digest::{Digest, DigestSettings};
-use crate::config::{
-    AlertEnableByTag, BUTLER_RATE_LIMIT_SECS, ConsumerConfig, Node, Problems, SMTP, SmtpConfig,
+use crate::settings::{
+    AlertEnableByTag, BUTLER_RATE_LIMIT_SECS, Node, Problems, SMTP, SmtpConfig,
     SmtpSecurity, block_enabled, is_placeholder, parse_mailbox, rate_limit, script_log_lines,
 };
 use crate::state::fnv1a;
@@ -279,8 +279,8 @@ fn template_in(dir: &Path, name: &str, key: &str, p: &mut Problems) -> Option<Pa
 }
 
 impl Destination for EmailAlert {
-    fn summary(&self, config: &ConsumerConfig) -> Option<String> {
-        let smtp = config.smtp.as_ref()?;
+    fn summary(&self, config: &Context<'_>) -> Option<String> {
+        let smtp = config.smtp?;
         Some(format!(
             "email ({}) via {}:{}",
             self.tenant_id, smtp.host, smtp.port
@@ -322,10 +322,10 @@ impl Destination for EmailAlert {
 
     fn build(
         &self,
-        config: &ConsumerConfig,
+        config: &Context<'_>,
         _: &reqwest::Client,
     ) -> Result<SharedSink, BuildError> {
-        let settings = EmailConfig::new(self, config.smtp.as_ref())?;
+        let settings = EmailConfig::new(self, config.smtp)?;
         Ok(Arc::new(
             EmailSink::new(settings)?.with_digest(config.digest.active()),
         ))

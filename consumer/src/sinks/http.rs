@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{BuildError, SinkError};
-use crate::config::SecretUrl;
+use crate::settings::SecretUrl;
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 

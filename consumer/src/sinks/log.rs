@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError, TenantApi};
+use super::{Context, BuildError, Destination, Kind, SharedSink, Sink, SinkError, TenantApi};
 use crate::alert::Alert;
-use crate::config::{ConsumerConfig, Node, Problems};
+use crate::settings::{Node, Problems};
 
 pub(crate) const KIND: Kind = Kind::Global(parse);
 
@@ -30,7 +30,7 @@ fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
 }
 
 impl Destination for LogDestination {
-    fn summary(&self, _config: &ConsumerConfig) -> Option<String> {
+    fn summary(&self, _config: &Context<'_>) -> Option<String> {
         Some("log".to_owned())
     }
 
@@ -40,7 +40,7 @@ impl Destination for LogDestination {
         None
     }
 
-    fn build(&self, _: &ConsumerConfig, _: &reqwest::Client) -> Result<SharedSink, BuildError> {
+    fn build(&self, _: &Context<'_>, _: &reqwest::Client) -> Result<SharedSink, BuildError> {
         Ok(Arc::new(LogSink::new()))
     }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alert::Alert;
-use crate::config::{ConsumerConfig, Node, Problems};
 use crate::digest::{Digest, DigestSettings};
+use crate::settings::{BrokerConfig, DigestConfig, Node, Problems, SmtpConfig};
 
 pub mod chat;
 pub mod http;
@@ -197,11 +197,23 @@ pub enum TenantApi {
     Everything,
 }
 
+/// What building (and summarizing) a destination needs from the rest of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// `consumer.digest`: chat and email destinations follow it; `enable: false` also turns
+    /// off a machine destination's own `digest` block.
+    pub digest: &'a DigestConfig,
+    /// `Butler.emailNotification.smtp`, when an email alert needs it.
+    pub smtp: Option<&'a SmtpConfig>,
+    /// The broker the MQTT re-publish uses (the consumer's own).
+    pub broker: &'a BrokerConfig,
+}
+
 /// One configured destination: its settings, validated at load time.
 pub trait Destination: Any + fmt::Debug + Send + Sync {
     /// The line under "Destinations for failed reloads:" in `check-config` (secrets masked);
     /// `None`: not listed.
-    fn summary(&self, config: &ConsumerConfig) -> Option<String>;
+    fn summary(&self, config: &Context<'_>) -> Option<String>;
 
     /// For Butler's per-tenant alerts: the details on the tenant's `alert:` line.
     fn alert_summary(&self) -> Option<String> {
@@ -218,7 +230,7 @@ pub trait Destination: Any + fmt::Debug + Send + Sync {
     /// nothing connects before the first send.
     fn build(
         &self,
-        config: &ConsumerConfig,
+        config: &Context<'_>,
         client: &reqwest::Client,
     ) -> Result<SharedSink, BuildError>;
 
@@ -226,7 +238,7 @@ pub trait Destination: Any + fmt::Debug + Send + Sync {
     /// identity of their own (MQTT's client id) builds differently.
     fn build_for(
         &self,
-        config: &ConsumerConfig,
+        config: &Context<'_>,
         client: &reqwest::Client,
         _purpose: Purpose,
     ) -> Result<SharedSink, BuildError> {
@@ -301,17 +313,25 @@ pub(crate) fn parse_tenant(alert: &Node<'_>, tenant_id: &str, p: &mut Problems) 
     DestinationList(list)
 }
 
-/// Every destination in [`REGISTRY`] order: the global ones of kinds before the first
-/// per-tenant kind, then each tenant's alerts, then the remaining global ones.
-pub fn in_order(config: &ConsumerConfig) -> Vec<&dyn Destination> {
+/// Every destination in [`REGISTRY`] order: the global ones (`global`) of kinds before the
+/// first per-tenant kind, then each tenant's alerts, then the remaining global ones.
+pub fn in_order<'a>(
+    global: &'a DestinationList,
+    tenants: impl Iterator<Item = &'a DestinationList>,
+) -> Vec<&'a dyn Destination> {
     let first_tenant_kind = REGISTRY
         .iter()
         .position(|k| matches!(k, Kind::Tenant(_)))
         .unwrap_or(REGISTRY.len());
-    let global = &config.destinations.0;
-    let before = global.iter().filter(|(kind, _)| *kind < first_tenant_kind);
-    let after = global.iter().filter(|(kind, _)| *kind >= first_tenant_kind);
-    let tenants = config.tenants.iter().flat_map(|t| t.alert.0.iter());
+    let before = global
+        .0
+        .iter()
+        .filter(|(kind, _)| *kind < first_tenant_kind);
+    let after = global
+        .0
+        .iter()
+        .filter(|(kind, _)| *kind >= first_tenant_kind);
+    let tenants = tenants.flat_map(|list| list.0.iter());
     before
         .chain(tenants)
         .chain(after)
@@ -319,16 +339,15 @@ pub fn in_order(config: &ConsumerConfig) -> Vec<&dyn Destination> {
         .collect()
 }
 
-/// Every destination the configuration enables, in a stable order, for `consumer run`.
-pub fn build(config: &ConsumerConfig) -> Result<Vec<SharedSink>, BuildError> {
-    build_for(config, Purpose::Run)
-}
-
-/// [`build`] for a [`Purpose`].
-pub fn build_for(config: &ConsumerConfig, purpose: Purpose) -> Result<Vec<SharedSink>, BuildError> {
+/// The sinks of `destinations` (in the order given), built for `purpose`.
+pub fn build(
+    destinations: &[&dyn Destination],
+    context: &Context<'_>,
+    purpose: Purpose,
+) -> Result<Vec<SharedSink>, BuildError> {
     let client = http::client()?;
-    in_order(config)
-        .into_iter()
-        .map(|d| d.build_for(config, &client, purpose))
+    destinations
+        .iter()
+        .map(|d| d.build_for(context, &client, purpose))
         .collect()
 }

@@ -17,9 +17,9 @@ use std::time::Duration;
 use qlik_events::mqtt::{ConfirmedPublisher, Connector, PublishError};
 use tokio::sync::Mutex;
 
-use super::{BuildError, Destination, Kind, Purpose, SharedSink, Sink, SinkError};
+use super::{Context, BuildError, Destination, Kind, Purpose, SharedSink, Sink, SinkError};
 use crate::alert::Alert;
-use crate::config::{ConsumerConfig, Node, Problems, block_enabled, rate_limit};
+use crate::settings::{Node, Problems, block_enabled, rate_limit};
 use crate::digest::DigestSettings;
 
 pub(crate) const KIND: Kind = Kind::Global(parse);
@@ -63,7 +63,7 @@ fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
 }
 
 impl Destination for MqttDestination {
-    fn summary(&self, _config: &ConsumerConfig) -> Option<String> {
+    fn summary(&self, _config: &Context<'_>) -> Option<String> {
         let retained = if self.retain { " (retained)" } else { "" };
         Some(format!(
             "MQTT re-publish to {}{retained}{}",
@@ -74,7 +74,7 @@ impl Destination for MqttDestination {
 
     fn build(
         &self,
-        config: &ConsumerConfig,
+        config: &Context<'_>,
         client: &reqwest::Client,
     ) -> Result<SharedSink, BuildError> {
         self.build_for(config, client, Purpose::Run)
@@ -82,7 +82,7 @@ impl Destination for MqttDestination {
 
     fn build_for(
         &self,
-        config: &ConsumerConfig,
+        config: &Context<'_>,
         _client: &reqwest::Client,
         purpose: Purpose,
     ) -> Result<SharedSink, BuildError> {
@@ -103,7 +103,7 @@ pub struct MqttSinkConfig {
 }
 
 impl MqttSinkConfig {
-    pub fn from_config(config: &ConsumerConfig, mqtt: &MqttDestination, purpose: Purpose) -> Self {
+    pub fn from_config(config: &Context<'_>, mqtt: &MqttDestination, purpose: Purpose) -> Self {
         let mut broker = config.broker.broker_settings();
         let role = match purpose {
             Purpose::Run => "alerts",

@@ -13,9 +13,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError};
+use super::{Context, BuildError, Destination, Kind, SharedSink, Sink, SinkError};
 use crate::alert::Alert;
-use crate::config::{ConsumerConfig, Node, Problems, block_enabled};
+use crate::settings::{Node, Problems, block_enabled};
 use crate::state::write_atomically;
 
 /// Key path of Butler's script-log-to-disk block for Qlik Cloud.
@@ -43,14 +43,14 @@ fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
 }
 
 impl Destination for ScriptLogDiskConfig {
-    fn summary(&self, _config: &ConsumerConfig) -> Option<String> {
+    fn summary(&self, _config: &Context<'_>) -> Option<String> {
         Some(format!(
             "script log to disk under {}",
             self.log_directory.display()
         ))
     }
 
-    fn build(&self, _: &ConsumerConfig, _: &reqwest::Client) -> Result<SharedSink, BuildError> {
+    fn build(&self, _: &Context<'_>, _: &reqwest::Client) -> Result<SharedSink, BuildError> {
         Ok(Arc::new(ScriptLogDiskSink::new(self.clone())))
     }
 }

@@ -11,7 +11,7 @@ use super::Kind;
 use super::template::{Markup, escape_cut, escape_teams, one_line};
 use super::chat::{ChatAlert, ChatFormat, ChatKeys, ChatSink};
 use crate::alert::Alert;
-use crate::config::{Node, Problems};
+use crate::settings::{Node, Problems};
 
 pub(crate) const KIND: Kind = Kind::Tenant(super::chat::parse::<Teams>);
 

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::{BuildError, Destination, Kind, SharedSink, Sink, SinkError, http};
+use super::{Context, BuildError, Destination, Kind, SharedSink, Sink, SinkError, http};
 use crate::alert::Alert;
-use crate::config::{ConsumerConfig, Node, Problems, SecretUrl, parse_digest_settings, rate_limit};
+use crate::settings::{Node, Problems, SecretUrl, parse_digest_settings, rate_limit};
 use crate::digest::DigestSettings;
 
 pub(crate) const KIND: Kind = Kind::Global(parse);
@@ -140,7 +140,7 @@ pub fn idempotency_key_for(tenant_id: &str, event_id: &str) -> String {
 }
 
 impl Destination for WebhookDestination {
-    fn summary(&self, _config: &ConsumerConfig) -> Option<String> {
+    fn summary(&self, _config: &Context<'_>) -> Option<String> {
         let headers: Vec<String> = self
             .headers
             .iter()
@@ -161,7 +161,7 @@ impl Destination for WebhookDestination {
 
     fn build(
         &self,
-        config: &ConsumerConfig,
+        config: &Context<'_>,
         client: &reqwest::Client,
     ) -> Result<SharedSink, BuildError> {
         let mut destination = self.clone();
@@ -233,7 +233,7 @@ mod tests {
     use axum::routing::post;
 
     use super::*;
-    use crate::config::SecretUrl;
+    use crate::settings::SecretUrl;
 
     fn alert(event_id: &str) -> Alert {
         Alert {
@@ -450,7 +450,7 @@ mod tests {
             )
             .expect("write config");
             let config = crate::config::load(&butler, None).unwrap_or_else(|e| panic!("{e}"));
-            let sinks = crate::sinks::build(&config).expect("builds");
+            let sinks = config.build_sinks(crate::sinks::Purpose::Run).expect("builds");
             let digest_of = |name: &str| {
                 sinks
                     .iter()

@@ -4,16 +4,16 @@
 use std::time::Duration;
 
 use super::*;
-use crate::config::StateStoreConfig;
+use crate::settings::StateStoreConfig;
 use crate::state::{LocalStore, RedisStore};
 
 async fn redis() -> Option<RedisStore> {
     let env = |_: &str| None;
     let yaml: serde_yaml_ng::Value =
         serde_yaml_ng::from_str("stateStore: redis://127.0.0.1:6379/0").expect("yaml");
-    let node = crate::config::Node::root("c", Some(&yaml));
-    let mut p = crate::config::Problems::default();
-    let ha = crate::config::parse_ha_for_tests(&node, &env, &mut p);
+    let node = crate::settings::Node::root("c", Some(&yaml));
+    let mut p = crate::settings::Problems::default();
+    let ha = crate::settings::parse_ha_for_tests(&node, &env, &mut p);
     let StateStoreConfig::Redis(url) = ha.state_store else {
         panic!("redis url")
     };

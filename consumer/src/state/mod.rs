@@ -25,7 +25,7 @@ pub mod redis_store;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{ConsumerConfig, StateStoreConfig};
+use crate::settings::StateStoreConfig;
 pub use backend::{ClaimState, DueDigest, Folding, StateBackend, StoreError};
 pub use claims::{Begin, Claim, Claims};
 pub use local::LocalStore;
@@ -33,12 +33,13 @@ pub use redis_store::RedisStore;
 
 /// Opens the configured store (`Butler.qlikSenseCloud.consumer.stateStore`) without waiting
 /// for it: an unreachable Redis is retried when used.
-pub fn open(config: &ConsumerConfig) -> Result<Arc<dyn StateBackend>, StoreError> {
-    match &config.ha.state_store {
-        StateStoreConfig::File => Ok(Arc::new(LocalStore::open(
-            &config.state_dir,
-            config.dedupe.retention,
-        ))),
+pub fn open(
+    store: &StateStoreConfig,
+    state_dir: &Path,
+    retention: std::time::Duration,
+) -> Result<Arc<dyn StateBackend>, StoreError> {
+    match store {
+        StateStoreConfig::File => Ok(Arc::new(LocalStore::open(state_dir, retention))),
         StateStoreConfig::Redis(url) => RedisStore::open(url)
             .map(|store| Arc::new(store) as Arc<dyn StateBackend>)
             .map_err(|e| StoreError {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
-use crate::config::RedisUrl;
+use crate::settings::RedisUrl;
 
 const PREFIX: &str = "qscloud-consumer:";
 const DONE: &str = "done";
@@ -794,9 +794,9 @@ mod fault_tests {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
     use super::*;
-    use crate::config::StateStoreConfig;
     use crate::metrics::global;
     use crate::metrics::server::health_of;
+    use crate::settings::StateStoreConfig;
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -804,9 +804,9 @@ mod fault_tests {
         let env = |_: &str| None;
         let yaml: serde_yaml_ng::Value =
             serde_yaml_ng::from_str(&format!("stateStore: '{url}'")).expect("yaml");
-        let node = crate::config::Node::root("c", Some(&yaml));
-        let mut problems = crate::config::Problems::default();
-        let ha = crate::config::parse_ha_for_tests(&node, &env, &mut problems);
+        let node = crate::settings::Node::root("c", Some(&yaml));
+        let mut problems = crate::settings::Problems::default();
+        let ha = crate::settings::parse_ha_for_tests(&node, &env, &mut problems);
         let StateStoreConfig::Redis(url) = ha.state_store else {
             panic!("not a Redis URL")
         };

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::permanent;
-use crate::config::{Node, Problems};
+use crate::settings::{Node, Problems};
 use crate::digest::Digest;
 use crate::sinks::SinkError;
 use crate::sinks::digest_context;
