@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 
 use crate::config::ConsumerConfig;
 use crate::delivery::parked_message::{ParkMessageError, ParkedMessage, park_message};
-use crate::delivery::{DeadLetter, Deliveries, DeliveryError, RetryPolicy, WorkerSettings};
+use crate::delivery::{DeadLetter, Deliveries, DeliveryError, WorkerSettings};
 use crate::metrics::server::{self as metrics_server, Probe, ServeError};
 use crate::sinks::{self, BuildError, Purpose};
 use crate::source::{Message, Received, Source, SourceConfig, SourceError};
@@ -100,8 +100,8 @@ pub struct Consumer {
 impl Consumer {
     /// Builds sinks, the state store and the tenant API clients; connects to nothing.
     pub fn build(config: ConsumerConfig) -> Result<Self, RunError> {
-        ensure_dir(&config.state_dir)?;
-        ensure_dir(&config.dead_letter_dir)?;
+        ensure_dir(&config.consumer.state_dir)?;
+        ensure_dir(&config.consumer.dead_letter_dir)?;
         let store = config.open_state()?;
         let sinks = config.build_sinks(Purpose::Run)?;
         let enricher = Enricher::new(&config)?;
@@ -151,11 +151,11 @@ impl Consumer {
         let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
         tracing::info!(
             sinks = %names.join(", "),
-            state_dir = %config.state_dir.display(),
+            state_dir = %config.consumer.state_dir.display(),
             state_store = %store.describe(),
-            dead_letter_dir = %config.dead_letter_dir.display(),
+            dead_letter_dir = %config.consumer.dead_letter_dir.display(),
             remembered_events = store.remembered(),
-            concurrency = config.concurrency,
+            concurrency = config.consumer.concurrency,
             "consumer starting"
         );
         if let Some(redis) = store.redis() {
@@ -172,13 +172,13 @@ impl Consumer {
                 Err(e) => return Err(e.into()),
             }
         }
-        let _metrics = match config.ha.metrics_listen {
+        let _metrics = match config.consumer.ha.metrics_listen {
             Some(addr) => Some(
                 metrics_server::start(
                     addr,
                     Probe {
                         store: store.redis().cloned(),
-                        dead_letter_dir: config.dead_letter_dir.clone(),
+                        dead_letter_dir: config.consumer.dead_letter_dir.clone(),
                     },
                 )
                 .await?,
@@ -202,8 +202,8 @@ impl Consumer {
         let claims = Claims::new(
             Arc::clone(&store),
             &config.broker.client_id,
-            config.ha.claim_lease,
-            config.dedupe.retention,
+            config.consumer.ha.claim_lease,
+            config.consumer.dedupe.retention,
         );
         let transforms = Arc::new(Transforms::new(
             Arc::clone(&config),
@@ -245,10 +245,10 @@ pub async fn run(
 
 fn worker_settings(config: &ConsumerConfig, store: &Arc<dyn StateBackend>) -> WorkerSettings {
     WorkerSettings {
-        retry: RetryPolicy::from(&config.retry),
-        schedule: config.redelivery.schedule.clone(),
-        hold: config.redelivery.hold,
-        dead_letter: DeadLetter::new(&config.dead_letter_dir),
+        retry: config.consumer.retry.clone(),
+        schedule: config.consumer.redelivery.schedule.clone(),
+        hold: config.consumer.redelivery.hold,
+        dead_letter: DeadLetter::new(&config.consumer.dead_letter_dir),
         store: Arc::clone(store),
         // The client id, stable across restarts and unique per consumer: a restarted consumer
         // takes back the leases of the files it was holding, instead of waiting for them to
@@ -306,7 +306,7 @@ impl Engine {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RunError> {
         tokio::pin!(shutdown);
-        let concurrency = self.config.concurrency.max(1);
+        let concurrency = self.config.consumer.concurrency.max(1);
         let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let metrics = crate::metrics::global();
         loop {
@@ -348,10 +348,10 @@ impl Engine {
                 () = &mut shutdown, if grace.is_none() => {
                     tracing::info!(
                         in_hand = self.in_flight.len(),
-                        grace = ?self.config.shutdown_grace,
+                        grace = ?self.config.consumer.shutdown_grace,
                         "shutting down: finishing the messages in hand"
                     );
-                    grace = Some(Box::pin(tokio::time::sleep(self.config.shutdown_grace)));
+                    grace = Some(Box::pin(tokio::time::sleep(self.config.consumer.shutdown_grace)));
                 }
                 () = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => {
                     self.cut_off().await?;
@@ -428,7 +428,7 @@ impl Engine {
     /// ones behind it go on. If parking fails too, stop with it unacknowledged.
     async fn park_raw(&mut self, message: Box<Message>, reason: String) -> Result<(), RunError> {
         let parked = ParkedMessage::new(&message.topic, &message.payload, &reason);
-        match park_message(&self.config.dead_letter_dir, &parked).await {
+        match park_message(&self.config.consumer.dead_letter_dir, &parked).await {
             Ok(path) => {
                 crate::metrics::global()
                     .event(tenant_of_topic(&self.config, &message.topic), "parked-raw");

@@ -265,8 +265,11 @@ fn butler_production_file_loads_unchanged() {
         Some(Path::new("/var/log/butler/scriptlogs/qscloud"))
     );
     assert_eq!(config.generic_urls.len(), 2);
-    assert_eq!(config.state_dir, Path::new(".state"));
-    assert_eq!(config.dead_letter_dir, Path::new(".state/dead-letter"));
+    assert_eq!(config.consumer.state_dir, Path::new(".state"));
+    assert_eq!(
+        config.consumer.dead_letter_dir,
+        Path::new(".state/dead-letter")
+    );
     assert!(config.destinations.get::<LogDestination>().is_some());
     assert!(config.destinations.get::<WebhookDestination>().is_none());
     assert!(config.destinations.get::<MqttDestination>().is_none());
@@ -313,15 +316,24 @@ fn extension_file_adds_tenants_broker_settings_and_destinations() {
         config.topics.subscription_filter(),
         "$share/butler-consumers/qscloud/#"
     );
-    assert_eq!(config.state_dir, Path::new("/var/lib/qscloud-consumer"));
     assert_eq!(
-        config.dead_letter_dir,
+        config.consumer.state_dir,
+        Path::new("/var/lib/qscloud-consumer")
+    );
+    assert_eq!(
+        config.consumer.dead_letter_dir,
         Path::new("/var/lib/qscloud-consumer/dead-letter")
     );
-    assert_eq!(config.retry.max_attempts, 4);
-    assert_eq!(config.retry.initial_backoff, Duration::from_millis(200));
-    assert_eq!(config.enrichment.request_timeout, Duration::from_secs(5));
-    assert_eq!(config.enrichment.max_retries, 2);
+    assert_eq!(config.consumer.retry.max_attempts, 4);
+    assert_eq!(
+        config.consumer.retry.initial_backoff,
+        Duration::from_millis(200)
+    );
+    assert_eq!(
+        config.consumer.enrichment.request_timeout,
+        Duration::from_secs(5)
+    );
+    assert_eq!(config.consumer.enrichment.max_retries, 2);
     let hook = config
         .destinations
         .get::<WebhookDestination>()
@@ -354,7 +366,7 @@ fn extension_keys_are_accepted_in_the_main_file() {
     let config = fx.load(&butler, None, &[]).expect("valid");
     assert!(!config.broker.tls);
     assert_eq!(config.broker.client_id, "one-file");
-    assert_eq!(config.state_dir, Path::new("/tmp/state"));
+    assert_eq!(config.consumer.state_dir, Path::new("/tmp/state"));
     assert_eq!(
         config.broker.broker_settings().display_url(),
         "mqtt://butler@mqttbroker.company.com:8765"
@@ -1127,12 +1139,12 @@ fn digest_and_watchdog_keys() {
     let fx = Fixture::new();
     let butler = fx.butler();
     let config = fx.load(&butler, None, &[]).expect("loads");
-    assert!(config.digest.enable);
-    assert_eq!(config.digest.settings.after_alerts, 3);
-    assert_eq!(config.digest.settings.window.as_secs(), 60);
-    assert_eq!(config.watchdog.relay_url, None);
-    assert_eq!(config.watchdog.interval.as_secs(), 300);
-    assert!(config.watchdog.reenable);
+    assert!(config.consumer.digest.enable);
+    assert_eq!(config.consumer.digest.after_alerts, 3);
+    assert_eq!(config.consumer.digest.window.as_secs(), 60);
+    assert_eq!(config.consumer.watchdog.relay_url, None);
+    assert_eq!(config.consumer.watchdog.interval.as_secs(), 300);
+    assert!(config.consumer.watchdog.reenable);
     assert!(config.relay_url_of(&config.tenants[0]).is_none());
 
     let mut butler = fx.butler();
@@ -1174,13 +1186,13 @@ fn digest_and_watchdog_keys() {
     );
     let config = fx.load(&butler, None, &[]).expect("loads");
     assert_eq!(
-        config.digest.active(),
+        config.consumer.digest.active(),
         None,
         "enable: false turns digests off"
     );
-    assert_eq!(config.digest.settings.after_alerts, 5);
-    assert_eq!(config.watchdog.interval.as_secs(), 60);
-    assert!(!config.watchdog.reenable);
+    assert_eq!(config.consumer.digest.after_alerts, 5);
+    assert_eq!(config.consumer.watchdog.interval.as_secs(), 60);
+    assert!(!config.consumer.watchdog.reenable);
     assert_eq!(
         config.relay_url_of(&config.tenants[0]).map(|u| u.as_str()),
         Some("https://dmz.example/relay")
@@ -1218,4 +1230,37 @@ fn digest_and_watchdog_keys() {
         );
     }
     assert_eq!(err.problems.len(), 5, "{err}");
+}
+
+/// Every key of the consumer section, as declared once in `consumer::settings`, has its row in
+/// the configuration reference with its default: adding a key without documenting it fails here.
+#[test]
+fn the_configuration_reference_lists_every_consumer_key_with_its_default() {
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .expect("docs/configuration.md");
+    // `| `key` | default | meaning |` rows, by key.
+    let rows: std::collections::HashMap<String, String> = page
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split(" | ").collect();
+            let key = cells.first()?.trim_start_matches("| ").trim_matches('`');
+            Some((key.to_owned(), cells.get(1)?.replace('`', "")))
+        })
+        .collect();
+    let keys = consumer::config::ConsumerSettings::keys();
+    assert!(keys.len() > 25, "{keys:?}");
+    for key in keys {
+        let row = rows
+            .get(&key.key)
+            .unwrap_or_else(|| panic!("docs/configuration.md has no row for `{}`", key.key));
+        assert!(
+            row.starts_with(&key.default),
+            "docs/configuration.md: `{}` defaults to `{}`, the page says `{row}`",
+            key.key,
+            key.default
+        );
+    }
 }

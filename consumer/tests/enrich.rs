@@ -485,7 +485,8 @@ Butler:
         (name == "QLIK_TENANT_JWT").then(|| jwt.clone())
     })
     .expect("valid config");
-    let client = TenantClient::new(&config.tenants[0], &config.enrichment).expect("client");
+    let client =
+        TenantClient::new(&config.tenants[0], &config.consumer.enrichment).expect("client");
     let (envelope, reload) = sample(APP_RELOAD);
     let e = client.enrich(&envelope, &reload).await;
     assert!(e.missing.is_empty(), "{:?}", e.missing);

@@ -6,7 +6,7 @@ use anyhow::Context;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use consumer::delivery::{self, DeadLetter, RetryPolicy};
+use consumer::delivery::{self, DeadLetter};
 use consumer::exit;
 use consumer::sinks::Purpose;
 
@@ -98,9 +98,9 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
         Err(code) => return Ok(code),
     };
     if list {
-        return list_parked(&config.dead_letter_dir, only_sink);
+        return list_parked(&config.consumer.dead_letter_dir, only_sink);
     }
-    let dead_letter = DeadLetter::new(&config.dead_letter_dir);
+    let dead_letter = DeadLetter::new(&config.consumer.dead_letter_dir);
     // Two replays at once would send each parked alert twice.
     let Some(lock) = dead_letter
         .lock_for_replay()
@@ -120,7 +120,7 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
     let sinks = config
         .build_sinks(Purpose::Replay)
         .context("building sinks")?;
-    let report = delivery::replay(&lock, &sinks, &RetryPolicy::from(&config.retry), only_sink)
+    let report = delivery::replay(&lock, &sinks, &config.consumer.retry.clone(), only_sink)
         .await
         .context("replaying parked alerts")?;
     // The first four counts as ever; the others only when they happened, so the usual line
@@ -149,7 +149,7 @@ pub async fn run(args: &ConfigArgs, only_sink: Option<&str>, list: bool) -> anyh
         }
     }
     eprintln!("{summary}");
-    list_parked_messages(&config.dead_letter_dir)?;
+    list_parked_messages(&config.consumer.dead_letter_dir)?;
     Ok(if report.file_errors() > 0 {
         exit::FAILURE
     } else if report.remaining() > 0 {

@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value;
 
 pub use crate::settings::{
-    AlertEnableByTag, BrokerConfig, CONSUMER, ConfigErrors, DEFAULT_CONCURRENCY, DEFAULT_DIGEST,
-    DEFAULT_REDELIVERY_SCHEDULE, DedupeConfig, DigestConfig, EnrichmentConfig, FORWARD, HaConfig,
-    MQTT_PASSWORD_ENV, Problem, REDIS_PASSWORD_ENV, RedeliveryConfig, RedisUrl, RetryConfig, SMTP,
-    SMTP_PASSWORD_ENV, SecretSource, SecretUrl, SmtpAuth, SmtpConfig, SmtpSecurity,
-    StateStoreConfig, TopicConfig, WatchdogConfig, is_loopback_host, parse_mailbox,
+    AlertEnableByTag, BrokerConfig, CONSUMER, ConfigErrors, ConsumerSettings, DEFAULT_CONCURRENCY,
+    DEFAULT_DIGEST, DEFAULT_REDELIVERY_SCHEDULE, DedupeConfig, DigestConfig, EnrichmentConfig,
+    FORWARD, HaConfig, MQTT_PASSWORD_ENV, Problem, REDIS_PASSWORD_ENV, RedeliveryConfig, RedisUrl,
+    RetryConfig, SMTP, SMTP_PASSWORD_ENV, SecretSource, SecretUrl, SmtpAuth, SmtpConfig,
+    SmtpSecurity, StateStoreConfig, TopicConfig, WatchdogConfig, is_loopback_host, parse_mailbox,
 };
 pub use parse::QSC;
 pub use report::{EXIT_CONFIG_INVALID, EXIT_OK, check_config, check_config_with_env, summary};
@@ -46,36 +46,10 @@ pub struct ConsumerConfig {
     pub topics: TopicConfig,
     /// `Butler.genericUrls`: passed to templates as `genericUrls`, as Butler does.
     pub generic_urls: Vec<GenericUrl>,
-    /// Extension `Butler.qlikSenseCloud.consumer.stateDirectory` (default `.state`): dedupe and
-    /// rate-limit state that must survive restarts.
-    pub state_dir: PathBuf,
-    /// Extension `Butler.qlikSenseCloud.consumer.deadLetterDirectory`
-    /// (default `<stateDirectory>/dead-letter`): parked alerts that `consumer replay` re-sends.
-    pub dead_letter_dir: PathBuf,
-    /// Extension `Butler.qlikSenseCloud.consumer.dedupe`.
-    pub dedupe: DedupeConfig,
-    /// Extension `Butler.qlikSenseCloud.consumer.retry`: delivery retries before parking.
-    pub retry: RetryConfig,
-    /// Extension `Butler.qlikSenseCloud.consumer.redelivery`: automatic redelivery of parked
-    /// alerts, and how long an alert may wait at its destination before it is held on disk.
-    pub redelivery: RedeliveryConfig,
-    /// Extension `Butler.qlikSenseCloud.consumer.digest`: alert storms as digests.
-    pub digest: DigestConfig,
-    /// Extension `Butler.qlikSenseCloud.consumer.watchdog`: the webhook to the relay, watched.
-    pub watchdog: WatchdogConfig,
-    /// Extension `Butler.qlikSenseCloud.consumer.concurrency` (default 32, 1–1024): events
-    /// handled at once. 1 handles them one after the other, in arrival order.
-    pub concurrency: usize,
-    /// Extension `Butler.qlikSenseCloud.consumer.enrichment`: tenant REST API behaviour.
-    pub enrichment: EnrichmentConfig,
-    /// Extension `Butler.qlikSenseCloud.consumer.stateStore`, `claimLeaseSeconds` and
-    /// `metrics.listen`: where several instances share their decisions, and where operators
-    /// read metrics and health.
-    pub ha: HaConfig,
-    /// Extension `Butler.qlikSenseCloud.consumer.shutdownGraceSeconds` (default 10): on SIGTERM
-    /// the messages in hand get this long to finish; then they are left unacknowledged for the
-    /// broker to send again (or parked raw, without a persistent session).
-    pub shutdown_grace: std::time::Duration,
+    /// Extension `Butler.qlikSenseCloud.consumer` but its destinations: state, dedupe,
+    /// delivery, digests, the watchdog, the tenant API, high availability. Each key is declared
+    /// once in [`crate::settings`], with its default and bounds.
+    pub consumer: ConsumerSettings,
     /// Destinations for failed reloads of every configured tenant: the extension's
     /// `Butler.qlikSenseCloud.consumer.destinations` and Butler's script log to disk. Butler's
     /// per-tenant alerts are in [`TenantConfig::alert`].
@@ -97,13 +71,14 @@ impl ConsumerConfig {
     pub fn open_state(
         &self,
     ) -> Result<std::sync::Arc<dyn crate::state::StateBackend>, crate::state::StoreError> {
-        crate::state::open(&self.ha.state_store, &self.state_dir, self.dedupe.retention)
+        let c = &self.consumer;
+        crate::state::open(&c.ha.state_store, &c.state_dir, c.dedupe.retention)
     }
 
     /// What building a destination needs from the rest of this configuration.
     pub fn sink_context(&self) -> crate::sinks::Context<'_> {
         crate::sinks::Context {
-            digest: &self.digest,
+            digest: &self.consumer.digest,
             smtp: self.smtp.as_ref(),
             broker: &self.broker,
         }
@@ -128,7 +103,7 @@ impl ConsumerConfig {
         tenant
             .watchdog_relay_url
             .as_ref()
-            .or(self.watchdog.relay_url.as_ref())
+            .or(self.consumer.watchdog.relay_url.as_ref())
     }
 }
 

@@ -8,8 +8,8 @@ use serde_yaml_ng::Value;
 
 use super::tenant::parse_tenants;
 use super::{ConsumerConfig, GenericUrl, Problem};
+use crate::settings::ConsumerSettings;
 use crate::settings::Env;
-use crate::settings::parse_extension;
 use crate::settings::parse_forward;
 use crate::settings::{Node, Problems};
 use crate::settings::{email_wanted, parse_smtp};
@@ -45,7 +45,7 @@ pub(crate) fn parse(
     let (broker, topics) = parse_forward(&forward, env, &mut p);
     let generic_urls = parse_generic_urls(&root.child("genericUrls"), &mut p);
     let ext = qsc.child("consumer");
-    let extension = parse_extension(&ext, env, &mut p);
+    let consumer = ConsumerSettings::read(&ext, env, &mut p);
     ext.child("destinations").expect_map(&mut p, false);
     let destinations = crate::sinks::parse_global(&root, &mut p);
     let smtp = if email_wanted(&qsc) {
@@ -63,17 +63,7 @@ pub(crate) fn parse(
             broker,
             topics,
             generic_urls,
-            state_dir: extension.state_dir,
-            dead_letter_dir: extension.dead_letter_dir,
-            dedupe: extension.dedupe,
-            retry: extension.retry,
-            redelivery: extension.redelivery,
-            digest: extension.digest,
-            watchdog: extension.watchdog,
-            concurrency: extension.concurrency,
-            enrichment: extension.enrichment,
-            ha: extension.ha,
-            shutdown_grace: extension.shutdown_grace,
+            consumer,
             destinations,
             smtp,
             sources,

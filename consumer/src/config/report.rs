@@ -104,71 +104,27 @@ pub fn summary(config: &ConsumerConfig) -> String {
 }
 
 /// The closing lines of the `check-config` summary: state, delivery, tenant API.
+/// The consumer section's values, every key as declared once in [`crate::settings`] (so a
+/// new key shows here without a line of its own), then what those keys mean together.
 fn settings_summary(s: &mut String, config: &ConsumerConfig) {
+    let c = &config.consumer;
     let _ = writeln!(
         s,
-        "State: {} (event ids kept {}h); dead letters: {}",
-        config.state_dir.display(),
-        config.dedupe.retention.as_secs() / 3600,
-        config.dead_letter_dir.display()
-    );
-    let _ = writeln!(
-        s,
-        "State store: {}; metrics: {}",
-        match &config.ha.state_store {
+        "State: {}; dead letters: {}; store: {}; metrics: {}",
+        c.state_dir.display(),
+        c.dead_letter_dir.display(),
+        match &c.ha.state_store {
             crate::settings::StateStoreConfig::File => "files in the state directory".to_owned(),
             crate::settings::StateStoreConfig::Redis(url) =>
-                format!("{url} (claim lease {}s)", config.ha.claim_lease.as_secs()),
+                format!("{url} (claim lease {}s)", c.ha.claim_lease.as_secs()),
         },
-        config
-            .ha
-            .metrics_listen
+        c.ha.metrics_listen
             .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"))
     );
-    let _ = writeln!(
-        s,
-        "Shutdown: up to {}s to finish the messages in hand",
-        config.shutdown_grace.as_secs()
-    );
-    let retry = &config.retry;
-    let _ = writeln!(
-        s,
-        "Delivery: {} events at once; per destination {} attempts, backoff {}ms up to {}ms, \
-         then parked; an alert waiting over {}s is held on disk",
-        config.concurrency,
-        retry.max_attempts,
-        retry.initial_backoff.as_millis(),
-        retry.max_backoff.as_millis(),
-        config.redelivery.hold.as_secs()
-    );
-    let schedule: Vec<String> = config
-        .redelivery
-        .schedule
-        .iter()
-        .map(|d| d.as_secs().to_string())
-        .collect();
-    let _ = writeln!(
-        s,
-        "Redelivery of parked alerts: {}",
-        if schedule.is_empty() {
-            "off (parked alerts wait for `consumer replay`)".to_owned()
-        } else {
-            format!("after {}s, then `consumer replay`", schedule.join("s, "))
-        }
-    );
-    let _ = writeln!(
-        s,
-        "Digests: {}",
-        match config.digest.active() {
-            Some(d) => format!(
-                "over {} alerts within {}s to one destination, the rest of the window is one \
-                 digest (Slack, Teams, email; webhook and MQTT only with their own digest block)",
-                d.after_alerts,
-                d.window.as_secs()
-            ),
-            None => "off (every alert is a message of its own)".to_owned(),
-        }
-    );
+    let _ = writeln!(s, "Consumer settings ({}):", crate::settings::CONSUMER);
+    for line in c.summary_lines() {
+        let _ = writeln!(s, "  {line}");
+    }
     let watched: Vec<String> = config
         .tenants
         .iter()
@@ -184,29 +140,7 @@ fn settings_summary(s: &mut String, config: &ConsumerConfig) {
         if watched.is_empty() {
             "off (no watchdog.relayUrl)".to_owned()
         } else {
-            format!(
-                "every {}s, {} a disabled webhook; {}",
-                config.watchdog.interval.as_secs(),
-                if config.watchdog.reenable {
-                    "re-enables"
-                } else {
-                    "reports (does not re-enable)"
-                },
-                watched.join(", ")
-            )
+            watched.join(", ")
         }
     );
-    let e = &config.enrichment;
-    if e.enable {
-        let _ = writeln!(
-            s,
-            "Tenant API: timeout {}s, {} retries on 429/5xx, Retry-After capped at {}s, {}s per event",
-            e.request_timeout.as_secs(),
-            e.max_retries,
-            e.max_retry_after.as_secs(),
-            e.deadline.as_secs()
-        );
-    } else {
-        let _ = writeln!(s, "Tenant API: off (alerts carry event content only)");
-    }
 }

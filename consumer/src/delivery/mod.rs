@@ -26,7 +26,6 @@ use crate::sinks::SharedSink;
 use crate::state::StateBackend;
 pub use dead_letter::{DeadLetter, DeadLetterError, ParkedAlert};
 pub use replay::{ReplayReport, replay};
-pub use retry::RetryPolicy;
 pub use worker::WorkerSettings;
 use worker::{Job, Worker};
 

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::dead_letter::{DeadLetter, DeadLetterError, DeadLetterLock};
-use super::retry::{self, Attempted, RetryPolicy};
+use super::retry::{self, Attempted};
+use crate::settings::RetryConfig;
 use crate::sinks::SharedSink;
 
 /// Temporary files at least this old are taken for leftovers of a crash and removed by
@@ -61,7 +62,7 @@ impl ReplayReport {
 pub async fn replay(
     lock: &DeadLetterLock,
     sinks: &[SharedSink],
-    retry: &RetryPolicy,
+    retry: &RetryConfig,
     only_sink: Option<&str>,
 ) -> Result<ReplayReport, DeadLetterError> {
     let dead_letter = lock.dead_letter();

@@ -6,25 +6,8 @@ use crate::alert::Alert;
 use crate::settings::RetryConfig;
 use crate::sinks::{DynSink, SinkError};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Tries in all, the first included; at least 1.
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl From<&RetryConfig> for RetryPolicy {
-    fn from(c: &RetryConfig) -> Self {
-        Self {
-            max_attempts: c.max_attempts.max(1),
-            initial_backoff: c.initial_backoff,
-            max_backoff: c.max_backoff,
-        }
-    }
-}
-
-impl RetryPolicy {
+/// The retry policy is `consumer.retry` itself (declared once, in [`crate::settings`]).
+impl RetryConfig {
     /// The pause after failed attempt `attempt` (1-based): initial, 2×, 4×, … capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
@@ -62,7 +45,7 @@ pub enum Attempted {
 pub async fn send_with_retry(
     sink: &dyn DynSink,
     alert: &Alert,
-    policy: &RetryPolicy,
+    policy: &RetryConfig,
     made: u32,
 ) -> Attempted {
     let mut attempt = made.saturating_add(1);
@@ -110,7 +93,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let p = RetryPolicy {
+        let p = RetryConfig {
             max_attempts: 10,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),

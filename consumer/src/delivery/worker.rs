@@ -30,10 +30,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::dead_letter::{DeadLetter, ParkedAlert};
-use super::retry::{Attempted, Failure, RetryPolicy, send_with_retry};
+use super::retry::{Attempted, Failure, send_with_retry};
 use super::schedule::{next_attempt, pause_for};
 use super::{DeliveryError, Outcome};
 use crate::alert::Alert;
+use crate::settings::RetryConfig;
 use crate::sinks::{SharedSink, SinkError};
 use crate::state::{StateBackend, now_unix};
 
@@ -49,7 +50,7 @@ pub struct Job {
 /// What every worker shares.
 #[derive(Clone)]
 pub struct WorkerSettings {
-    pub retry: RetryPolicy,
+    pub retry: RetryConfig,
     pub schedule: Vec<Duration>,
     pub hold: Duration,
     pub dead_letter: DeadLetter,
@@ -346,7 +347,7 @@ impl Worker {
                 Ok(parked) if parked.sink == self.name() && !parked.exhausted => {
                     let sink = Arc::clone(&self.sink);
                     let alert = parked.alert.clone();
-                    let once = RetryPolicy {
+                    let once = RetryConfig {
                         max_attempts: 1,
                         ..self.settings.retry.clone()
                     };

@@ -7,6 +7,7 @@ mod alert;
 mod broker;
 mod error;
 mod extension;
+pub mod keys;
 mod node;
 mod secret;
 mod smtp;
@@ -17,12 +18,12 @@ pub(crate) use alert::{BUTLER_RATE_LIMIT_SECS, block_enabled, rate_limit, script
 pub(crate) use broker::parse_forward;
 pub use broker::{BrokerConfig, FORWARD, MQTT_PASSWORD_ENV, TopicConfig};
 pub use error::{ConfigErrors, Problem};
+pub(crate) use extension::parse_digest_settings;
 pub use extension::{
-    CONSUMER, DEFAULT_CONCURRENCY, DEFAULT_DIGEST, DEFAULT_REDELIVERY_SCHEDULE,
+    CONSUMER, ConsumerSettings, DEFAULT_CONCURRENCY, DEFAULT_DIGEST, DEFAULT_REDELIVERY_SCHEDULE,
     DEFAULT_SHUTDOWN_GRACE, DedupeConfig, DigestConfig, EnrichmentConfig, RedeliveryConfig,
     RetryConfig, WatchdogConfig,
 };
-pub(crate) use extension::{parse_digest_settings, parse_extension};
 pub(crate) use node::{Node, Problems, is_placeholder};
 pub(crate) use secret::{Absent, Env, resolve_secret};
 pub use secret::{SecretSource, SecretUrl};

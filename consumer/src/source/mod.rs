@@ -67,7 +67,7 @@ impl SourceConfig {
             session_expiry: config.broker.session_expiry_v5(),
             filter: config.topics.subscription_filter(),
             backoff: Backoff::default(),
-            window: config.concurrency,
+            window: config.consumer.concurrency,
         }
     }
 }

@@ -72,9 +72,9 @@ async fn tags_only(client: &TenantClient, envelope: &Envelope, reload: &ReloadEv
 impl Enricher {
     pub fn new(config: &ConsumerConfig) -> Result<Self, EnrichError> {
         let mut clients = HashMap::new();
-        if config.enrichment.enable {
+        if config.consumer.enrichment.enable {
             for tenant in &config.tenants {
-                let client = TenantClient::new(tenant, &config.enrichment)?;
+                let client = TenantClient::new(tenant, &config.consumer.enrichment)?;
                 clients.insert(tenant.id.clone(), (client, tenant_api(config, tenant)));
             }
         }

@@ -58,12 +58,12 @@ impl Watchdog {
             checker: Checker {
                 store,
                 deliveries,
-                enrichment: config.enrichment.clone(),
-                reenable: config.watchdog.reenable,
+                enrichment: config.consumer.enrichment.clone(),
+                reenable: config.consumer.watchdog.reenable,
                 instance: instance.to_owned(),
             },
             tenants,
-            interval: config.watchdog.interval,
+            interval: config.consumer.watchdog.interval,
             observer,
         })
     }

@@ -130,7 +130,7 @@ async fn dispatch(command: &WebhookCommand, redactor: &mut Redactor) -> Result<u
     };
     let tenant = choose_tenant(&config.tenants, target.tenant.as_deref())?;
     redactor.add(&tenant.jwt);
-    let api = WebhooksApi::new(tenant, &config.enrichment)?;
+    let api = WebhooksApi::new(tenant, &config.consumer.enrichment)?;
     match command {
         WebhookCommand::Create {
             name,

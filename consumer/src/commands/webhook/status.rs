@@ -59,7 +59,7 @@ pub async fn status(config: &ConsumerConfig, tenant: Option<&str>, json: bool) -
                 None => println!(
                     "tenant {id}: no watchdog check recorded yet (is a consumer running with \
                      this configuration? It checks every {}s)",
-                    config.watchdog.interval.as_secs()
+                    config.consumer.watchdog.interval.as_secs()
                 ),
             }
         }
@@ -81,8 +81,8 @@ pub async fn status(config: &ConsumerConfig, tenant: Option<&str>, json: bool) -
 }
 
 async fn read(config: &ConsumerConfig, key: &str) -> Result<Option<String>, String> {
-    match &config.ha.state_store {
-        StateStoreConfig::File => Ok(LocalStore::read_note(&config.state_dir, key)),
+    match &config.consumer.ha.state_store {
+        StateStoreConfig::File => Ok(LocalStore::read_note(&config.consumer.state_dir, key)),
         StateStoreConfig::Redis(url) => {
             let store = RedisStore::open(url).map_err(|e| format!("state store {}: {e}", url))?;
             tokio::time::timeout(STORE_TIMEOUT, store.note(key))

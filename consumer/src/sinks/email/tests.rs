@@ -239,7 +239,7 @@ fn digest_parts(s: &EmailSink, n: usize) -> Vec<Digest> {
 fn a_digest_goes_to_the_recipient_of_its_part_with_its_own_subject() {
     // Owner alerts on and a tag gate: neither applies to a digest part.
     let s = sink(owner(true, &[], &[]), Some("Email me"))
-        .with_digest(Some(crate::settings::DigestConfig::default().settings));
+        .with_digest(Some(crate::settings::DigestConfig::default().settings()));
     assert!(s.digest().is_some());
     let parts = digest_parts(&s, 2);
     let alert = Alert::for_digest("t1", Some("anna@example.com"), parts[0].clone());
