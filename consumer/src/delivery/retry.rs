@@ -97,6 +97,7 @@ mod tests {
             max_attempts: 10,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),
+            ..RetryConfig::default()
         };
         let got: Vec<u128> = (1..=5).map(|a| p.backoff(a).as_millis()).collect();
         assert_eq!(got, [100, 200, 400, 500, 500]);
