@@ -12,7 +12,8 @@ use qlik_events::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::decision::{DEFAULT_MAX_BODY_BYTES, MAX_MAX_BODY_BYTES, Policy, RequiredHeader};
-use crate::http_server::HttpLimits;
+/// Reads one variable (kept here under its old path; it lives in the leaf [`crate::env`]).
+pub use crate::env::var;
 
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_CLIENT_ID_PREFIX: &str = "qlik-relay";
@@ -57,6 +58,31 @@ pub enum LogFormat {
     Text,
 }
 
+/// Bounds on each HTTP connection in HTTP mode ([`crate::http_server`]) (`HTTP_HEADER_TIMEOUT_SECS`, `HTTP_BODY_TIMEOUT_SECS`,
+/// `HTTP_IDLE_TIMEOUT_SECS`, `HTTP_MAX_CONNECTIONS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// From the first byte of a request to the end of its headers; then `408` and close.
+    pub header_timeout: Duration,
+    /// From the end of the headers to the end of the body; then `408` and close.
+    pub body_timeout: Duration,
+    /// How long a connection may wait for its next request (keep-alive); then it is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub policy: Policy,
@@ -65,13 +91,6 @@ pub struct RelayConfig {
     pub publish_timeout: Duration,
     pub listen_addr: SocketAddr,
     pub http_limits: HttpLimits,
-}
-
-/// Reads one variable; empty values count as unset (SAM passes "" for blank parameters).
-pub fn var(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    env(name)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
 }
 
 fn parse_bool(

@@ -24,33 +24,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The bounds live with the other settings; re-exported under their old path.
+pub use crate::config::HttpLimits;
 use crate::decision::{Body, WebhookRequest};
 use crate::service::{Relay, Reply};
-
-/// Bounds on each HTTP connection (`HTTP_HEADER_TIMEOUT_SECS`, `HTTP_BODY_TIMEOUT_SECS`,
-/// `HTTP_IDLE_TIMEOUT_SECS`, `HTTP_MAX_CONNECTIONS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// From the first byte of a request to the end of its headers; then `408` and close.
-    pub header_timeout: Duration,
-    /// From the end of the headers to the end of the body; then `408` and close.
-    pub body_timeout: Duration,
-    /// How long a connection may wait for its next request (keep-alive); then it is closed.
-    pub idle_timeout: Duration,
-    /// Connections served at once; more wait until one closes.
-    pub max_connections: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self {
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 1024,
-        }
-    }
-}
 
 /// How much of a refused body is still read (and thrown away), so that a client which sends its
 /// whole body before reading gets the `413` instead of a reset connection.

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod decision;
+pub mod env;
 pub mod http_server;
 pub mod lambda;
 pub mod logging;

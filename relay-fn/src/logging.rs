@@ -5,7 +5,8 @@ use std::io::Write;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::{ConfigError, var};
+use crate::config::ConfigError;
+use crate::env::var;
 
 /// A log field whose value is a JSON object to merge into the root of the JSON line: how a
 /// request line carries its CloudWatch EMF members (`_aws` must be an object at the root,

@@ -5,7 +5,8 @@
 
 use std::process::ExitCode;
 
-use relay_fn::config::{ConfigError, RelayConfig, var};
+use relay_fn::config::{ConfigError, RelayConfig};
+use relay_fn::env::var;
 use relay_fn::metrics::Emf;
 use relay_fn::publisher::Publisher;
 use relay_fn::service::Relay;

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::config::var;
+use crate::env::var;
 
 pub const NAMESPACE: &str = "QlikCloudRelay";
 

@@ -10,7 +10,8 @@
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use secrecy::SecretString;
 
-use crate::config::{ConfigError, Secrets, secrets_from_env, var};
+use crate::config::{ConfigError, Secrets, secrets_from_env};
+use crate::env::var;
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
