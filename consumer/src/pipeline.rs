@@ -556,36 +556,7 @@ mod tests {
     use super::*;
 
     fn test_config(dir: &std::path::Path) -> ConsumerConfig {
-        let butler = dir.join("butler.yaml");
-        std::fs::write(
-            &butler,
-            format!(
-                "Butler:
-  mqttConfig:
-    qlikSenseCloud:
-      event:
-        mqttForward:
-          enable: true
-          broker: {{host: 127.0.0.1, port: 1, tls: false}}
-          topic: {{subscriptionRoot: 'qscloud/#', appReload: qscloud/app/reload}}
-  qlikSenseCloud:
-    enable: true
-    event:
-      mqtt:
-        tenant:
-          id: T
-          tenantUrl: http://127.0.0.1:9
-          authType: jwt
-          auth: {{jwt: {{token: a.b.c}}}}
-    consumer:
-      stateDirectory: {}
-      enrichment: {{enable: false}}
-",
-                dir.join("state").display()
-            ),
-        )
-        .expect("write config");
-        crate::config::load(&butler, None).unwrap_or_else(|e| panic!("{e}"))
+        crate::config::for_tests(dir, "", "")
     }
 
     /// A connection task that ends without an error is a bug the consumer cannot recover

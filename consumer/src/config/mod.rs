@@ -107,6 +107,43 @@ impl ConsumerConfig {
     }
 }
 
+/// A minimal valid configuration for unit tests: tenant `T` on a test broker, with `alert`
+/// as the tenant's `alert` block and `consumer` (YAML lines, 4 spaces deep) added to the
+/// consumer section, state in `dir`.
+#[cfg(test)]
+pub(crate) fn for_tests(dir: &Path, alert: &str, consumer: &str) -> ConsumerConfig {
+    let butler = dir.join("butler.yaml");
+    let text = format!(
+        "Butler:
+  mqttConfig:
+    qlikSenseCloud:
+      event:
+        mqttForward:
+          enable: true
+          broker: {{host: 127.0.0.1, port: 1, tls: false}}
+          topic: {{subscriptionRoot: 'qscloud/#', appReload: qscloud/app/reload}}
+  qlikSenseCloud:
+    enable: true
+    event:
+      mqtt:
+        tenant:
+          id: T
+          tenantUrl: http://127.0.0.1:9
+          authType: jwt
+          auth: {{jwt: {{token: a.b.c}}}}
+          alert: {{{alert}}}
+    consumer:
+      stateDirectory: {}
+      enrichment: {{enable: false}}
+{consumer}",
+        dir.join("state").display()
+    );
+    if let Err(e) = std::fs::write(&butler, text) {
+        panic!("cannot write {}: {e}", butler.display());
+    }
+    load(&butler, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// One entry of `Butler.genericUrls`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GenericUrl {
@@ -216,6 +253,49 @@ pub fn default_extensions_path(main: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Machine destinations fold only with their own `digest` block, and `consumer.digest.enable:
+    /// false` turns every digest off, those blocks included.
+    #[test]
+    fn machine_destinations_digest_only_with_their_own_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slack = "slackNotification: {reloadAppFailure: {enable: true, \
+                     webhookURL: 'https://hooks.slack.com/services/T/B/x', messageType: basic, \
+                     basicMsgTemplate: x}}";
+        for enable in [true, false] {
+            let config = for_tests(
+                dir.path(),
+                slack,
+                &format!(
+                    "      digest: {{enable: {enable}, afterAlerts: 4, windowSeconds: 120}}
+      destinations:
+        webhook:
+          - {{name: plain, url: 'http://127.0.0.1:9/a'}}
+          - {{name: folded, url: 'http://127.0.0.1:9/b', digest: {{afterAlerts: 10, windowSeconds: 30}}}}
+        mqtt: {{enable: true, digest: {{windowSeconds: 15}}}}
+"
+                ),
+            );
+            let sinks = config
+                .build_sinks(crate::sinks::Purpose::Run)
+                .expect("builds");
+            let digest_of = |name: &str| {
+                sinks
+                    .iter()
+                    .find(|s| s.name() == name)
+                    .unwrap_or_else(|| panic!("no sink {name}"))
+                    .digest()
+                    .map(|d| (d.after_alerts, d.window.as_secs()))
+            };
+            let on = |settings| if enable { Some(settings) } else { None };
+            assert_eq!(digest_of("slack:T"), on((4, 120)));
+            assert_eq!(digest_of("webhook:plain"), None);
+            assert_eq!(digest_of("webhook:folded"), on((10, 30)));
+            // Absent keys of an own block take the defaults, not the consumer's settings.
+            assert_eq!(digest_of("mqtt"), on((3, 15)));
+            assert_eq!(digest_of("log"), None);
+        }
+    }
 
     #[test]
     fn merge_overlays_mappings_and_replaces_the_rest() {

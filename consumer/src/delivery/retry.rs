@@ -93,8 +93,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
+        // From the defaults, so a new `retry` key does not touch this test.
         let p = RetryConfig {
-            max_attempts: 10,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),
             ..RetryConfig::default()
