@@ -59,6 +59,11 @@ impl Sink for LogSink {
         "log"
     }
 
+    /// Everything, notices from the consumer included: the log is read by people too.
+    fn accepts(&self, _alert: &Alert) -> bool {
+        true
+    }
+
     /// The log never asks for digests, but a digest part handed to it (a replay, another
     /// layer's choice) is still one line, not a line per app.
     /// A notice from the consumer itself is one line too, with its title and text as fields.

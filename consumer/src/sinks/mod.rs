@@ -63,9 +63,13 @@ pub trait Sink: Send + Sync {
     /// Stable name, used in logs, rate-limit state and parked-alert files (e.g. `slack:<tenant>`).
     fn name(&self) -> &str;
 
-    /// Whether this alert is for this destination (tenant, Butler's `alertEnableByTag`).
-    fn accepts(&self, _alert: &Alert) -> bool {
-        true
+    /// Whether this alert is for this destination (tenant, Butler's `alertEnableByTag`). By
+    /// default every reload alert and digest, and no notice from the consumer itself: notices
+    /// go to the destinations people read (chat, email, the log), which take them; a machine
+    /// reading this destination parses reload alerts and digests, and a document of a third
+    /// kind would only surprise it.
+    fn accepts(&self, alert: &Alert) -> bool {
+        alert.notice.is_none()
     }
 
     /// Butler's per-app `rateLimit`: at most one alert per app in this window. Zero: none.

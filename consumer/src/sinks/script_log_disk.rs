@@ -139,12 +139,6 @@ impl Sink for ScriptLogDiskSink {
         "script-log-disk"
     }
 
-    /// Not a notice from the consumer itself: it has no script log, and notices go to the
-    /// tenant's chat and email destinations, which people read.
-    fn accepts(&self, alert: &Alert) -> bool {
-        alert.notice.is_none()
-    }
-
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
         // A digest carries no script log, and its apps' logs were stored when each alert came.
         if alert.digest.is_some() {

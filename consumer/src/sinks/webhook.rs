@@ -192,13 +192,6 @@ impl Sink for WebhookSink {
         &self.name
     }
 
-    /// Not a notice from the consumer itself: notices go to the tenant's chat and email
-    /// destinations, which people read; a receiver of this destination parses reload alerts
-    /// and digests, and a document of a third kind would only surprise it.
-    fn accepts(&self, alert: &Alert) -> bool {
-        alert.notice.is_none()
-    }
-
     fn rate_limit(&self) -> Duration {
         self.config.rate_limit
     }
