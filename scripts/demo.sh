@@ -18,17 +18,11 @@ done
 
 echo "== Building the relay (with its development broker) and the consumer"
 cargo build --quiet -p relay-fn --features embedded-broker -p consumer
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+. "$(dirname "$0")/lib.sh"
 relay_bin="$target_dir/debug/relay-fn"
 consumer_bin="$target_dir/debug/consumer"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/qlik-relay-demo.XXXXXX")
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
 
 # A Butler config as a Butler user has it, pointed at the demo broker (plain TCP: tls false is
 # the consumer's extension key) and at a tenant API that is not there.

@@ -22,16 +22,10 @@ done
 
 echo "== Building the consumer"
 cargo build --quiet -p consumer
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+. "$(dirname "$0")/lib.sh"
 consumer_bin="$target_dir/debug/consumer"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/qlik-ha-demo.XXXXXX")
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
 run_id=$(date +%s%N)
 tenant=Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ
 topic_root="qscloud-ha-demo-$run_id"
