@@ -130,14 +130,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn event_values_cannot_forge_a_log_line() {
+    /// What the log sink writes for `alert` (then `also` logs), as text.
+    fn logged(alert: &Alert, also: impl FnOnce()) -> String {
         let out = Captured::default();
         let writer = out.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            runtime
+                .block_on(LogSink::new().send(alert))
+                .expect("logged");
+            also();
+        });
+        String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8")
+    }
+
+    #[test]
+    fn event_values_cannot_forge_a_log_line() {
         let forged = "x\n2026-01-01T00:00:00Z  INFO consumer: forged";
         let alert = Alert {
             event_id: forged.into(),
@@ -156,28 +170,15 @@ mod tests {
             digest: None,
             notice: None,
         };
-        tracing::subscriber::with_default(subscriber, || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("runtime");
-            runtime
-                .block_on(LogSink::new().send(&alert))
-                .expect("logged");
+        let text = logged(&alert, || {
             tracing::warn!("{}", alert.describe());
         });
-        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(!text.lines().any(|l| l.starts_with("2026-01-01")), "{text}");
     }
 
     #[test]
     fn a_digest_is_one_line() {
-        let out = Captured::default();
-        let writer = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
         let forged = "x\n2026-01-01T00:00:00Z  INFO consumer: forged";
         let entry = crate::digest::DigestEntry {
             event_id: forged.into(),
@@ -192,15 +193,7 @@ mod tests {
         };
         let digest = crate::digest::split("w", "s", "e", vec![entry.clone(), entry], |_| true);
         let alert = Alert::for_digest("t", None, digest[0].clone());
-        tracing::subscriber::with_default(subscriber, || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("runtime");
-            runtime
-                .block_on(LogSink::new().send(&alert))
-                .expect("logged");
-        });
-        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
+        let text = logged(&alert, || {});
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("reloads failed (digest)"), "{text}");
         assert!(text.contains("2 of 2 alerts"), "{text}");
@@ -208,12 +201,6 @@ mod tests {
 
     #[test]
     fn a_notice_is_one_line_with_its_title_and_text() {
-        let out = Captured::default();
-        let writer = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
         let forged = "x\n2026-01-01T00:00:00Z  INFO consumer: forged";
         let alert = Alert::for_notice(
             "t",
@@ -224,15 +211,7 @@ mod tests {
             },
         );
         assert!(LogSink::new().accepts(&alert));
-        tracing::subscriber::with_default(subscriber, || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("runtime");
-            runtime
-                .block_on(LogSink::new().send(&alert))
-                .expect("logged");
-        });
-        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
+        let text = logged(&alert, || {});
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains(" WARN "), "{text}");
         assert!(text.contains("notice from the consumer"), "{text}");
