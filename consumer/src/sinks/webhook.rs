@@ -247,24 +247,22 @@ mod tests {
 
     /// An event id is whatever the publisher wrote: one with a line break must not make the
     /// alert undeliverable (nor add a header).
-    #[tokio::test]
-    async fn any_event_id_gives_a_valid_idempotency_key() {
-        let keys: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen = keys.clone();
+    type Seen = Arc<Mutex<Vec<(HeaderMap, serde_json::Value)>>>;
+
+    /// A webhook receiver on 127.0.0.1 that answers 200 and keeps each request's headers and
+    /// JSON body.
+    async fn receiver() -> (std::net::SocketAddr, Seen) {
+        let seen: Seen = Arc::default();
+        let record = seen.clone();
         let app = Router::new().route(
             "/",
-            post(move |headers: HeaderMap| {
-                let seen = seen.clone();
+            post(move |headers: HeaderMap, body: String| {
+                let record = record.clone();
                 async move {
-                    let key = headers
-                        .get("idempotency-key")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
-                    if let Ok(mut seen) = seen.lock() {
-                        seen.push(key);
+                    let body = serde_json::from_str(&body).unwrap_or_default();
+                    if let Ok(mut record) = record.lock() {
+                        record.push((headers, body));
                     }
-                    assert!(!headers.contains_key("x-evil"));
                     "ok"
                 }
             }),
@@ -274,22 +272,46 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("address");
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let sink = WebhookSink::new(
+        (addr, seen)
+    }
+
+    fn sink_to(
+        addr: std::net::SocketAddr,
+        headers: Vec<(String, SecretString)>,
+        digest: Option<crate::digest::DigestSettings>,
+    ) -> WebhookSink {
+        WebhookSink::new(
             WebhookDestination {
                 name: "w".into(),
                 url: SecretUrl::new(url::Url::parse(&format!("http://{addr}/")).expect("url")),
-                headers: vec![],
+                headers,
                 timeout: Duration::from_secs(5),
                 rate_limit: Duration::ZERO,
-                digest: None,
+                digest,
             },
             http::client().expect("client"),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn any_event_id_gives_a_valid_idempotency_key() {
+        let (addr, seen) = receiver().await;
+        let sink = sink_to(addr, vec![], None);
         for id in ["e1\r\nX-Evil: 1", "e\u{0}2", "plain-id"] {
             sink.send(&alert(id)).await.expect("delivered");
         }
         sink.send(&alert("plain-id")).await.expect("delivered");
-        let keys = keys.lock().expect("lock").clone();
+        let seen = seen.lock().expect("lock").clone();
+        assert!(seen.iter().all(|(h, _)| !h.contains_key("x-evil")));
+        let keys: Vec<String> = seen
+            .iter()
+            .map(|(h, _)| {
+                h.get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
         assert_eq!(keys.len(), 4);
         assert!(keys.iter().all(|k| k.len() == 64), "{keys:?}");
         assert_eq!(keys[2], keys[3], "stable per event");
@@ -315,40 +337,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_digest_is_posted_as_the_digest_payload_with_the_same_headers() {
-        let seen: Arc<Mutex<Vec<(HeaderMap, serde_json::Value)>>> = Arc::default();
-        let record = seen.clone();
-        let app = Router::new().route(
-            "/",
-            post(move |headers: HeaderMap, body: String| {
-                let record = record.clone();
-                async move {
-                    let body = serde_json::from_str(&body).expect("a JSON body");
-                    if let Ok(mut record) = record.lock() {
-                        record.push((headers, body));
-                    }
-                    "ok"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (addr, seen) = receiver().await;
         let settings = crate::digest::DigestSettings {
             after_alerts: 5,
             window: Duration::from_secs(30),
         };
-        let sink = WebhookSink::new(
-            WebhookDestination {
-                name: "w".into(),
-                url: SecretUrl::new(url::Url::parse(&format!("http://{addr}/")).expect("url")),
-                headers: vec![("Authorization".into(), SecretString::from("Bearer x"))],
-                timeout: Duration::from_secs(5),
-                rate_limit: Duration::ZERO,
-                digest: Some(settings),
-            },
-            http::client().expect("client"),
+        let sink = sink_to(
+            addr,
+            vec![("Authorization".into(), SecretString::from("Bearer x"))],
+            Some(settings),
         );
         assert_eq!(sink.digest(), Some(settings));
         let alert = Alert::for_digest("tenant", None, digest());
@@ -396,17 +393,7 @@ mod tests {
 
     #[test]
     fn refuses_notices() {
-        let sink = WebhookSink::new(
-            WebhookDestination {
-                name: "w".into(),
-                url: SecretUrl::new(url::Url::parse("http://127.0.0.1:9/").expect("url")),
-                headers: vec![],
-                timeout: Duration::from_secs(5),
-                rate_limit: Duration::ZERO,
-                digest: None,
-            },
-            reqwest::Client::new(),
-        );
+        let sink = sink_to(([127, 0, 0, 1], 9).into(), vec![], None);
         let notice = Alert::sample_notice();
         assert!(!sink.accepts(&notice));
         assert!(sink.accepts(&alert("e1")));
