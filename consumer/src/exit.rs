@@ -6,7 +6,8 @@
 pub const OK: u8 = 0;
 /// A runtime failure: broker refused the subscription, state directory not writable, an alert
 /// could neither be delivered nor parked; for `webhook`: tenant unreachable, timeouts, HTTP 5xx
-/// after retries, an unexpected answer.
+/// after retries, an unexpected answer; for `webhook status`: a webhook to the relay is
+/// disabled or missing.
 pub const FAILURE: u8 = 1;
 /// Command-line usage error (clap's own code; also a missing or invalid webhook secret, several
 /// tenants and no `--tenant`, `--since` beyond 7 days).
@@ -17,7 +18,8 @@ pub const REJECTED: u8 = 65;
 /// `webhook`: no webhook with that id or name (HTTP 404) (`EX_NOINPUT`).
 pub const NOT_FOUND: u8 = 66;
 /// Something is left to do and a later run may succeed (`EX_TEMPFAIL`): `replay` left parked
-/// alerts that still fail, `webhook resend-failed` could not resend some deliveries.
+/// alerts that still fail, `webhook resend-failed` could not resend some deliveries,
+/// `webhook status` has no check to report yet (or the last one could not reach the tenant).
 pub const TRY_AGAIN_LATER: u8 = 75;
 /// `webhook`: the tenant did not accept the JWT (401) or its user lacks the rights (403)
 /// (`EX_NOPERM`).

@@ -19,12 +19,12 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0   success (replay: nothing left parked)
   1   runtime failure (subscription refused, state directory not writable, alert neither
-      delivered nor parked)
+      delivered nor parked); webhook status: a webhook to the relay is disabled or missing
   2   command-line usage error
   65  webhook: Qlik refused the request as invalid
   66  webhook: no webhook with that id or name
   75  replay: some alerts could not be delivered and are still parked;
-      webhook resend-failed: some resends failed
+      webhook resend-failed: some resends failed; webhook status: nothing known yet
   77  webhook: the tenant did not accept the JWT, or its user lacks the rights
   78  configuration invalid (every problem is printed with its key path)
 
