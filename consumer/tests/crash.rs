@@ -137,7 +137,7 @@ async fn sigterm_with_a_stuck_destination_ends_within_the_grace_and_loses_nothin
     )
     .await;
     webhook.hung().await;
-    let (took, code, log) = first.terminate().await;
+    let testkit::process::Ended { took, code, log } = first.terminate().await;
     assert!(took < Duration::from_secs(5), "took {took:?}; log:\n{log}");
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("left unacknowledged"), "{log}");

@@ -387,13 +387,7 @@ async fn a_digest_survives_a_kill_while_its_window_is_open() {
     .await;
     let folded = N - 3;
     let end = Instant::now() + WAIT;
-    while consumer
-        .log
-        .lock()
-        .map(|l| l.matches("folded into the digest").count())
-        .unwrap_or(0)
-        < folded
-    {
+    while consumer.stderr().matches("folded into the digest").count() < folded {
         assert!(Instant::now() < end, "{folded} alerts folded");
         consumer.wait_for_line("folded into the digest").await;
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -153,38 +153,21 @@ async fn wait_for_metric(port: u16, series: &str, ok: impl Fn(f64) -> bool) -> f
 }
 
 /// Waits until a line of the binary's log contains every one of `needles`; returns it.
-async fn wait_for_log(consumer: &Binary, needles: &[&str]) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let log = consumer.log.lock().map(|l| l.clone()).unwrap_or_default();
-        if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
-            return line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the log never had a line with {needles:?}:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_for_log(consumer: &mut Binary, needles: &[&str]) -> String {
+    consumer
+        .wait_until(&format!("line with {needles:?}"), |l| {
+            needles.iter().all(|n| l.contains(n))
+        })
+        .await
 }
 
 /// Waits until a line of the binary's log contains all of `about` and one of `any`; returns it.
-async fn wait_for_log_any(consumer: &Binary, about: &[&str], any: &[&str]) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let log = consumer.log.lock().map(|l| l.clone()).unwrap_or_default();
-        if let Some(line) = log
-            .lines()
-            .find(|l| about.iter().all(|n| l.contains(n)) && any.iter().any(|n| l.contains(n)))
-        {
-            return line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the log never had a line with {about:?} and one of {any:?}:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_for_log_any(consumer: &mut Binary, about: &[&str], any: &[&str]) -> String {
+    consumer
+        .wait_until(&format!("line with {about:?} and one of {any:?}"), |l| {
+            about.iter().all(|n| l.contains(n)) && any.iter().any(|n| l.contains(n))
+        })
+        .await
 }
 
 /// The timestamp a log line starts with.
@@ -490,7 +473,7 @@ async fn a_down_destination_heals_without_a_command() {
 
         publish(&broker, &setup.topic, failed(&two)).await;
         let parked_line =
-            wait_for_log(&consumer, &[&format!("event {two:?}"), "alert parked"]).await;
+            wait_for_log(&mut consumer, &[&format!("event {two:?}"), "alert parked"]).await;
         assert!(
             parked_line.contains("destination is down; parked for redelivery (last error:"),
             "{}: parked at once because the destination is down: {parked_line}",
@@ -540,8 +523,8 @@ async fn a_down_destination_heals_without_a_command() {
         publish(&broker, &setup.topic, failed(&three)).await;
         assert_eq!(webhook.failed().await.body["eventId"], three);
         let about = format!("event {three:?}");
-        let parked = wait_for_log(&consumer, &[&about, "alert parked"]).await;
-        let probed = wait_for_log(&consumer, &[&about, "redelivery failed"]).await;
+        let parked = wait_for_log(&mut consumer, &[&about, "alert parked"]).await;
+        let probed = wait_for_log(&mut consumer, &[&about, "redelivery failed"]).await;
         let gap = log_time(&probed) - log_time(&parked);
         assert!(
             gap >= time::Duration::milliseconds(900),
@@ -808,11 +791,11 @@ async fn consumers_sharing_a_dead_letter_directory_redeliver_each_alert_once() {
             a_setup.parked_files().len() == N
         })
         .await;
-        let c = spawn_binary(&c_setup).await;
+        let mut c = spawn_binary(&c_setup).await;
         // C found every file at its start and probed one in vain: from now on all three probe
         // at the same second boundaries (the schedule counts Unix seconds), so once the
         // destination answers they drain the same files at the same time.
-        wait_for_log(&c, &["destination is down"]).await;
+        wait_for_log(&mut c, &["destination is down"]).await;
         // Slow answers: a drain takes long enough for the others to reach the same files.
         webhook.set_delay(Duration::from_millis(150));
         webhook.set_mode(Mode::Ok);
@@ -878,12 +861,12 @@ async fn a_restarted_consumer_redelivers_what_it_held_before() {
         },
     );
     on_redis(&setup);
-    let consumer = spawn_binary(&setup).await;
+    let mut consumer = spawn_binary(&setup).await;
     let id = testkit::unique("restart");
     publish(&broker, &setup.topic, failed(&id)).await;
     webhook.hung().await;
-    wait_for_log(&consumer, &[&format!("event {id:?}"), "held on disk"]).await;
-    let (_, code, log) = consumer.terminate().await;
+    wait_for_log(&mut consumer, &[&format!("event {id:?}"), "held on disk"]).await;
+    let testkit::process::Ended { code, log, .. } = consumer.terminate().await;
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(setup.parked_files().len(), 1, "held on disk at shutdown");
 
@@ -1045,7 +1028,7 @@ async fn a_reload_taken_over_from_a_dead_consumer_is_still_alerted() {
         )
         .await;
         slack.hung().await;
-        a.wait_for_decision(&first).await;
+        wait_for_decision(&mut a, &first).await;
         let a_log = a.kill().await;
 
         slack.set_mode(Mode::Ok);
@@ -1062,9 +1045,9 @@ async fn a_reload_taken_over_from_a_dead_consumer_is_still_alerted() {
             ),
         )
         .await;
-        b.wait_for_decision(&second).await;
+        wait_for_decision(&mut b, &second).await;
         let line = wait_for_log_any(
-            &b,
+            &mut b,
             &[&format!("event {second:?}"), "slack:"],
             &["alert delivered", "not sent, rate limit"],
         )

@@ -157,7 +157,7 @@ async fn settle(
     all.push(marker.clone());
     for s in survivors.iter_mut() {
         for id in &all {
-            s.wait_for_decision(id).await;
+            wait_for_decision(s, id).await;
         }
     }
     for r in webhook.drain_delivered() {

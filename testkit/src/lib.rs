@@ -4,6 +4,7 @@
 //! process, and also the real Mosquitto on 127.0.0.1:1883 when it answers (CI makes sure it does).
 
 pub mod emf;
+pub mod process;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

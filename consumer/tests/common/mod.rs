@@ -807,11 +807,8 @@ pub async fn until_nothing_parked(setup: &Setup) {
 
 // ---------------------------------------------------------------- the real binary
 
-pub struct Binary {
-    pub child: tokio::process::Child,
-    pub log: Arc<std::sync::Mutex<String>>,
-    lines: mpsc::UnboundedReceiver<String>,
-}
+/// The real binary, run by [`spawn_binary`]; its log is its stderr.
+pub type Binary = testkit::process::Process;
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_consumer")
@@ -819,114 +816,31 @@ pub fn binary() -> &'static str {
 
 /// Runs `consumer run` and returns once its log says it is subscribed.
 pub async fn spawn_binary(setup: &Setup) -> Binary {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(binary())
+    let mut command = tokio::process::Command::new(binary());
+    command
         .arg("run")
         .arg("--config")
         .arg(&setup.butler)
         .arg("--extensions")
         .arg(&setup.extensions)
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("consumer binary starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let log = Arc::new(std::sync::Mutex::new(String::new()));
-    let (tx, lines) = mpsc::unbounded_channel();
-    let sink = Arc::clone(&log);
-    tokio::spawn(async move {
-        let mut reader = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            if let Ok(mut log) = sink.lock() {
-                log.push_str(&line);
-                log.push('\n');
-            }
-            let _ = tx.send(line);
-        }
-    });
-    let mut binary = Binary { child, log, lines };
+        .env("NO_COLOR", "1");
+    let mut binary = Binary::spawn(command);
     binary.wait_for_line("subscribed with QoS 1").await;
     binary
 }
 
-impl Binary {
-    /// The first log line (so far or to come) containing `needle`.
-    pub async fn wait_for_line(&mut self, needle: &str) -> String {
-        let found = async {
-            loop {
-                let seen = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-                if let Some(line) = seen.lines().find(|l| l.contains(needle)) {
-                    return Some(line.to_owned());
-                }
-                self.lines.recv().await?;
-            }
-        };
-        match tokio::time::timeout(WAIT, found).await {
-            Ok(Some(line)) => line,
-            _ => panic!(
-                "consumer log never said `{needle}`; log so far:\n{}",
-                self.log.lock().map(|l| l.clone()).unwrap_or_default()
-            ),
-        }
-    }
-
-    /// Waits until the log says what became of event `id`: alerted, or dropped as already
-    /// alerted on (here or by another consumer).
-    pub async fn wait_for_decision(&mut self, id: &str) {
-        let decided = |log: &str| {
-            log.lines().any(|l| {
-                l.contains(&format!("event {id:?}")) && l.contains("reload failed, alerting")
-                    || l.contains(&format!("event_id={id}")) && l.contains("already alerted on")
-            })
-        };
-        let found = async {
-            loop {
-                let seen = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-                if decided(&seen) {
-                    return Some(());
-                }
-                self.lines.recv().await?;
-            }
-        };
-        if tokio::time::timeout(WAIT, found)
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-        {
-            panic!(
-                "consumer log never decided event {id}; log so far:\n{}",
-                self.log.lock().map(|l| l.clone()).unwrap_or_default()
-            );
-        }
-    }
-
-    /// SIGTERM, then waits for the process to end; returns how long that took and the log.
-    pub async fn terminate(mut self) -> (Duration, Option<i32>, String) {
-        let pid = self.child.id().expect("consumer still running");
-        let started = std::time::Instant::now();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill -TERM runs");
-        assert!(sent.success());
-        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("the consumer ends within a minute of SIGTERM")
-            .expect("wait for consumer");
-        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-        (started.elapsed(), status.code(), log)
-    }
-
-    /// SIGKILL: no chance to acknowledge anything.
-    pub async fn kill(mut self) -> String {
-        self.child.kill().await.expect("kill consumer");
-        let _ = self.child.wait().await;
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
+/// Waits until the log says what became of event `id`: alerted, or dropped as already
+/// alerted on (here or by another consumer).
+pub async fn wait_for_decision(consumer: &mut Binary, id: &str) {
+    let alerted = format!("event {id:?}");
+    let dropped = format!("event_id={id}");
+    consumer
+        .wait_until(&format!("decision on event {id}"), |l| {
+            l.contains(&alerted) && l.contains("reload failed, alerting")
+                || l.contains(&dropped) && l.contains("already alerted on")
+        })
+        .await;
 }
 
 /// Runs a consumer subcommand to completion; returns (exit code, stdout, stderr).
