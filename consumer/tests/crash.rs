@@ -1,10 +1,10 @@
 //! The real binary, killed (SIGKILL) while an alert is being delivered, has not acknowledged
 //! the message: the broker delivers it again to the next run, which alerts exactly once.
 
-mod common;
+mod support;
 
-use common::*;
 use std::time::Duration;
+use support::*;
 
 #[tokio::test]
 async fn killed_before_acknowledging_gets_the_event_again_and_alerts_once() {

@@ -5,7 +5,6 @@
 //! window is the group's; below the threshold an alert is exactly what it was without
 //! digests.
 
-mod common;
 mod support;
 
 use std::collections::BTreeMap;
@@ -14,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use common::*;
 use serde_json::Value;
+use support::*;
 
 const REDIS: &str = "redis://127.0.0.1:6379/0";
 /// The bound for a storm of 200 with `windowSeconds: 10`.

@@ -7,19 +7,18 @@
 //! digests (issue 15): a storm to one recipient, each app owner's own digest, a digest parked
 //! while SMTP is down and sent by `consumer replay`.
 
-mod common;
 mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::*;
 use consumer::alert::Alert;
 use consumer::delivery::Outcome;
 use consumer::transforms::Handled;
 use serde_json::{Value, json};
 use support::fake_tenant::{self, FakeTenant};
 use support::smtp_server::{Mail, SmtpEvent, SmtpOptions, SmtpServer, TestPki};
+use support::*;
 
 const SMTP_USER: &str = "butler";
 /// Marker for "never in any output".
@@ -84,7 +83,7 @@ impl Email {
     }
 }
 
-/// Adds Butler's email keys to the Butler file a `common::write_config` wrote.
+/// Adds Butler's email keys to the Butler file a `support::write_config` wrote.
 fn add_email(setup: &Setup, email: &Email) {
     let text = std::fs::read_to_string(&setup.butler).expect("Butler file");
     let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");

@@ -23,16 +23,15 @@
 //! event at the receiver); the few negative checks ("nothing more arrives") wait a bounded
 //! moment. Schedules are one or two seconds, so the file runs in well under a minute.
 
-mod common;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::*;
 use consumer::delivery::{DeadLetter, Outcome};
 use consumer::transforms::Handled;
 use support::fake_tenant::{FakeTenant, GateStats, Route};
+use support::*;
 
 const REDIS: &str = "redis://127.0.0.1:6379/0";
 const WEBHOOK: &str = "webhook:ops";

@@ -4,11 +4,10 @@
 //! the alert still goes out and says what is missing. Butler's `basicContentOnly` sends the
 //! basic message and spares the tenant API.
 
-mod common;
 mod support;
 
-use common::*;
 use support::fake_tenant::{self, FakeTenant, Fault, Route};
+use support::*;
 
 #[tokio::test]
 async fn enriched_alert_reaches_each_destination_with_its_script_log_excerpt() {

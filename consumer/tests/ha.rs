@@ -6,13 +6,13 @@
 //! Needs Redis on 127.0.0.1:6379 (CI starts it) and `redis-server` for the restart test; skipped
 //! with a message when absent. Run with `--nocapture` to see the figures.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use support::*;
 
 const REDIS: &str = "redis://127.0.0.1:6379/0";
 const LEASE_SECS: u64 = 2;

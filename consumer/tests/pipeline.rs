@@ -2,13 +2,13 @@
 //! other tenants, duplicates and successes produce nothing; events published while the
 //! consumer is stopped arrive when it starts; a destination that is down gets the alert parked.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use consumer::delivery::Outcome;
 use consumer::transforms::Handled;
+use support::*;
 
 fn alerted(handled: Handled) -> (Box<consumer::alert::Alert>, Vec<(String, Outcome)>) {
     match handled {

@@ -2,7 +2,7 @@
 //! retried alert by alert, a file that cannot be removed does not end the run, its own MQTT
 //! client id, and temporary files left by a crash are shown and cleaned up.
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 use axum::extract::State;
 use axum::http::StatusCode;
 use bytes::Bytes;
-use common::*;
 use consumer::alert::Alert;
 use consumer::delivery::DeadLetter;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
+use support::*;
 
 fn alert(event_id: &str) -> Alert {
     Alert {
