@@ -83,10 +83,8 @@ impl Email {
     }
 }
 
-/// Adds Butler's email keys to the Butler file a `support::write_config` wrote.
-fn add_email(setup: &Setup, email: &Email) {
-    let text = std::fs::read_to_string(&setup.butler).expect("Butler file");
-    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+/// Adds Butler's email keys: the SMTP server, and the tenant's email alert.
+fn add_email(config: &mut testkit::butler::Config, email: &Email) {
     let s = &email.smtp;
     let mut tls = json!({
         "ignoreTLS": s.ignore_tls,
@@ -135,29 +133,9 @@ fn add_email(setup: &Setup, email: &Email) {
         "fromAddress": FROM,
         "recipients": email.recipients,
     });
-    let butler = doc
-        .get_mut("Butler")
-        .and_then(serde_yaml_ng::Value::as_mapping_mut)
-        .expect("Butler mapping");
-    butler.insert(
-        "emailNotification".into(),
-        serde_yaml_ng::to_value(&smtp).expect("YAML value"),
-    );
-    let tenant_alert = doc
-        .get_mut("Butler")
-        .and_then(|b| b.get_mut("qlikSenseCloud"))
-        .and_then(|q| q.get_mut("event"))
-        .and_then(|e| e.get_mut("mqtt"))
-        .and_then(|m| m.get_mut("tenant"))
-        .and_then(|t| t.get_mut("alert"))
-        .and_then(serde_yaml_ng::Value::as_mapping_mut)
-        .expect("tenant alert mapping");
-    tenant_alert.insert(
-        "emailNotification".into(),
-        serde_yaml_ng::to_value(json!({"reloadAppFailure": alert})).expect("YAML value"),
-    );
-    std::fs::write(&setup.butler, serde_yaml_ng::to_string(&doc).expect("YAML"))
-        .expect("write Butler file");
+    config
+        .butler("emailNotification", smtp)
+        .tenant("alert.emailNotification.reloadAppFailure", alert);
 }
 
 fn setup_with(
@@ -166,7 +144,7 @@ fn setup_with(
     email: &Email,
     d: Destinations,
 ) -> Setup {
-    let setup = write_config(
+    let mut setup = write_config(
         broker,
         &Destinations {
             tenant_url: tenant.map(FakeTenant::url),
@@ -174,7 +152,7 @@ fn setup_with(
             ..d
         },
     );
-    add_email(&setup, email);
+    setup.edit(|config| add_email(config, email));
     setup
 }
 

@@ -38,38 +38,13 @@ const WEBHOOK: &str = "webhook:ops";
 
 // ---------------------------------------------------------------- helpers
 
-/// Adds keys to the setup's `Butler.qlikSenseCloud.consumer` section.
-fn add_consumer_keys(setup: &Setup, keys: &[(&str, serde_yaml_ng::Value)]) {
-    let text = std::fs::read_to_string(&setup.extensions).expect("extension file");
-    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
-    let consumer = doc["Butler"]["qlikSenseCloud"]["consumer"]
-        .as_mapping_mut()
-        .expect("consumer section");
-    for (key, value) in keys {
-        consumer.insert((*key).into(), value.clone());
-    }
-    std::fs::write(
-        &setup.extensions,
-        serde_yaml_ng::to_string(&doc).expect("yaml out"),
-    )
-    .expect("write extension file");
-}
-
-fn metrics_listen(port: u16) -> (&'static str, serde_yaml_ng::Value) {
-    let mut m = serde_yaml_ng::Mapping::new();
-    m.insert("listen".into(), format!("127.0.0.1:{port}").into());
-    ("metrics", m.into())
-}
-
 /// A Redis-backed member of a group: shared store, short claim lease.
-fn on_redis(setup: &Setup) {
-    add_consumer_keys(
-        setup,
-        &[
-            ("stateStore", REDIS.into()),
-            ("claimLeaseSeconds", 2u64.into()),
-        ],
-    );
+fn on_redis(setup: &mut Setup) {
+    setup.edit(|config| {
+        config
+            .consumer("stateStore", REDIS)
+            .consumer("claimLeaseSeconds", 2);
+    });
 }
 
 /// A failed reload of its own app.
@@ -443,7 +418,7 @@ async fn a_down_destination_heals_without_a_command() {
     for broker in testkit::brokers() {
         let mut webhook = Receiver::start().await;
         webhook.set_mode(Mode::Fail);
-        let setup = write_config(
+        let mut setup = write_config(
             &broker,
             &Destinations {
                 webhook: Some(webhook.url("hook")),
@@ -455,7 +430,9 @@ async fn a_down_destination_heals_without_a_command() {
             },
         );
         let port = free_port();
-        add_consumer_keys(&setup, &[metrics_listen(port)]);
+        setup.edit(|config| {
+            config.consumer("metrics.listen", format!("127.0.0.1:{port}"));
+        });
         let mut consumer = spawn_binary(&setup).await;
         let up = format!("qscloud_consumer_destination_up{{sink=\"{WEBHOOK}\"}}");
         wait_for_metric(port, &up, |v| v == 1.0).await;
@@ -759,7 +736,7 @@ async fn consumers_sharing_a_dead_letter_directory_redeliver_each_alert_once() {
         // A shared subscription splits the events, so A and B each park some.
         let group = testkit::unique("group");
         let member = || {
-            let setup = write_config(
+            let mut setup = write_config(
                 &broker,
                 &Destinations {
                     webhook: Some(webhook.url("hook")),
@@ -772,7 +749,7 @@ async fn consumers_sharing_a_dead_letter_directory_redeliver_each_alert_once() {
                     ..Default::default()
                 },
             );
-            on_redis(&setup);
+            on_redis(&mut setup);
             setup
         };
         let (a_setup, b_setup, c_setup) = (member(), member(), member());
@@ -848,7 +825,7 @@ async fn a_restarted_consumer_redelivers_what_it_held_before() {
     let broker = testkit::embedded();
     let mut webhook = Receiver::start().await;
     webhook.set_mode(Mode::Hang);
-    let setup = write_config(
+    let mut setup = write_config(
         &broker,
         &Destinations {
             webhook: Some(webhook.url("hook")),
@@ -859,7 +836,7 @@ async fn a_restarted_consumer_redelivers_what_it_held_before() {
             ..Default::default()
         },
     );
-    on_redis(&setup);
+    on_redis(&mut setup);
     let mut consumer = spawn_binary(&setup).await;
     let id = testkit::unique("restart");
     publish(&broker, &setup.topic, failed(&id)).await;
@@ -896,7 +873,7 @@ async fn new_alerts_do_not_wait_behind_a_file_another_consumer_leased() {
     }
     let broker = testkit::embedded();
     let mut webhook = Receiver::start().await;
-    let setup = write_config(
+    let mut setup = write_config(
         &broker,
         &Destinations {
             webhook: Some(webhook.url("hook")),
@@ -906,7 +883,7 @@ async fn new_alerts_do_not_wait_behind_a_file_another_consumer_leased() {
             ..Default::default()
         },
     );
-    on_redis(&setup);
+    on_redis(&mut setup);
     // A parked alert of this destination, due now, leased by another consumer.
     let other = testkit::unique("leased");
     let alert = consumer::alert::Alert {
@@ -999,7 +976,7 @@ async fn a_reload_taken_over_from_a_dead_consumer_is_still_alerted() {
         slack.set_mode(Mode::Hang);
         let root = testkit::unique("qscloud-takeover");
         let member = || {
-            let setup = write_config(
+            let mut setup = write_config(
                 &broker,
                 &Destinations {
                     slack: Some(slack.url("services/T000/B000/takeover")),
@@ -1011,7 +988,7 @@ async fn a_reload_taken_over_from_a_dead_consumer_is_still_alerted() {
                     ..Default::default()
                 },
             );
-            on_redis(&setup);
+            on_redis(&mut setup);
             setup
         };
         let (a_setup, b_setup) = (member(), member());

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use serde_json::json;
+use testkit::butler::{Chat, ChatKind, Config, Tenant, Webhook};
+
 use super::TENANT;
 
 /// Which destinations a test configures.
@@ -58,6 +61,8 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
     pub butler: PathBuf,
     pub extensions: PathBuf,
+    /// What `butler` and `extensions` hold; [`Setup::edit`] changes them.
+    pub files: Config,
     pub state_dir: PathBuf,
     pub dead_letter_dir: PathBuf,
     pub script_log_dir: PathBuf,
@@ -96,176 +101,66 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
         .clone()
         .unwrap_or_else(|| dir.path().join("dead-letter"));
     let script_log_dir = dir.path().join("scriptlog");
-    let templates = templates_dir();
-    let tenant_url = d
-        .tenant_url
-        .clone()
-        .unwrap_or_else(|| "http://127.0.0.1:9".into());
-    let jwt = d.jwt.clone().unwrap_or_else(|| {
-        "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJ0ZXN0In0.dGVzdC1zaWduYXR1cmU".to_owned()
-    });
-    let chat = |kind: &str,
-                url: &Option<String>,
-                formatted: bool,
-                file: &str,
-                tag: &Option<String>| {
-        match url {
-        None => format!("                        {kind}:\n                            reloadAppFailure:\n                                enable: false\n"),
-        Some(url) => format!(
-            "                        {kind}:
-                            reloadAppFailure:
-                                enable: true
-                                alertEnableByTag:
-                                    enable: {}
-                                    tag: {}
-                                basicContentOnly: {}
-                                webhookURL: {url}
-                                channel: sense-failures
-                                fromUser: Qlik Sense
-                                iconEmoji: ':ghost:'
-                                messageType: {}
-                                basicMsgTemplate: 'Qlik Cloud app reload failed: \"{{{{appName}}}}\"'
-                                rateLimit: {}
-                                headScriptLogLines: 5
-                                tailScriptLogLines: 3
-                                templateFile: {}
-",
-            tag.is_some(),
-            tag.clone().unwrap_or_else(|| "Butler - alert".into()),
-            d.basic_content_only,
-            if formatted { "formatted" } else { "basic" },
-            d.chat_rate_limit,
-            templates.join(file).display()
-        ),
+    let tenant = Tenant::new(
+        TENANT,
+        d.tenant_url.as_deref().unwrap_or("http://127.0.0.1:9"),
+        d.jwt
+            .as_deref()
+            .unwrap_or("eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJ0ZXN0In0.dGVzdC1zaWduYXR1cmU"),
+    );
+    let mut files = Config::new(&broker.into(), &root, &tenant);
+    files
+        .butler("logLevel", "info")
+        .script_log(d.script_log, &script_log_dir)
+        .tenant(
+            "qlikSenseUrls",
+            json!({
+                "qmc": "https://acme.eu.qlikcloud.com/console",
+                "hub": "https://acme.eu.qlikcloud.com/hub",
+            }),
+        )
+        .tenant("comment", "Test tenant")
+        .chat(ChatKind::Teams, d.chat(ChatKind::Teams).as_ref())
+        .chat(ChatKind::Slack, d.chat(ChatKind::Slack).as_ref())
+        .client(&client_id);
+    if d.v5 {
+        files.mqtt5(broker.v5_port, d.shared_group.as_deref());
     }
-    };
-    let butler = format!(
-        "Butler:
-    logLevel: info
-    scriptLog:
-        storeOnDisk:
-            qsCloud:
-                appReloadFailure:
-                    enable: {}
-                    logDirectory: {}
-    mqttConfig:
-        qlikSenseCloud:
-            event:
-                mqttForward:
-                    enable: true
-                    broker:
-                        host: {}
-                        port: {}
-                    topic:
-                        subscriptionRoot: {root}/#
-                        appReload: {root}/app/reload
-    qlikSenseCloud:
-        enable: true
-        event:
-            mqtt:
-                tenant:
-                    id: {TENANT}
-                    tenantUrl: {tenant_url}
-                    authType: jwt
-                    auth:
-                        jwt:
-                            token: {jwt}
-                    qlikSenseUrls:
-                        qmc: https://acme.eu.qlikcloud.com/console
-                        hub: https://acme.eu.qlikcloud.com/hub
-                    comment: Test tenant
-                    alert:
-{}{}",
-        d.script_log,
-        script_log_dir.display(),
-        broker.host,
-        if d.v5 { broker.v5_port } else { broker.port },
-        chat(
-            "teamsNotification",
-            &d.teams,
-            d.teams_formatted,
-            "teams-failed-reload-qscloud.handlebars",
-            &d.teams_tag
-        ),
-        chat(
-            "slackNotification",
-            &d.slack,
-            d.slack_formatted,
-            "slack-failed-reload-qscloud.handlebars",
-            &d.slack_tag
-        ),
-    );
-    let webhook = d
-        .webhook
-        .as_ref()
-        .map(|url| {
-            format!(
-                "                webhook:
-                    - name: ops
-                      url: {url}
-                      headers:
-                          - name: Authorization
-                            value: Bearer webhook-header-secret
-{}",
-                d.webhook_timeout
-                    .map(|s| format!("                      timeoutSeconds: {s}\n"))
-                    .unwrap_or_default()
-            )
-        })
-        .unwrap_or_default();
-    let mqtt = d
-        .mqtt_topic
-        .as_ref()
-        .map(|topic| format!("                mqtt:\n                    enable: true\n                    topic: {topic}\n"))
-        .unwrap_or_default();
-    let v5 = match (d.v5, &d.shared_group) {
-        (false, _) => String::new(),
-        (true, None) => "                        mqttVersion: '5'\n                        sessionExpirySeconds: 3600\n".to_owned(),
-        (true, Some(group)) => format!("                        mqttVersion: '5'\n                        sessionExpirySeconds: 3600\n                        sharedSubscriptionGroup: {group}\n"),
-    };
-    let extensions = format!(
-        "Butler:
-    mqttConfig:
-        qlikSenseCloud:
-            event:
-                mqttForward:
-                    broker:
-                        tls: false
-                        clientId: {client_id}
-                        cleanSession: false
-{v5}    qlikSenseCloud:
-        consumer:
-            stateDirectory: {}
-            deadLetterDirectory: {}
-{}{}            retry:
-                maxAttempts: {}
-                initialBackoffMs: 20
-                maxBackoffMs: 100
-            enrichment:
-                enable: {}
-                timeoutSeconds: 5
-                maxRetries: 1
-                initialBackoffMs: 10
-            destinations:
-                log:
-                    enable: true
-{webhook}{mqtt}",
-        state_dir.display(),
-        dead_letter_dir.display(),
-        d.shutdown_grace
-            .map(|s| format!("            shutdownGraceSeconds: {s}\n"))
-            .unwrap_or_default(),
-        engine_keys(d),
-        d.max_attempts.max(1),
-        d.tenant_url.is_some(),
-    );
-    let butler_path = dir.path().join("butler.yaml");
-    let extensions_path = dir.path().join("consumer-extensions.yaml");
-    std::fs::write(&butler_path, butler).expect("write Butler config");
-    std::fs::write(&extensions_path, extensions).expect("write extension config");
+    files
+        .consumer("stateDirectory", state_dir.display().to_string())
+        .consumer("deadLetterDirectory", dead_letter_dir.display().to_string())
+        .consumer("retry.maxAttempts", d.max_attempts.max(1))
+        .consumer("retry.initialBackoffMs", 20)
+        .consumer("retry.maxBackoffMs", 100)
+        .consumer(
+            "enrichment",
+            json!({
+                "enable": d.tenant_url.is_some(),
+                "timeoutSeconds": 5,
+                "maxRetries": 1,
+                "initialBackoffMs": 10,
+            }),
+        )
+        .consumer("destinations.log.enable", true);
+    engine_keys(&mut files, d);
+    if let Some(url) = &d.webhook {
+        files.webhook(&Webhook {
+            headers: vec![(
+                "Authorization".into(),
+                "Bearer webhook-header-secret".into(),
+            )],
+            timeout_seconds: d.webhook_timeout,
+            ..Webhook::new("ops", url)
+        });
+    }
+    if let Some(topic) = &d.mqtt_topic {
+        files.consumer("destinations.mqtt", json!({"enable": true, "topic": topic}));
+    }
+    let (butler, extensions) = files.write(dir.path());
     Setup {
-        butler: butler_path,
-        extensions: extensions_path,
+        butler,
+        extensions,
+        files,
         state_dir,
         dead_letter_dir,
         script_log_dir,
@@ -275,43 +170,72 @@ pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
     }
 }
 
-/// `concurrency` and `redelivery`, when a test sets them.
-fn engine_keys(d: &Destinations) -> String {
-    let mut out = String::new();
+/// The engine's keys, when a test sets them; digests are off unless asked for.
+fn engine_keys(files: &mut Config, d: &Destinations) {
     match d.digest {
-        None => out.push_str("            digest:\n                enable: false\n"),
-        Some((after, window)) => out.push_str(&format!(
-            "            digest:\n                afterAlerts: {after}\n                windowSeconds: {window}\n"
-        )),
-    }
+        None => files.consumer("digest.enable", false),
+        Some((after, window)) => files
+            .consumer("digest.afterAlerts", after)
+            .consumer("digest.windowSeconds", window),
+    };
     if let Some(url) = &d.state_store {
-        out.push_str(&format!("            stateStore: {url}\n"));
+        files.consumer("stateStore", url.as_str());
     }
     if let Some((relay, interval, reenable)) = &d.watchdog {
-        out.push_str(&format!(
-            "            watchdog:\n                relayUrl: {relay}\n                intervalSeconds: {interval}\n                reenable: {reenable}\n"
-        ));
+        files.consumer(
+            "watchdog",
+            json!({"relayUrl": relay, "intervalSeconds": interval, "reenable": reenable}),
+        );
+    }
+    if let Some(n) = d.shutdown_grace {
+        files.consumer("shutdownGraceSeconds", n);
     }
     if let Some(n) = d.concurrency {
-        out.push_str(&format!("            concurrency: {n}\n"));
+        files.consumer("concurrency", n);
     }
-    if d.redelivery_schedule.is_some() || d.hold_seconds.is_some() {
-        out.push_str("            redelivery:\n");
-        if let Some(schedule) = &d.redelivery_schedule {
-            let steps: Vec<String> = schedule.iter().map(u64::to_string).collect();
-            out.push_str(&format!(
-                "                scheduleSeconds: [{}]\n",
-                steps.join(", ")
-            ));
-        }
-        if let Some(hold) = d.hold_seconds {
-            out.push_str(&format!("                holdSeconds: {hold}\n"));
-        }
+    if let Some(schedule) = &d.redelivery_schedule {
+        files.consumer("redelivery.scheduleSeconds", schedule.clone());
     }
-    out
+    if let Some(hold) = d.hold_seconds {
+        files.consumer("redelivery.holdSeconds", hold);
+    }
+}
+
+impl Destinations {
+    /// The Slack or Teams alert this set-up asks for.
+    fn chat(&self, kind: ChatKind) -> Option<Chat> {
+        let (url, formatted, tag, file) = match kind {
+            ChatKind::Slack => (
+                &self.slack,
+                self.slack_formatted,
+                &self.slack_tag,
+                "slack-failed-reload-qscloud.handlebars",
+            ),
+            ChatKind::Teams => (
+                &self.teams,
+                self.teams_formatted,
+                &self.teams_tag,
+                "teams-failed-reload-qscloud.handlebars",
+            ),
+        };
+        url.as_ref().map(|url| Chat {
+            webhook_url: url.clone(),
+            formatted,
+            template_file: templates_dir().join(file),
+            tag: tag.clone(),
+            basic_content_only: self.basic_content_only,
+            rate_limit: self.chat_rate_limit,
+        })
+    }
 }
 
 impl Setup {
+    /// Changes the configuration and writes both files again.
+    pub fn edit(&mut self, change: impl FnOnce(&mut Config)) {
+        change(&mut self.files);
+        self.files.write(self.dir.path());
+    }
+
     pub fn config(&self) -> consumer::config::ConsumerConfig {
         consumer::config::load(&self.butler, Some(&self.extensions))
             .unwrap_or_else(|e| panic!("test configuration is valid: {e}"))

@@ -1,5 +1,7 @@
 //! Sample events made unique, and an MQTT publisher.
 
+use std::time::Duration;
+
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::Value;
 
@@ -118,9 +120,21 @@ pub async fn publish(broker: &testkit::TestBroker, topic: &str, payload: Vec<u8>
 
 /// Publishes every payload on one connection, in order, and returns once all are acknowledged.
 pub async fn burst(broker: &testkit::TestBroker, topic: &str, payloads: Vec<Vec<u8>>) {
+    burst_with(broker, topic, payloads, 1, WAIT).await;
+}
+
+/// [`burst`] with up to `in_flight` publishes unacknowledged at a time, all acknowledged within
+/// `within`.
+pub async fn burst_with(
+    broker: &testkit::TestBroker,
+    topic: &str,
+    payloads: Vec<Vec<u8>>,
+    in_flight: u16,
+    within: Duration,
+) {
     let mut options = MqttOptions::new(testkit::unique("burst"), &broker.host, broker.port);
     options.set_max_packet_size(1024 * 1024, 1024 * 1024);
-    options.set_inflight(1);
+    options.set_inflight(in_flight);
     let (client, mut eventloop) = AsyncClient::new(options, payloads.len() + 10);
     let count = payloads.len();
     for payload in payloads {
@@ -139,7 +153,7 @@ pub async fn burst(broker: &testkit::TestBroker, topic: &str, payloads: Vec<Vec<
             }
         }
     };
-    tokio::time::timeout(WAIT, all)
+    tokio::time::timeout(within, all)
         .await
         .unwrap_or_else(|_| panic!("{}: every event acknowledged by the broker", broker.name));
     let _ = client.disconnect().await;
