@@ -65,6 +65,33 @@ pub struct Notice {
 
 #[cfg(test)]
 impl Alert {
+    /// An alert about event `event_id` (an app reload) of tenant `tenant_id`, nothing else
+    /// known, for unit tests; each sets what it needs: `Alert { app_id: …, ..Alert::sample(…) }`.
+    pub(crate) fn sample(event_id: &str, tenant_id: &str) -> Alert {
+        Alert {
+            event_id: event_id.to_owned(),
+            event_type: qlik_events::APP_RELOAD_FINISHED.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            app_id: None,
+            reload_id: None,
+            event_time: None,
+            app_tags: Vec::new(),
+            script_log: None,
+            context: Map::new(),
+            recipient: None,
+            digest: None,
+            notice: None,
+        }
+    }
+
+    /// This alert with `context` (a JSON object) as its template context.
+    pub(crate) fn with_context(self, context: Value) -> Alert {
+        let Value::Object(context) = context else {
+            panic!("a template context is a JSON object: {context}");
+        };
+        Alert { context, ..self }
+    }
+
     /// A watchdog notice for tenant `t`, for the sinks' unit tests.
     pub(crate) fn sample_notice() -> Alert {
         Alert::for_notice(
@@ -314,18 +341,8 @@ mod tests {
         context.insert("scriptLogHead".into(), "".into());
         context.insert("scriptLogTailCount".into(), 10.into());
         let mut alert = Alert {
-            event_id: "e".into(),
-            event_type: "t".into(),
-            tenant_id: "x".into(),
-            app_id: None,
-            reload_id: None,
-            event_time: None,
-            app_tags: vec![],
-            script_log: None,
             context,
-            recipient: None,
-            digest: None,
-            notice: None,
+            ..Alert::sample("e", "x")
         };
         assert_eq!(alert.context_for(1, 1)["scriptLogHead"], "");
         // The destination's own count, even without a log (Butler's default was 10).

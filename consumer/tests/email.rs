@@ -648,21 +648,14 @@ fn sample_alert() -> Alert {
         "appOwnerEmail": OWNER,
     });
     Alert {
-        event_id: testkit::unique("event"),
-        event_type: "com.qlik.v1.app.reload.finished".into(),
-        tenant_id: TENANT.into(),
-        app_id: Some(fake_tenant::APP_ID.into()),
-        reload_id: Some(fake_tenant::RELOAD_ID.into()),
         event_time: Some("2026-11-30T07:06:22Z".into()),
-        app_tags: vec![],
         script_log: Some(fake_tenant::script_log(10).into()),
-        context: match context {
-            Value::Object(map) => map,
-            _ => serde_json::Map::new(),
-        },
-        recipient: None,
-        digest: None,
-        notice: None,
+        ..reload_alert(
+            &testkit::unique("event"),
+            fake_tenant::APP_ID,
+            fake_tenant::RELOAD_ID,
+            context,
+        )
     }
 }
 

@@ -886,20 +886,12 @@ async fn new_alerts_do_not_wait_behind_a_file_another_consumer_leased() {
     on_redis(&mut setup);
     // A parked alert of this destination, due now, leased by another consumer.
     let other = testkit::unique("leased");
-    let alert = consumer::alert::Alert {
-        event_id: other.clone(),
-        event_type: "com.qlik.v1.app.reload.finished".into(),
-        tenant_id: TENANT.into(),
-        app_id: Some(format!("app-{other}")),
-        reload_id: Some(reload_of(&other)),
-        event_time: None,
-        app_tags: vec![],
-        script_log: None,
-        context: serde_json::Map::new(),
-        recipient: None,
-        digest: None,
-        notice: None,
-    };
+    let alert = reload_alert(
+        &other,
+        &format!("app-{other}"),
+        &reload_of(&other),
+        serde_json::json!({}),
+    );
     let dead_letter = DeadLetter::new(&setup.dead_letter_dir);
     let file = dead_letter
         .write(&consumer::delivery::ParkedAlert {

@@ -18,23 +18,12 @@ use serde_json::Value;
 use support::*;
 
 fn alert(event_id: &str) -> Alert {
-    Alert {
-        event_id: event_id.into(),
-        event_type: "com.qlik.v1.app.reload.finished".into(),
-        tenant_id: TENANT.into(),
-        app_id: Some("app-1".into()),
-        reload_id: Some(format!("reload-{event_id}")),
-        event_time: None,
-        app_tags: vec![],
-        script_log: None,
-        context: serde_json::json!({"appName": "Sales"})
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-        recipient: None,
-        digest: None,
-        notice: None,
-    }
+    reload_alert(
+        event_id,
+        "app-1",
+        &reload_of(event_id),
+        serde_json::json!({"appName": "Sales"}),
+    )
 }
 
 /// Parks an alert for `sink` as the consumer would have, and returns its file.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use consumer::alert::Alert;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::Value;
 
@@ -90,6 +91,29 @@ pub fn succeeded_event(event_id: &str, app_id: &str) -> Vec<u8> {
     let text = String::from_utf8(body).expect("utf8");
     text.replace("\"status\":\"error\"", "\"status\":\"ok\"")
         .into_bytes()
+}
+
+/// An alert as the pipeline makes one: about a failed app reload of `app_id` (reload
+/// `reload_id`) by [`TENANT`], with `context` (a JSON object) as its template context; a test
+/// sets any other field with `Alert { …, ..reload_alert(…) }`.
+pub fn reload_alert(event_id: &str, app_id: &str, reload_id: &str, context: Value) -> Alert {
+    let Value::Object(context) = context else {
+        panic!("a template context is a JSON object: {context}");
+    };
+    Alert {
+        event_id: event_id.to_owned(),
+        event_type: qlik_events::APP_RELOAD_FINISHED.to_owned(),
+        tenant_id: TENANT.to_owned(),
+        app_id: Some(app_id.to_owned()),
+        reload_id: Some(reload_id.to_owned()),
+        event_time: None,
+        app_tags: Vec::new(),
+        script_log: None,
+        context,
+        recipient: None,
+        digest: None,
+        notice: None,
+    }
 }
 
 /// Publishes with QoS 1 and returns once the broker acknowledged it.
