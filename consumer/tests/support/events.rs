@@ -101,18 +101,10 @@ pub fn reload_alert(event_id: &str, app_id: &str, reload_id: &str, context: Valu
         panic!("a template context is a JSON object: {context}");
     };
     Alert {
-        event_id: event_id.to_owned(),
-        event_type: qlik_events::APP_RELOAD_FINISHED.to_owned(),
-        tenant_id: TENANT.to_owned(),
         app_id: Some(app_id.to_owned()),
         reload_id: Some(reload_id.to_owned()),
-        event_time: None,
-        app_tags: Vec::new(),
-        script_log: None,
         context,
-        recipient: None,
-        digest: None,
-        notice: None,
+        ..Alert::new(event_id, qlik_events::APP_RELOAD_FINISHED, TENANT)
     }
 }
 
