@@ -680,13 +680,7 @@ async fn retry_after_zero_does_not_make_a_tight_loop() {
             )
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve(app).await;
     let broker = testkit::embedded();
     let setup = write_config(
         &broker,

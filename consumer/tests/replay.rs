@@ -157,14 +157,7 @@ async fn scripted_receiver(
     }
     let answer: Answer = Arc::new(answer);
     let app = axum::Router::new().fallback(receive).with_state(answer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    serve(app).await
 }
 
 /// Puts a directory where a parked file was: removing or rewriting that path fails, whoever

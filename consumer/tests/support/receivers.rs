@@ -115,6 +115,18 @@ async fn receive(
     }
 }
 
+/// Serves `app` on 127.0.0.1 (a free port) for the rest of the test; returns its address.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 impl Receiver {
     pub async fn start() -> Receiver {
         let (delivered_tx, delivered) = mpsc::unbounded_channel();
@@ -133,13 +145,7 @@ impl Receiver {
         let app = axum::Router::new()
             .fallback(receive)
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
-        let addr = listener.local_addr().expect("receiver address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve(app).await;
         Receiver {
             addr,
             shared,
