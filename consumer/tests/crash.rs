@@ -121,10 +121,8 @@ async fn sigterm_with_a_stuck_destination_ends_within_the_grace_and_loses_nothin
     let setup = write_config(
         &broker,
         &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
             shutdown_grace: Some(1),
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
     webhook.set_mode(Mode::Hang);

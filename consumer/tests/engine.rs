@@ -57,10 +57,18 @@ fn failed(id: &str) -> Vec<u8> {
     )
 }
 
-fn ids(prefix: &str, n: usize) -> Vec<String> {
-    (0..n)
+/// Publishes `n` failed reloads at once, each of its own app; returns their event ids.
+async fn burst_failed(
+    broker: &testkit::TestBroker,
+    topic: &str,
+    prefix: &str,
+    n: usize,
+) -> Vec<String> {
+    let ids: Vec<String> = (0..n)
         .map(|i| testkit::unique(&format!("{prefix}{i}")))
-        .collect()
+        .collect();
+    burst(broker, topic, ids.iter().map(|id| failed(id)).collect()).await;
+    ids
 }
 
 /// Waits (bounded by [`WAIT`]) until `ready` holds, looking every 20 ms.
@@ -187,23 +195,15 @@ async fn events_are_handled_at_once_up_to_concurrency() {
             let setup = write_config(
                 &broker,
                 &Destinations {
-                    webhook: Some(webhook.url("hook")),
-                    max_attempts: 1,
                     tenant_url: Some(tenant.url()),
                     jwt: Some(tenant.jwt()),
                     concurrency: Some(concurrency),
                     v5,
-                    ..Default::default()
+                    ..Destinations::one_webhook(webhook.url("hook"))
                 },
             );
             let mut running = start(&setup).await;
-            let ids = ids("conc", K);
-            burst(
-                &broker,
-                &setup.topic,
-                ids.iter().map(|id| failed(id)).collect(),
-            )
-            .await;
+            let ids = burst_failed(&broker, &setup.topic, "conc", K).await;
             let mut acked = Vec::new();
             for _ in 0..K {
                 match running.handled().await {
@@ -259,11 +259,9 @@ async fn acknowledgements_keep_publish_order() {
         let setup = write_config(
             &broker,
             &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
                 tenant_url: Some(tenant.url()),
                 jwt: Some(tenant.jwt()),
-                ..Default::default()
+                ..Destinations::one_webhook(webhook.url("hook"))
             },
         );
         let mut running = start(&setup).await;
@@ -332,13 +330,7 @@ async fn a_hanging_destination_does_not_hold_up_another() {
             },
         );
         let mut running = start(&setup).await;
-        let ids = ids("hang", N);
-        burst(
-            &broker,
-            &setup.topic,
-            ids.iter().map(|id| failed(id)).collect(),
-        )
-        .await;
+        let ids = burst_failed(&broker, &setup.topic, "hang", N).await;
         let mut acked = Vec::new();
         for _ in 0..N {
             match running.handled().await {
@@ -421,12 +413,10 @@ async fn a_down_destination_heals_without_a_command() {
         let mut setup = write_config(
             &broker,
             &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
                 // First step 2 s: at least a whole second before the first probe (the schedule
                 // counts Unix seconds), which the last part of the test relies on.
                 redelivery_schedule: Some(vec![2, 1, 1, 1, 1, 1, 1, 1]),
-                ..Default::default()
+                ..Destinations::one_webhook(webhook.url("hook"))
             },
         );
         let port = free_port();
@@ -526,10 +516,8 @@ async fn an_alert_refused_for_good_does_not_block_the_backlog() {
     let setup = write_config(
         &broker,
         &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
             redelivery_schedule: Some(vec![1; 6]),
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
     let mut running = start(&setup).await;
@@ -576,10 +564,8 @@ async fn a_used_up_schedule_leaves_the_alert_for_replay() {
         let setup = write_config(
             &broker,
             &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
                 redelivery_schedule: Some(vec![1]),
-                ..Default::default()
+                ..Destinations::one_webhook(webhook.url("hook"))
             },
         );
         let mut consumer = spawn_binary(&setup).await;
@@ -643,9 +629,7 @@ async fn retry_after_pauses_the_destination_instead_of_failing_the_alert() {
         let setup = write_config(
             &broker,
             &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
-                ..Default::default()
+                ..Destinations::one_webhook(webhook.url("hook"))
             },
         );
         let mut consumer = spawn_binary(&setup).await;
@@ -685,10 +669,8 @@ async fn retry_after_zero_does_not_make_a_tight_loop() {
     let setup = write_config(
         &broker,
         &Destinations {
-            webhook: Some(format!("http://{addr}/hook")),
-            max_attempts: 1,
             hold_seconds: Some(1),
-            ..Default::default()
+            ..Destinations::one_webhook(format!("http://{addr}/hook"))
         },
     );
     let mut running = start(&setup).await;
@@ -733,14 +715,12 @@ async fn consumers_sharing_a_dead_letter_directory_redeliver_each_alert_once() {
             let mut setup = write_config(
                 &broker,
                 &Destinations {
-                    webhook: Some(webhook.url("hook")),
-                    max_attempts: 1,
                     topic_root: Some(root.clone()),
                     dead_letter_dir: Some(shared.path().to_owned()),
                     redelivery_schedule: Some(vec![1; 30]),
                     v5: true,
                     shared_group: Some(group.clone()),
-                    ..Default::default()
+                    ..Destinations::one_webhook(webhook.url("hook"))
                 },
             );
             on_redis(&mut setup);
@@ -749,13 +729,7 @@ async fn consumers_sharing_a_dead_letter_directory_redeliver_each_alert_once() {
         let (a_setup, b_setup, c_setup) = (member(), member(), member());
         let a = spawn_binary(&a_setup).await;
         let b = spawn_binary(&b_setup).await;
-        let ids = ids("shared", N);
-        burst(
-            &broker,
-            &a_setup.topic,
-            ids.iter().map(|id| failed(id)).collect(),
-        )
-        .await;
+        let ids = burst_failed(&broker, &a_setup.topic, "shared", N).await;
 
         wait_until("every alert is parked", || {
             a_setup.parked_files().len() == N
@@ -870,11 +844,9 @@ async fn new_alerts_do_not_wait_behind_a_file_another_consumer_leased() {
     let mut setup = write_config(
         &broker,
         &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
             hold_seconds: Some(1),
             redelivery_schedule: Some(vec![1; 5]),
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
     on_redis(&mut setup);
@@ -1046,10 +1018,8 @@ async fn without_a_schedule_a_failure_does_not_shut_the_destination_for_good() {
     let setup = write_config(
         &broker,
         &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
             redelivery_schedule: Some(vec![]),
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
     let mut running = start(&setup).await;
@@ -1099,20 +1069,12 @@ async fn a_burst_beyond_the_brokers_window_gets_through() {
             let setup = write_config(
                 &broker,
                 &Destinations {
-                    webhook: Some(webhook.url("hook")),
-                    max_attempts: 1,
                     concurrency: Some(concurrency),
-                    ..Default::default()
+                    ..Destinations::one_webhook(webhook.url("hook"))
                 },
             );
             let mut running = start(&setup).await;
-            let ids = ids(&format!("window{concurrency}"), N);
-            burst(
-                &broker,
-                &setup.topic,
-                ids.iter().map(|id| failed(id)).collect(),
-            )
-            .await;
+            burst_failed(&broker, &setup.topic, &format!("window{concurrency}"), N).await;
             let mut handled = BTreeSet::new();
             for _ in 0..N {
                 if let Handled::Alerted { alert, .. } = running.handled().await {

@@ -26,12 +26,10 @@ async fn enriched_alert_reaches_each_destination_with_its_script_log_excerpt() {
             // The fake app carries the Teams tag but not this one.
             slack_tag: Some("Butler - Send Slack alert if app reload fails".into()),
             teams_tag: Some("Butler - Send Teams alert if app reload fails".into()),
-            webhook: Some(webhook.url("hook")),
             script_log: true,
             tenant_url: Some(tenant.url()),
             jwt: Some(tenant.jwt()),
-            max_attempts: 1,
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
     let mut consumer = start(&setup).await;

@@ -78,14 +78,19 @@ pub fn templates_dir() -> PathBuf {
 /// Writes a Butler file (Butler's keys only) and an extension file for `broker`.
 /// One webhook destination at `url` and no retry: the set-up most end-to-end tests need.
 pub fn webhook_only(broker: &testkit::TestBroker, url: &str) -> Setup {
-    write_config(
-        broker,
-        &Destinations {
-            webhook: Some(url.to_owned()),
+    write_config(broker, &Destinations::one_webhook(url))
+}
+
+impl Destinations {
+    /// One webhook destination at `url` and no retry; a test sets the rest with
+    /// `Destinations { …, ..Destinations::one_webhook(url) }`.
+    pub fn one_webhook(url: impl Into<String>) -> Destinations {
+        Destinations {
+            webhook: Some(url.into()),
             max_attempts: 1,
             ..Default::default()
-        },
-    )
+        }
+    }
 }
 
 pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {
