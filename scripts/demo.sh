@@ -25,44 +25,9 @@ consumer_bin="$target_dir/debug/consumer"
 work=$(mktemp -d "${TMPDIR:-/tmp}/qlik-relay-demo.XXXXXX")
 
 # A Butler config as a Butler user has it, pointed at the demo broker (plain TCP: tls false is
-# the consumer's extension key) and at a tenant API that is not there.
-cat > "$work/butler.yaml" <<YAML
-Butler:
-  qlikSenseCloud:
-    enable: true
-    event:
-      mqtt:
-        tenant:
-          id: Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ
-          tenantUrl: http://127.0.0.1:9
-          authType: jwt
-          auth:
-            jwt:
-              token: <JWT token>
-          comment: Demo tenant (its REST API is not reachable in the demo)
-    consumer:
-      stateDirectory: $work/state
-      enrichment: { maxRetries: 0, timeoutSeconds: 2 }
-  mqttConfig:
-    qlikSenseCloud:
-      event:
-        mqttForward:
-          enable: true
-          broker:
-            host: 127.0.0.1
-            port: $mqtt_port
-            tls: false
-            clientId: qscloud-consumer-demo
-          topic:
-            subscriptionRoot: qscloud/#
-            appReload: qscloud/app/reload
-  scriptLog:
-    storeOnDisk:
-      qsCloud:
-        appReloadFailure:
-          enable: true
-          logDirectory: $work/scriptlogs
-YAML
+# the consumer's extension key) and at a tenant API that is not there. The test set-up's builder
+# writes it (testkit/examples/demo-config.rs).
+cargo run --quiet -p testkit --example demo-config -- "$work" "$mqtt_port" > "$work/butler.yaml"
 
 echo "== Starting the relay on 127.0.0.1:$relay_port (embedded MQTT broker on 127.0.0.1:$mqtt_port)"
 # The samples carry fixed dates, older than the default 8-day MAX_EVENT_AGE_SECS window on any

@@ -53,6 +53,7 @@ use axum::serve::ListenerExt;
 use fake_tenant::FakeTenant;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
+use testkit::butler::{Config, Tenant, Webhook};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
@@ -399,75 +400,28 @@ fn write_config(
 ) -> Written {
     let root = testkit::unique("bench");
     let client_id = testkit::unique("bench-consumer");
-    let butler = format!(
-        "Butler:
-    mqttConfig:
-        qlikSenseCloud:
-            event:
-                mqttForward:
-                    enable: true
-                    broker:
-                        host: {}
-                        port: {}
-                    topic:
-                        subscriptionRoot: {root}/#
-                        appReload: {root}/app/reload
-    qlikSenseCloud:
-        enable: true
-        event:
-            mqtt:
-                tenant:
-                    id: {}
-                    tenantUrl: {}
-                    authType: jwt
-                    auth:
-                        jwt:
-                            token: {}
-",
-        broker.host,
-        broker.port,
-        fake_tenant::TENANT_ID,
-        tenant.url(),
-        tenant.jwt()
-    );
-    let hooks: String = webhooks
-        .iter()
-        .map(|(name, url)| {
-            format!("                    - name: {name}\n                      url: {url}\n")
-        })
-        .collect();
-    let extensions = format!(
-        "Butler:
-    mqttConfig:
-        qlikSenseCloud:
-            event:
-                mqttForward:
-                    broker:
-                        tls: false
-                        clientId: {client_id}
-                        cleanSession: false
-    qlikSenseCloud:
-        consumer:
-{concurrency}            stateDirectory: {}
-            deadLetterDirectory: {}
-            destinations:
-                log:
-                    enable: false
-                webhook:
-{hooks}",
-        dir.join("state").display(),
-        dir.join("dead-letter").display(),
-        // An older consumer rejects keys it does not know: only written when asked for.
-        concurrency = std::env::var("BENCH_CONCURRENCY")
-            .map(|c| format!("            concurrency: {c}\n"))
-            .unwrap_or_default(),
-    );
-    let (butler_path, extensions_path) = (dir.join("butler.yaml"), dir.join("consumer.yaml"));
-    std::fs::write(&butler_path, butler).expect("write config");
-    std::fs::write(&extensions_path, extensions).expect("write extensions");
+    let tenant = Tenant::new(fake_tenant::TENANT_ID, &tenant.url(), &tenant.jwt());
+    let mut config = Config::new(&broker.into(), &root, &tenant);
+    config
+        .client(&client_id)
+        .consumer("stateDirectory", dir.join("state").display().to_string())
+        .consumer(
+            "deadLetterDirectory",
+            dir.join("dead-letter").display().to_string(),
+        )
+        .consumer("destinations.log.enable", false);
+    for (name, url) in webhooks {
+        config.webhook(&Webhook::new(name, url));
+    }
+    // An older consumer rejects keys it does not know: only written when asked for.
+    if let Ok(concurrency) = std::env::var("BENCH_CONCURRENCY") {
+        let n: u64 = concurrency.parse().expect("BENCH_CONCURRENCY is a number");
+        config.consumer("concurrency", n);
+    }
+    let (butler, extensions) = config.write(dir);
     Written {
-        butler: butler_path,
-        extensions: extensions_path,
+        butler,
+        extensions,
         topic: format!("{root}/app/reload/{}", fake_tenant::TENANT_ID),
         client_id,
     }

@@ -65,6 +65,20 @@ pub struct Notice {
 
 #[cfg(test)]
 impl Alert {
+    /// An alert about event `event_id` (an app reload) of tenant `tenant_id`, nothing else
+    /// known, for unit tests; each sets what it needs: `Alert { app_id: …, ..Alert::sample(…) }`.
+    pub(crate) fn sample(event_id: &str, tenant_id: &str) -> Alert {
+        Alert::new(event_id, qlik_events::APP_RELOAD_FINISHED, tenant_id)
+    }
+
+    /// This alert with `context` (a JSON object) as its template context.
+    pub(crate) fn with_context(self, context: Value) -> Alert {
+        let Value::Object(context) = context else {
+            panic!("a template context is a JSON object: {context}");
+        };
+        Alert { context, ..self }
+    }
+
     /// A watchdog notice for tenant `t`, for the sinks' unit tests.
     pub(crate) fn sample_notice() -> Alert {
         Alert::for_notice(
@@ -139,26 +153,36 @@ impl Alert {
 pub const NOTICE_EVENT_TYPE: &str = "qscloud.consumer.watchdog";
 
 impl Alert {
+    /// An alert about event `event_id` of type `event_type` from tenant `tenant_id`, nothing
+    /// else known yet: the rest is set with `Alert { …, ..Alert::new(…) }`.
+    pub fn new(event_id: &str, event_type: &str, tenant_id: &str) -> Alert {
+        Alert {
+            event_id: event_id.to_owned(),
+            event_type: event_type.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            app_id: None,
+            reload_id: None,
+            event_time: None,
+            app_tags: Vec::new(),
+            script_log: None,
+            context: Map::new(),
+            recipient: None,
+            digest: None,
+            notice: None,
+        }
+    }
+
     /// A notice for the destinations of `tenant_id`; `key` names it (and its parked-alert file).
     pub fn for_notice(tenant_id: &str, key: &str, notice: Notice) -> Alert {
         let mut context = Map::new();
         context.insert("tenantId".into(), tenant_id.into());
         context.insert("title".into(), notice.title.clone().into());
         context.insert("text".into(), notice.text.clone().into());
+        // Not an event of Qlik's: no app, no reload, nothing to time a delivery from.
         Alert {
-            event_id: key.to_owned(),
-            event_type: NOTICE_EVENT_TYPE.to_owned(),
-            tenant_id: tenant_id.to_owned(),
-            app_id: None,
-            reload_id: None,
-            // Not an event of Qlik's: nothing to time a delivery from.
-            event_time: None,
-            app_tags: Vec::new(),
-            script_log: None,
             context,
-            recipient: None,
-            digest: None,
             notice: Some(notice),
+            ..Alert::new(key, NOTICE_EVENT_TYPE, tenant_id)
         }
     }
 }
@@ -314,18 +338,8 @@ mod tests {
         context.insert("scriptLogHead".into(), "".into());
         context.insert("scriptLogTailCount".into(), 10.into());
         let mut alert = Alert {
-            event_id: "e".into(),
-            event_type: "t".into(),
-            tenant_id: "x".into(),
-            app_id: None,
-            reload_id: None,
-            event_time: None,
-            app_tags: vec![],
-            script_log: None,
             context,
-            recipient: None,
-            digest: None,
-            notice: None,
+            ..Alert::sample("e", "x")
         };
         assert_eq!(alert.context_for(1, 1)["scriptLogHead"], "");
         // The destination's own count, even without a log (Butler's default was 10).

@@ -1,8 +1,8 @@
 //! The command line: help for every command, exit codes scripts rely on, secrets never printed.
 
-mod common;
+mod support;
 
-use common::*;
+use support::*;
 
 async fn consumer(args: &[&str]) -> (i32, String, String) {
     let output = tokio::process::Command::new(binary())

@@ -1,10 +1,10 @@
 //! The real binary, killed (SIGKILL) while an alert is being delivered, has not acknowledged
 //! the message: the broker delivers it again to the next run, which alerts exactly once.
 
-mod common;
+mod support;
 
-use common::*;
 use std::time::Duration;
+use support::*;
 
 #[tokio::test]
 async fn killed_before_acknowledging_gets_the_event_again_and_alerts_once() {
@@ -121,10 +121,8 @@ async fn sigterm_with_a_stuck_destination_ends_within_the_grace_and_loses_nothin
     let setup = write_config(
         &broker,
         &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
             shutdown_grace: Some(1),
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
     webhook.set_mode(Mode::Hang);
@@ -137,7 +135,7 @@ async fn sigterm_with_a_stuck_destination_ends_within_the_grace_and_loses_nothin
     )
     .await;
     webhook.hung().await;
-    let (took, code, log) = first.terminate().await;
+    let testkit::process::Ended { took, code, log } = first.terminate().await;
     assert!(took < Duration::from_secs(5), "took {took:?}; log:\n{log}");
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("left unacknowledged"), "{log}");

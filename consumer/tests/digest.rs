@@ -5,7 +5,6 @@
 //! window is the group's; below the threshold an alert is exactly what it was without
 //! digests.
 
-mod common;
 mod support;
 
 use std::collections::BTreeMap;
@@ -14,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use common::*;
 use serde_json::Value;
+use support::*;
 
 const REDIS: &str = "redis://127.0.0.1:6379/0";
 /// The bound for a storm of 200 with `windowSeconds: 10`.
@@ -66,13 +65,7 @@ impl PacedChat {
                 }
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve(app).await;
         Self { addr, state }
     }
 
@@ -387,13 +380,7 @@ async fn a_digest_survives_a_kill_while_its_window_is_open() {
     .await;
     let folded = N - 3;
     let end = Instant::now() + WAIT;
-    while consumer
-        .log
-        .lock()
-        .map(|l| l.matches("folded into the digest").count())
-        .unwrap_or(0)
-        < folded
-    {
+    while consumer.stderr().matches("folded into the digest").count() < folded {
         assert!(Instant::now() < end, "{folded} alerts folded");
         consumer.wait_for_line("folded into the digest").await;
         tokio::time::sleep(Duration::from_millis(20)).await;

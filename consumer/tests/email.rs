@@ -7,19 +7,18 @@
 //! digests (issue 15): a storm to one recipient, each app owner's own digest, a digest parked
 //! while SMTP is down and sent by `consumer replay`.
 
-mod common;
 mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::*;
 use consumer::alert::Alert;
 use consumer::delivery::Outcome;
 use consumer::transforms::Handled;
 use serde_json::{Value, json};
 use support::fake_tenant::{self, FakeTenant};
 use support::smtp_server::{Mail, SmtpEvent, SmtpOptions, SmtpServer, TestPki};
+use support::*;
 
 const SMTP_USER: &str = "butler";
 /// Marker for "never in any output".
@@ -84,10 +83,8 @@ impl Email {
     }
 }
 
-/// Adds Butler's email keys to the Butler file a `common::write_config` wrote.
-fn add_email(setup: &Setup, email: &Email) {
-    let text = std::fs::read_to_string(&setup.butler).expect("Butler file");
-    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+/// Adds Butler's email keys: the SMTP server, and the tenant's email alert.
+fn add_email(config: &mut testkit::butler::Config, email: &Email) {
     let s = &email.smtp;
     let mut tls = json!({
         "ignoreTLS": s.ignore_tls,
@@ -136,29 +133,9 @@ fn add_email(setup: &Setup, email: &Email) {
         "fromAddress": FROM,
         "recipients": email.recipients,
     });
-    let butler = doc
-        .get_mut("Butler")
-        .and_then(serde_yaml_ng::Value::as_mapping_mut)
-        .expect("Butler mapping");
-    butler.insert(
-        "emailNotification".into(),
-        serde_yaml_ng::to_value(&smtp).expect("YAML value"),
-    );
-    let tenant_alert = doc
-        .get_mut("Butler")
-        .and_then(|b| b.get_mut("qlikSenseCloud"))
-        .and_then(|q| q.get_mut("event"))
-        .and_then(|e| e.get_mut("mqtt"))
-        .and_then(|m| m.get_mut("tenant"))
-        .and_then(|t| t.get_mut("alert"))
-        .and_then(serde_yaml_ng::Value::as_mapping_mut)
-        .expect("tenant alert mapping");
-    tenant_alert.insert(
-        "emailNotification".into(),
-        serde_yaml_ng::to_value(json!({"reloadAppFailure": alert})).expect("YAML value"),
-    );
-    std::fs::write(&setup.butler, serde_yaml_ng::to_string(&doc).expect("YAML"))
-        .expect("write Butler file");
+    config
+        .butler("emailNotification", smtp)
+        .tenant("alert.emailNotification.reloadAppFailure", alert);
 }
 
 fn setup_with(
@@ -167,7 +144,7 @@ fn setup_with(
     email: &Email,
     d: Destinations,
 ) -> Setup {
-    let setup = write_config(
+    let mut setup = write_config(
         broker,
         &Destinations {
             tenant_url: tenant.map(FakeTenant::url),
@@ -175,7 +152,7 @@ fn setup_with(
             ..d
         },
     );
-    add_email(&setup, email);
+    setup.edit(|config| add_email(config, email));
     setup
 }
 
@@ -671,21 +648,14 @@ fn sample_alert() -> Alert {
         "appOwnerEmail": OWNER,
     });
     Alert {
-        event_id: testkit::unique("event"),
-        event_type: "com.qlik.v1.app.reload.finished".into(),
-        tenant_id: TENANT.into(),
-        app_id: Some(fake_tenant::APP_ID.into()),
-        reload_id: Some(fake_tenant::RELOAD_ID.into()),
         event_time: Some("2026-11-30T07:06:22Z".into()),
-        app_tags: vec![],
         script_log: Some(fake_tenant::script_log(10).into()),
-        context: match context {
-            Value::Object(map) => map,
-            _ => serde_json::Map::new(),
-        },
-        recipient: None,
-        digest: None,
-        notice: None,
+        ..reload_alert(
+            &testkit::unique("event"),
+            fake_tenant::APP_ID,
+            fake_tenant::RELOAD_ID,
+            context,
+        )
     }
 }
 

@@ -23,54 +23,28 @@
 //! event at the receiver); the few negative checks ("nothing more arrives") wait a bounded
 //! moment. Schedules are one or two seconds, so the file runs in well under a minute.
 
-mod common;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::*;
 use consumer::delivery::{DeadLetter, Outcome};
 use consumer::transforms::Handled;
 use support::fake_tenant::{FakeTenant, GateStats, Route};
+use support::*;
 
 const REDIS: &str = "redis://127.0.0.1:6379/0";
 const WEBHOOK: &str = "webhook:ops";
 
 // ---------------------------------------------------------------- helpers
 
-/// Adds keys to the setup's `Butler.qlikSenseCloud.consumer` section.
-fn add_consumer_keys(setup: &Setup, keys: &[(&str, serde_yaml_ng::Value)]) {
-    let text = std::fs::read_to_string(&setup.extensions).expect("extension file");
-    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
-    let consumer = doc["Butler"]["qlikSenseCloud"]["consumer"]
-        .as_mapping_mut()
-        .expect("consumer section");
-    for (key, value) in keys {
-        consumer.insert((*key).into(), value.clone());
-    }
-    std::fs::write(
-        &setup.extensions,
-        serde_yaml_ng::to_string(&doc).expect("yaml out"),
-    )
-    .expect("write extension file");
-}
-
-fn metrics_listen(port: u16) -> (&'static str, serde_yaml_ng::Value) {
-    let mut m = serde_yaml_ng::Mapping::new();
-    m.insert("listen".into(), format!("127.0.0.1:{port}").into());
-    ("metrics", m.into())
-}
-
 /// A Redis-backed member of a group: shared store, short claim lease.
-fn on_redis(setup: &Setup) {
-    add_consumer_keys(
-        setup,
-        &[
-            ("stateStore", REDIS.into()),
-            ("claimLeaseSeconds", 2u64.into()),
-        ],
-    );
+fn on_redis(setup: &mut Setup) {
+    setup.edit(|config| {
+        config
+            .consumer("stateStore", REDIS)
+            .consumer("claimLeaseSeconds", 2);
+    });
 }
 
 /// A failed reload of its own app.
@@ -83,10 +57,18 @@ fn failed(id: &str) -> Vec<u8> {
     )
 }
 
-fn ids(prefix: &str, n: usize) -> Vec<String> {
-    (0..n)
+/// Publishes `n` failed reloads at once, each of its own app; returns their event ids.
+async fn burst_failed(
+    broker: &testkit::TestBroker,
+    topic: &str,
+    prefix: &str,
+    n: usize,
+) -> Vec<String> {
+    let ids: Vec<String> = (0..n)
         .map(|i| testkit::unique(&format!("{prefix}{i}")))
-        .collect()
+        .collect();
+    burst(broker, topic, ids.iter().map(|id| failed(id)).collect()).await;
+    ids
 }
 
 /// Waits (bounded by [`WAIT`]) until `ready` holds, looking every 20 ms.
@@ -153,38 +135,21 @@ async fn wait_for_metric(port: u16, series: &str, ok: impl Fn(f64) -> bool) -> f
 }
 
 /// Waits until a line of the binary's log contains every one of `needles`; returns it.
-async fn wait_for_log(consumer: &Binary, needles: &[&str]) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let log = consumer.log.lock().map(|l| l.clone()).unwrap_or_default();
-        if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
-            return line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the log never had a line with {needles:?}:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_for_log(consumer: &mut Binary, needles: &[&str]) -> String {
+    consumer
+        .wait_until(&format!("line with {needles:?}"), |l| {
+            needles.iter().all(|n| l.contains(n))
+        })
+        .await
 }
 
 /// Waits until a line of the binary's log contains all of `about` and one of `any`; returns it.
-async fn wait_for_log_any(consumer: &Binary, about: &[&str], any: &[&str]) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let log = consumer.log.lock().map(|l| l.clone()).unwrap_or_default();
-        if let Some(line) = log
-            .lines()
-            .find(|l| about.iter().all(|n| l.contains(n)) && any.iter().any(|n| l.contains(n)))
-        {
-            return line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the log never had a line with {about:?} and one of {any:?}:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_for_log_any(consumer: &mut Binary, about: &[&str], any: &[&str]) -> String {
+    consumer
+        .wait_until(&format!("line with {about:?} and one of {any:?}"), |l| {
+            about.iter().all(|n| l.contains(n)) && any.iter().any(|n| l.contains(n))
+        })
+        .await
 }
 
 /// The timestamp a log line starts with.
@@ -230,23 +195,15 @@ async fn events_are_handled_at_once_up_to_concurrency() {
             let setup = write_config(
                 &broker,
                 &Destinations {
-                    webhook: Some(webhook.url("hook")),
-                    max_attempts: 1,
                     tenant_url: Some(tenant.url()),
                     jwt: Some(tenant.jwt()),
                     concurrency: Some(concurrency),
                     v5,
-                    ..Default::default()
+                    ..Destinations::one_webhook(webhook.url("hook"))
                 },
             );
             let mut running = start(&setup).await;
-            let ids = ids("conc", K);
-            burst(
-                &broker,
-                &setup.topic,
-                ids.iter().map(|id| failed(id)).collect(),
-            )
-            .await;
+            let ids = burst_failed(&broker, &setup.topic, "conc", K).await;
             let mut acked = Vec::new();
             for _ in 0..K {
                 match running.handled().await {
@@ -302,11 +259,9 @@ async fn acknowledgements_keep_publish_order() {
         let setup = write_config(
             &broker,
             &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
                 tenant_url: Some(tenant.url()),
                 jwt: Some(tenant.jwt()),
-                ..Default::default()
+                ..Destinations::one_webhook(webhook.url("hook"))
             },
         );
         let mut running = start(&setup).await;
@@ -375,13 +330,7 @@ async fn a_hanging_destination_does_not_hold_up_another() {
             },
         );
         let mut running = start(&setup).await;
-        let ids = ids("hang", N);
-        burst(
-            &broker,
-            &setup.topic,
-            ids.iter().map(|id| failed(id)).collect(),
-        )
-        .await;
+        let ids = burst_failed(&broker, &setup.topic, "hang", N).await;
         let mut acked = Vec::new();
         for _ in 0..N {
             match running.handled().await {
@@ -461,19 +410,19 @@ async fn a_down_destination_heals_without_a_command() {
     for broker in testkit::brokers() {
         let mut webhook = Receiver::start().await;
         webhook.set_mode(Mode::Fail);
-        let setup = write_config(
+        let mut setup = write_config(
             &broker,
             &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
                 // First step 2 s: at least a whole second before the first probe (the schedule
                 // counts Unix seconds), which the last part of the test relies on.
                 redelivery_schedule: Some(vec![2, 1, 1, 1, 1, 1, 1, 1]),
-                ..Default::default()
+                ..Destinations::one_webhook(webhook.url("hook"))
             },
         );
         let port = free_port();
-        add_consumer_keys(&setup, &[metrics_listen(port)]);
+        setup.edit(|config| {
+            config.consumer("metrics.listen", format!("127.0.0.1:{port}"));
+        });
         let mut consumer = spawn_binary(&setup).await;
         let up = format!("qscloud_consumer_destination_up{{sink=\"{WEBHOOK}\"}}");
         wait_for_metric(port, &up, |v| v == 1.0).await;
@@ -490,7 +439,7 @@ async fn a_down_destination_heals_without_a_command() {
 
         publish(&broker, &setup.topic, failed(&two)).await;
         let parked_line =
-            wait_for_log(&consumer, &[&format!("event {two:?}"), "alert parked"]).await;
+            wait_for_log(&mut consumer, &[&format!("event {two:?}"), "alert parked"]).await;
         assert!(
             parked_line.contains("destination is down; parked for redelivery (last error:"),
             "{}: parked at once because the destination is down: {parked_line}",
@@ -540,8 +489,8 @@ async fn a_down_destination_heals_without_a_command() {
         publish(&broker, &setup.topic, failed(&three)).await;
         assert_eq!(webhook.failed().await.body["eventId"], three);
         let about = format!("event {three:?}");
-        let parked = wait_for_log(&consumer, &[&about, "alert parked"]).await;
-        let probed = wait_for_log(&consumer, &[&about, "redelivery failed"]).await;
+        let parked = wait_for_log(&mut consumer, &[&about, "alert parked"]).await;
+        let probed = wait_for_log(&mut consumer, &[&about, "redelivery failed"]).await;
         let gap = log_time(&probed) - log_time(&parked);
         assert!(
             gap >= time::Duration::milliseconds(900),
@@ -567,10 +516,8 @@ async fn an_alert_refused_for_good_does_not_block_the_backlog() {
     let setup = write_config(
         &broker,
         &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
             redelivery_schedule: Some(vec![1; 6]),
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
     let mut running = start(&setup).await;
@@ -617,10 +564,8 @@ async fn a_used_up_schedule_leaves_the_alert_for_replay() {
         let setup = write_config(
             &broker,
             &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
                 redelivery_schedule: Some(vec![1]),
-                ..Default::default()
+                ..Destinations::one_webhook(webhook.url("hook"))
             },
         );
         let mut consumer = spawn_binary(&setup).await;
@@ -684,9 +629,7 @@ async fn retry_after_pauses_the_destination_instead_of_failing_the_alert() {
         let setup = write_config(
             &broker,
             &Destinations {
-                webhook: Some(webhook.url("hook")),
-                max_attempts: 1,
-                ..Default::default()
+                ..Destinations::one_webhook(webhook.url("hook"))
             },
         );
         let mut consumer = spawn_binary(&setup).await;
@@ -721,21 +664,13 @@ async fn retry_after_zero_does_not_make_a_tight_loop() {
             )
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve(app).await;
     let broker = testkit::embedded();
     let setup = write_config(
         &broker,
         &Destinations {
-            webhook: Some(format!("http://{addr}/hook")),
-            max_attempts: 1,
             hold_seconds: Some(1),
-            ..Default::default()
+            ..Destinations::one_webhook(format!("http://{addr}/hook"))
         },
     );
     let mut running = start(&setup).await;
@@ -777,42 +712,34 @@ async fn consumers_sharing_a_dead_letter_directory_redeliver_each_alert_once() {
         // A shared subscription splits the events, so A and B each park some.
         let group = testkit::unique("group");
         let member = || {
-            let setup = write_config(
+            let mut setup = write_config(
                 &broker,
                 &Destinations {
-                    webhook: Some(webhook.url("hook")),
-                    max_attempts: 1,
                     topic_root: Some(root.clone()),
                     dead_letter_dir: Some(shared.path().to_owned()),
                     redelivery_schedule: Some(vec![1; 30]),
                     v5: true,
                     shared_group: Some(group.clone()),
-                    ..Default::default()
+                    ..Destinations::one_webhook(webhook.url("hook"))
                 },
             );
-            on_redis(&setup);
+            on_redis(&mut setup);
             setup
         };
         let (a_setup, b_setup, c_setup) = (member(), member(), member());
         let a = spawn_binary(&a_setup).await;
         let b = spawn_binary(&b_setup).await;
-        let ids = ids("shared", N);
-        burst(
-            &broker,
-            &a_setup.topic,
-            ids.iter().map(|id| failed(id)).collect(),
-        )
-        .await;
+        let ids = burst_failed(&broker, &a_setup.topic, "shared", N).await;
 
         wait_until("every alert is parked", || {
             a_setup.parked_files().len() == N
         })
         .await;
-        let c = spawn_binary(&c_setup).await;
+        let mut c = spawn_binary(&c_setup).await;
         // C found every file at its start and probed one in vain: from now on all three probe
         // at the same second boundaries (the schedule counts Unix seconds), so once the
         // destination answers they drain the same files at the same time.
-        wait_for_log(&c, &["destination is down"]).await;
+        wait_for_log(&mut c, &["destination is down"]).await;
         // Slow answers: a drain takes long enough for the others to reach the same files.
         webhook.set_delay(Duration::from_millis(150));
         webhook.set_mode(Mode::Ok);
@@ -866,7 +793,7 @@ async fn a_restarted_consumer_redelivers_what_it_held_before() {
     let broker = testkit::embedded();
     let mut webhook = Receiver::start().await;
     webhook.set_mode(Mode::Hang);
-    let setup = write_config(
+    let mut setup = write_config(
         &broker,
         &Destinations {
             webhook: Some(webhook.url("hook")),
@@ -877,13 +804,13 @@ async fn a_restarted_consumer_redelivers_what_it_held_before() {
             ..Default::default()
         },
     );
-    on_redis(&setup);
-    let consumer = spawn_binary(&setup).await;
+    on_redis(&mut setup);
+    let mut consumer = spawn_binary(&setup).await;
     let id = testkit::unique("restart");
     publish(&broker, &setup.topic, failed(&id)).await;
     webhook.hung().await;
-    wait_for_log(&consumer, &[&format!("event {id:?}"), "held on disk"]).await;
-    let (_, code, log) = consumer.terminate().await;
+    wait_for_log(&mut consumer, &[&format!("event {id:?}"), "held on disk"]).await;
+    let testkit::process::Ended { code, log, .. } = consumer.terminate().await;
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(setup.parked_files().len(), 1, "held on disk at shutdown");
 
@@ -914,33 +841,23 @@ async fn new_alerts_do_not_wait_behind_a_file_another_consumer_leased() {
     }
     let broker = testkit::embedded();
     let mut webhook = Receiver::start().await;
-    let setup = write_config(
+    let mut setup = write_config(
         &broker,
         &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
             hold_seconds: Some(1),
             redelivery_schedule: Some(vec![1; 5]),
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
-    on_redis(&setup);
+    on_redis(&mut setup);
     // A parked alert of this destination, due now, leased by another consumer.
     let other = testkit::unique("leased");
-    let alert = consumer::alert::Alert {
-        event_id: other.clone(),
-        event_type: "com.qlik.v1.app.reload.finished".into(),
-        tenant_id: TENANT.into(),
-        app_id: Some(format!("app-{other}")),
-        reload_id: Some(reload_of(&other)),
-        event_time: None,
-        app_tags: vec![],
-        script_log: None,
-        context: serde_json::Map::new(),
-        recipient: None,
-        digest: None,
-        notice: None,
-    };
+    let alert = reload_alert(
+        &other,
+        &format!("app-{other}"),
+        &reload_of(&other),
+        serde_json::json!({}),
+    );
     let dead_letter = DeadLetter::new(&setup.dead_letter_dir);
     let file = dead_letter
         .write(&consumer::delivery::ParkedAlert {
@@ -1017,7 +934,7 @@ async fn a_reload_taken_over_from_a_dead_consumer_is_still_alerted() {
         slack.set_mode(Mode::Hang);
         let root = testkit::unique("qscloud-takeover");
         let member = || {
-            let setup = write_config(
+            let mut setup = write_config(
                 &broker,
                 &Destinations {
                     slack: Some(slack.url("services/T000/B000/takeover")),
@@ -1029,7 +946,7 @@ async fn a_reload_taken_over_from_a_dead_consumer_is_still_alerted() {
                     ..Default::default()
                 },
             );
-            on_redis(&setup);
+            on_redis(&mut setup);
             setup
         };
         let (a_setup, b_setup) = (member(), member());
@@ -1045,7 +962,7 @@ async fn a_reload_taken_over_from_a_dead_consumer_is_still_alerted() {
         )
         .await;
         slack.hung().await;
-        a.wait_for_decision(&first).await;
+        wait_for_decision(&mut a, &first).await;
         let a_log = a.kill().await;
 
         slack.set_mode(Mode::Ok);
@@ -1062,9 +979,9 @@ async fn a_reload_taken_over_from_a_dead_consumer_is_still_alerted() {
             ),
         )
         .await;
-        b.wait_for_decision(&second).await;
+        wait_for_decision(&mut b, &second).await;
         let line = wait_for_log_any(
-            &b,
+            &mut b,
             &[&format!("event {second:?}"), "slack:"],
             &["alert delivered", "not sent, rate limit"],
         )
@@ -1101,10 +1018,8 @@ async fn without_a_schedule_a_failure_does_not_shut_the_destination_for_good() {
     let setup = write_config(
         &broker,
         &Destinations {
-            webhook: Some(webhook.url("hook")),
-            max_attempts: 1,
             redelivery_schedule: Some(vec![]),
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
     let mut running = start(&setup).await;
@@ -1154,20 +1069,12 @@ async fn a_burst_beyond_the_brokers_window_gets_through() {
             let setup = write_config(
                 &broker,
                 &Destinations {
-                    webhook: Some(webhook.url("hook")),
-                    max_attempts: 1,
                     concurrency: Some(concurrency),
-                    ..Default::default()
+                    ..Destinations::one_webhook(webhook.url("hook"))
                 },
             );
             let mut running = start(&setup).await;
-            let ids = ids(&format!("window{concurrency}"), N);
-            burst(
-                &broker,
-                &setup.topic,
-                ids.iter().map(|id| failed(id)).collect(),
-            )
-            .await;
+            burst_failed(&broker, &setup.topic, &format!("window{concurrency}"), N).await;
             let mut handled = BTreeSet::new();
             for _ in 0..N {
                 if let Handled::Alerted { alert, .. } = running.handled().await {

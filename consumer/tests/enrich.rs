@@ -101,13 +101,7 @@ async fn healthy_tenant_gives_everything() {
     );
 
     // Each endpoint once, authorized, with the right Accept and query.
-    for route in [
-        Route::Reload,
-        Route::ScriptLog,
-        Route::App,
-        Route::Items,
-        Route::User,
-    ] {
+    for route in Route::CALLED {
         assert_eq!(fake.count(route), 1, "{route:?}");
     }
     let requests = fake.requests();
@@ -179,13 +173,7 @@ async fn wrong_jwt_is_rejected_and_not_retried() {
         )
     );
     // A 401 will not get better by asking again.
-    for route in [
-        Route::Reload,
-        Route::ScriptLog,
-        Route::App,
-        Route::Items,
-        Route::User,
-    ] {
+    for route in Route::CALLED {
         assert_eq!(fake.count(route), 1, "{route:?}");
     }
     assert!(fake.requests().iter().all(|r| !r.authorized));

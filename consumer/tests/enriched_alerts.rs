@@ -4,11 +4,10 @@
 //! the alert still goes out and says what is missing. Butler's `basicContentOnly` sends the
 //! basic message and spares the tenant API.
 
-mod common;
 mod support;
 
-use common::*;
 use support::fake_tenant::{self, FakeTenant, Fault, Route};
+use support::*;
 
 #[tokio::test]
 async fn enriched_alert_reaches_each_destination_with_its_script_log_excerpt() {
@@ -27,12 +26,10 @@ async fn enriched_alert_reaches_each_destination_with_its_script_log_excerpt() {
             // The fake app carries the Teams tag but not this one.
             slack_tag: Some("Butler - Send Slack alert if app reload fails".into()),
             teams_tag: Some("Butler - Send Teams alert if app reload fails".into()),
-            webhook: Some(webhook.url("hook")),
             script_log: true,
             tenant_url: Some(tenant.url()),
             jwt: Some(tenant.jwt()),
-            max_attempts: 1,
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
     let mut consumer = start(&setup).await;

@@ -6,13 +6,12 @@
 //! Needs Redis on 127.0.0.1:6379 (CI starts it) and `redis-server` for the restart test; skipped
 //! with a message when absent. Run with `--nocapture` to see the figures.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::*;
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use support::*;
 
 const REDIS: &str = "redis://127.0.0.1:6379/0";
 const LEASE_SECS: u64 = 2;
@@ -25,7 +24,7 @@ fn member(
     store: &str,
     metrics: Option<u16>,
 ) -> Setup {
-    let setup = write_config(
+    let mut setup = write_config(
         broker,
         &Destinations {
             webhook: Some(webhook.to_owned()),
@@ -34,53 +33,21 @@ fn member(
             ..Default::default()
         },
     );
-    let text = std::fs::read_to_string(&setup.extensions).expect("extension file");
-    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
-    let consumer = doc["Butler"]["qlikSenseCloud"]["consumer"]
-        .as_mapping_mut()
-        .expect("consumer section");
-    consumer.insert("stateStore".into(), store.into());
-    consumer.insert("claimLeaseSeconds".into(), LEASE_SECS.into());
-    if let Some(port) = metrics {
-        let mut m = serde_yaml_ng::Mapping::new();
-        m.insert("listen".into(), format!("127.0.0.1:{port}").into());
-        consumer.insert("metrics".into(), m.into());
-    }
-    std::fs::write(
-        &setup.extensions,
-        serde_yaml_ng::to_string(&doc).expect("yaml out"),
-    )
-    .expect("write extension file");
+    setup.edit(|config| {
+        config
+            .consumer("stateStore", store)
+            .consumer("claimLeaseSeconds", LEASE_SECS);
+        if let Some(port) = metrics {
+            config.consumer("metrics.listen", format!("127.0.0.1:{port}"));
+        }
+    });
     setup
 }
 
-/// Publishes every payload on one connection and returns once all are acknowledged.
+/// Publishes every payload on one connection, 20 in flight, and returns once all are
+/// acknowledged.
 async fn burst(broker: testkit::TestBroker, topic: String, payloads: Vec<Vec<u8>>) {
-    let mut options = MqttOptions::new(testkit::unique("burst"), &broker.host, broker.port);
-    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
-    options.set_inflight(20);
-    let (client, mut eventloop) = AsyncClient::new(options, payloads.len() + 10);
-    let count = payloads.len();
-    for payload in payloads {
-        client
-            .publish(&topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("queued");
-    }
-    let mut acked = 0;
-    let all = async {
-        while acked < count {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-                Ok(Event::Outgoing(Outgoing::Publish(_)) | _) => {}
-                Err(e) => panic!("burst publisher: {e}"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), all)
-        .await
-        .expect("every event acknowledged by the broker");
-    let _ = client.disconnect().await;
+    burst_with(&broker, &topic, payloads, 20, Duration::from_secs(60)).await;
 }
 
 fn events(n: usize) -> (Vec<String>, Vec<Vec<u8>>) {
@@ -157,7 +124,7 @@ async fn settle(
     all.push(marker.clone());
     for s in survivors.iter_mut() {
         for id in &all {
-            s.wait_for_decision(id).await;
+            wait_for_decision(s, id).await;
         }
     }
     for r in webhook.drain_delivered() {

@@ -2,13 +2,13 @@
 //! other tenants, duplicates and successes produce nothing; events published while the
 //! consumer is stopped arrive when it starts; a destination that is down gets the alert parked.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use consumer::delivery::Outcome;
 use consumer::transforms::Handled;
+use support::*;
 
 fn alerted(handled: Handled) -> (Box<consumer::alert::Alert>, Vec<(String, Outcome)>) {
     match handled {
@@ -264,10 +264,8 @@ async fn events_published_while_stopped_are_delivered_on_start() {
             let setup = write_config(
                 &broker,
                 &Destinations {
-                    webhook: Some(webhook.url("hook")),
-                    max_attempts: 1,
                     v5,
-                    ..Default::default()
+                    ..Destinations::one_webhook(webhook.url("hook"))
                 },
             );
             // The first run creates the persistent session; then the consumer is down.
@@ -307,14 +305,12 @@ async fn shared_subscription_splits_events_between_consumers() {
             setups.push(write_config(
                 &broker,
                 &Destinations {
-                    webhook: Some(receiver.url("hook")),
-                    max_attempts: 1,
                     v5: true,
                     shared_group: Some(group.clone()),
                     topic_root: Some(root.clone()),
                     // The MQTT sink speaks MQTT 5 too.
                     mqtt_topic: Some(format!("{alert_root}/{{tenantId}}/{{appId}}")),
-                    ..Default::default()
+                    ..Destinations::one_webhook(receiver.url("hook"))
                 },
             ));
             receivers.push(receiver);
@@ -455,10 +451,8 @@ async fn rate_limit_drops_further_alerts_for_the_same_app_per_destination() {
         &broker,
         &Destinations {
             slack: Some(slack.url("services/slack-token")),
-            webhook: Some(webhook.url("hook")),
             chat_rate_limit: 300,
-            max_attempts: 1,
-            ..Default::default()
+            ..Destinations::one_webhook(webhook.url("hook"))
         },
     );
     let mut consumer = start(&setup).await;

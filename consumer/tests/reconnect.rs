@@ -1,13 +1,13 @@
 //! A broker that is not there yet: the consumer retries with capped exponential backoff (no
 //! tight loop), then connects, subscribes and alerts once the broker comes up.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use consumer::pipeline::{RunEvent, RunOptions};
 use consumer::source::{Backoff, SourceConfig};
+use support::*;
 
 #[tokio::test]
 async fn waits_for_a_late_broker_with_backoff_then_subscribes_and_alerts() {

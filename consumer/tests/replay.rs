@@ -2,7 +2,7 @@
 //! retried alert by alert, a file that cannot be removed does not end the run, its own MQTT
 //! client id, and temporary files left by a crash are shown and cleaned up.
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,30 +11,19 @@ use std::time::{Duration, SystemTime};
 use axum::extract::State;
 use axum::http::StatusCode;
 use bytes::Bytes;
-use common::*;
 use consumer::alert::Alert;
 use consumer::delivery::DeadLetter;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
+use support::*;
 
 fn alert(event_id: &str) -> Alert {
-    Alert {
-        event_id: event_id.into(),
-        event_type: "com.qlik.v1.app.reload.finished".into(),
-        tenant_id: TENANT.into(),
-        app_id: Some("app-1".into()),
-        reload_id: Some(format!("reload-{event_id}")),
-        event_time: None,
-        app_tags: vec![],
-        script_log: None,
-        context: serde_json::json!({"appName": "Sales"})
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-        recipient: None,
-        digest: None,
-        notice: None,
-    }
+    reload_alert(
+        event_id,
+        "app-1",
+        &reload_of(event_id),
+        serde_json::json!({"appName": "Sales"}),
+    )
 }
 
 /// Parks an alert for `sink` as the consumer would have, and returns its file.
@@ -168,14 +157,7 @@ async fn scripted_receiver(
     }
     let answer: Answer = Arc::new(answer);
     let app = axum::Router::new().fallback(receive).with_state(answer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    serve(app).await
 }
 
 /// Puts a directory where a parked file was: removing or rewriting that path fails, whoever

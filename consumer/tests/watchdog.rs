@@ -6,16 +6,15 @@
 //! stops; the tenant API down during a check is reported and alerting goes on.
 //! `consumer webhook status` tells each of these apart by its output and exit code.
 
-mod common;
 mod support;
 
 use std::time::Duration;
 
-use common::*;
 use consumer::pipeline::RunEvent;
 use consumer::watchdog::{CheckOutcome, TenantReport};
 use serde_json::{Value, json};
 use support::fake_webhooks::FakeWebhooks;
+use support::*;
 use time::OffsetDateTime;
 
 const REDIS: &str = "redis://127.0.0.1:6379/0";

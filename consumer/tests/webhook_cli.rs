@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_webhooks::{APP_RELOAD, FakeWebhooks, RELOAD, TENANT_ID};
+use testkit::butler::{Broker, Config, Tenant};
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 
@@ -26,57 +27,29 @@ struct Setup {
 /// A Butler file with the fake as the tenant (and optionally a second tenant), fast retries.
 fn setup(api: &FakeWebhooks, jwt: &str, second: Option<&FakeWebhooks>) -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
-    let tenants = second
-        .map(|other| {
-            format!(
-                "
-                tenants:
-                    - id: {OTHER_TENANT}
-                      tenantUrl: {}
-                      authType: jwt
-                      auth:
-                          jwt:
-                              token: {}",
-                other.url(),
-                other.jwt()
-            )
-        })
-        .unwrap_or_default();
-    let text = format!(
-        "Butler:
-    mqttConfig:
-        qlikSenseCloud:
-            event:
-                mqttForward:
-                    enable: true
-                    broker:
-                        host: 127.0.0.1
-                        port: 1
-                    topic:
-                        subscriptionRoot: qscloud/#
-                        appReload: qscloud/app/reload
-    qlikSenseCloud:
-        enable: true
-        consumer:
-            stateDirectory: {}
-            enrichment:
-                timeoutSeconds: 5
-                maxRetries: 2
-                maxRetryAfterSeconds: 1
-                initialBackoffMs: 10
-        event:
-            mqtt:
-                tenant:
-                    id: {TENANT_ID}
-                    tenantUrl: {}
-                    authType: jwt
-                    auth:
-                        jwt:
-                            token: {jwt}{tenants}
-",
-        dir.path().join("state").display(),
-        api.url(),
+    let mut files = Config::new(
+        &Broker::new("127.0.0.1", 1),
+        "qscloud",
+        &Tenant::new(TENANT_ID, &api.url(), jwt),
     );
+    files
+        .consumer(
+            "stateDirectory",
+            dir.path().join("state").display().to_string(),
+        )
+        .consumer(
+            "enrichment",
+            json!({
+                "timeoutSeconds": 5,
+                "maxRetries": 2,
+                "maxRetryAfterSeconds": 1,
+                "initialBackoffMs": 10,
+            }),
+        );
+    if let Some(other) = second {
+        files.another_tenant(&Tenant::new(OTHER_TENANT, &other.url(), &other.jwt()));
+    }
+    let text = files.one_file_yaml();
     let config = dir.path().join("butler.yaml");
     std::fs::write(&config, text).expect("write config");
     Setup { _dir: dir, config }

@@ -8,13 +8,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Proc, WAIT};
+use common::{Process, WAIT};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Starts the relay in HTTP mode on a free port, against the embedded broker, with `env` on top.
-async fn start(env: &[(&'static str, &str)]) -> (Proc, SocketAddr) {
+async fn start(env: &[(&'static str, &str)]) -> (Process, SocketAddr) {
     let addr: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
     let mut all = vec![
         ("WEBHOOK_SECRET", testkit::TEST_SECRET.to_owned()),
@@ -23,7 +23,7 @@ async fn start(env: &[(&'static str, &str)]) -> (Proc, SocketAddr) {
         ("LISTEN_ADDR", addr.to_string()),
     ];
     all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let mut relay = Proc::relay(&all);
+    let mut relay = common::relay(&all);
     relay.wait_for_port(addr, &[]).await;
     (relay, addr)
 }
@@ -115,7 +115,7 @@ async fn a_client_stalling_in_its_body_gets_408_and_is_closed() {
     assert_eq!(status_of(&raw), 408, "{}", String::from_utf8_lossy(&raw));
     let mut relay = relay;
     relay
-        .wait_for_line("the body_timeout log line", |l| l.contains("body_timeout"))
+        .wait_until("the body_timeout log line", |l| l.contains("body_timeout"))
         .await;
 }
 
@@ -157,7 +157,7 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         held.push(stream);
     }
     relay
-        .wait_for_line("the connection cap warning", |l| {
+        .wait_until("the connection cap warning", |l| {
             l.contains("HTTP_MAX_CONNECTIONS reached")
         })
         .await;
@@ -278,7 +278,7 @@ async fn plain_text_credentials_to_a_remote_broker_need_an_explicit_yes() {
         }
         env
     };
-    let mut refused = Proc::relay(&env(None));
+    let mut refused = common::relay(&env(None));
     let status = refused.wait_exit(&["plain-text-password"]).await;
     assert!(!status.success());
     let stderr = refused.stderr();
@@ -288,9 +288,9 @@ async fn plain_text_credentials_to_a_remote_broker_need_an_explicit_yes() {
     );
     assert!(!stderr.contains("plain-text-password"));
 
-    let mut allowed = Proc::relay(&env(Some("true")));
+    let mut allowed = common::relay(&env(Some("true")));
     allowed
-        .wait_for_line("the plain-text warning", |l| {
+        .wait_until("the plain-text warning", |l| {
             l.contains("MQTT_ALLOW_PLAINTEXT=true")
         })
         .await;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, WAIT};
+use common::{Process, WAIT};
 use qlik_events::mqtt::{ClientOptions, MqttClient, MqttEvent, Session};
 use qlik_events::{BrokerSettings, MqttVersion, TlsSettings};
 use secrecy::SecretString;
@@ -123,7 +123,7 @@ struct InfraBroker {
     certs: PathBuf,
     relay_password: String,
     consumer_password: String,
-    process: Option<Proc>,
+    process: Option<Process>,
 }
 
 impl InfraBroker {
@@ -243,9 +243,9 @@ impl InfraBroker {
     /// Starts Mosquitto and waits for its "running" line (printed once the listener is open).
     async fn run(&mut self) {
         let config = self.config.to_string_lossy().into_owned();
-        let mut process = Proc::spawn(&self.mosquitto, &["-c", &config], &common::base_env());
+        let mut process = common::spawn(&self.mosquitto, &["-c", &config], &common::base_env());
         process
-            .wait_for_line("Mosquitto running", |line| {
+            .wait_until("Mosquitto running", |line| {
                 line.contains("mosquitto version") && line.ends_with("running")
             })
             .await;
@@ -902,7 +902,7 @@ async fn real_relay_publishes_through_tls_and_the_acl() {
         if let Some(root) = root {
             env.push(("MQTT_TOPIC_ROOT", root.to_owned()));
         }
-        let mut relay = Proc::relay(&env);
+        let mut relay = common::relay(&env);
         relay.wait_for_port(addr, &secrets).await;
         let response = common::http_request(
             addr,

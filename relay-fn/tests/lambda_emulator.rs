@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use common::{Expect, Proc, WAIT};
+use common::{Expect, Process, WAIT};
 use serde_json::Value;
 use testkit::{Subscriber, TestBroker};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -92,7 +92,7 @@ impl Emulator {
     }
 
     /// Starts the relay in Lambda mode against this emulator.
-    fn spawn_relay(&self, env: &[(&str, String)]) -> Proc {
+    fn spawn_relay(&self, env: &[(&str, String)]) -> Process {
         let mut all: Vec<(&str, String)> = vec![
             ("AWS_LAMBDA_RUNTIME_API", self.addr.to_string()),
             ("AWS_LAMBDA_FUNCTION_NAME", "qlik-cloud-relay".into()),
@@ -114,7 +114,7 @@ impl Emulator {
             ("TZ", ":UTC".into()),
         ];
         all.extend(env.iter().cloned());
-        Proc::relay(&all)
+        common::relay(&all)
     }
 
     /// Queues `event` as an invocation without waiting for it.
@@ -133,7 +133,7 @@ impl Emulator {
 
     /// Hands `event` to the runtime as the next invocation and waits (bounded) for its outcome.
     /// Fails with the relay's output if the process exits or reports an init error meanwhile.
-    async fn invoke(&self, relay: &mut Proc, event: &[u8]) -> Outcome {
+    async fn invoke(&self, relay: &mut Process, event: &[u8]) -> Outcome {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("8476a536-e9f4-11e8-9739-{n:012x}");
         let (done, outcome) = oneshot::channel();
@@ -384,7 +384,7 @@ async fn every_event_file_against(broker: &TestBroker) {
 
 /// Lambda logs: JSON lines by default (CloudWatch), one line per request carrying its status
 /// and valid CloudWatch EMF metrics, and never the secret, a signature or a whole body.
-fn check_logs(relay: &Proc, files: &[common::EventFile], requests: usize) {
+fn check_logs(relay: &Process, files: &[common::EventFile], requests: usize) {
     let output = format!("{}\n{}", relay.stdout(), relay.stderr());
     let mut request_lines = 0;
     let mut metrics = HashMap::new();

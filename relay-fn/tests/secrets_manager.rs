@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use common::{Proc, WAIT};
+use common::{Process, WAIT};
 use serde_json::{Value, json};
 
 const SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:relay-abc";
@@ -152,13 +152,13 @@ fn relay_env(
 async fn start_http_relay(
     env: Vec<(&'static str, String)>,
     secrets: &[&str],
-) -> (Proc, SocketAddr) {
+) -> (Process, SocketAddr) {
     let addr: SocketAddr = env
         .iter()
         .find(|(k, _)| *k == "LISTEN_ADDR")
         .and_then(|(_, v)| v.parse().ok())
         .expect("relay_env sets LISTEN_ADDR");
-    let mut relay = Proc::relay(&env);
+    let mut relay = common::relay(&env);
     relay.wait_for_port(addr, secrets).await;
     (relay, addr)
 }
@@ -179,7 +179,7 @@ async fn post_webhook(addr: SocketAddr, body: &[u8], signature: &str) -> common:
 }
 
 /// The process must have printed none of `secrets`, on either stream.
-fn assert_nothing_printed(relay: &Proc, secrets: &[&str]) {
+fn assert_nothing_printed(relay: &Process, secrets: &[&str]) {
     let output = format!("{}\n{}", relay.stdout(), relay.stderr());
     for (i, secret) in secrets.iter().enumerate() {
         assert!(
@@ -191,7 +191,7 @@ fn assert_nothing_printed(relay: &Proc, secrets: &[&str]) {
 }
 
 /// Start-up must fail: non-zero exit, stderr naming `variable` and `kind`, no secret printed.
-async fn assert_startup_fails(relay: &mut Proc, variable: &str, kind: &str, secrets: &[&str]) {
+async fn assert_startup_fails(relay: &mut Process, variable: &str, kind: &str, secrets: &[&str]) {
     let status = relay.wait_exit(secrets).await;
     let stderr = relay.stderr();
     assert!(
@@ -299,7 +299,7 @@ async fn missing_secret_stops_startup_naming_the_variable_and_error_kind() {
         message: "Secrets Manager can't find the specified secret.".to_owned(),
     })
     .await;
-    let mut relay = Proc::relay(&relay_env(
+    let mut relay = common::relay(&relay_env(
         &fake.endpoint,
         SECRET_ARN,
         testkit::embedded().url(),
@@ -326,7 +326,7 @@ async fn denied_secret_stops_startup_naming_the_variable_and_error_kind() {
         ),
     })
     .await;
-    let mut relay = Proc::relay(&relay_env(
+    let mut relay = common::relay(&relay_env(
         &fake.endpoint,
         SECRET_ARN,
         testkit::embedded().url(),
@@ -358,7 +358,7 @@ async fn unusable_secret_value_stops_startup_without_printing_it() {
     let secrets = [ROTATED_SECRET, MQTT_PASSWORD, SHORT];
     for (i, value) in cases.into_iter().enumerate() {
         let fake = FakeSecretsManager::start(Answer::Secret(value)).await;
-        let mut relay = Proc::relay(&relay_env(
+        let mut relay = common::relay(&relay_env(
             &fake.endpoint,
             SECRET_ARN,
             testkit::embedded().url(),
@@ -421,7 +421,7 @@ async fn mqtt_password_from_the_secret_logs_in_to_the_broker() {
     )
     .expect("write mosquitto.conf");
     let config = config.to_string_lossy().into_owned();
-    let mut broker = Proc::spawn(&mosquitto, &["-c", &config], &common::base_env());
+    let mut broker = common::spawn(&mosquitto, &["-c", &config], &common::base_env());
     let broker_addr: SocketAddr = ([127, 0, 0, 1], port).into();
     broker.wait_for_port(broker_addr, &ALL_SECRETS).await;
 
@@ -467,7 +467,7 @@ async fn moto_server_secret_is_resolved() {
         "MOTO_ALLOW_NONEXISTENT_REGION".to_owned(),
         "true".to_owned(),
     ));
-    let mut server = Proc::spawn(&moto, &["-H", "127.0.0.1", "-p", &port.to_string()], &env);
+    let mut server = common::spawn(&moto, &["-H", "127.0.0.1", "-p", &port.to_string()], &env);
     server.wait_for_port(moto_addr, &[]).await;
     let endpoint = format!("http://{moto_addr}");
 
@@ -513,7 +513,7 @@ async fn moto_server_secret_is_resolved() {
 
     // A secret moto does not have: its real ResourceNotFoundException stops the start.
     let missing = format!("{arn}-gone");
-    let mut relay = Proc::relay(&relay_env(
+    let mut relay = common::relay(&relay_env(
         &endpoint,
         &missing,
         testkit::embedded().url(),

@@ -3,7 +3,9 @@
 //! Every broker test runs against [`brokers`]: always an embedded rumqttd started in the test
 //! process, and also the real Mosquitto on 127.0.0.1:1883 when it answers (CI makes sure it does).
 
+pub mod butler;
 pub mod emf;
+pub mod process;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

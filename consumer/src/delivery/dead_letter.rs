@@ -415,22 +415,10 @@ mod tests {
 
     fn alert(event_id: &str, log: Option<String>) -> Alert {
         Alert {
-            event_id: event_id.into(),
-            event_type: "t".into(),
-            tenant_id: "tenant".into(),
-            app_id: None,
-            reload_id: None,
-            event_time: None,
-            app_tags: vec![],
             script_log: log.map(Into::into),
-            context: serde_json::json!({"scriptLogSizeRows": "100,000"})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            recipient: None,
-            digest: None,
-            notice: None,
+            ..Alert::sample(event_id, "tenant")
         }
+        .with_context(serde_json::json!({"scriptLogSizeRows": "100,000"}))
     }
 
     #[test]

@@ -427,25 +427,15 @@ mod tests {
 
     fn alert() -> Alert {
         Alert {
-            event_id: "e1".into(),
-            event_type: qlik_events::APP_RELOAD_FINISHED.into(),
-            tenant_id: "t1".into(),
             app_id: Some("a1".into()),
             reload_id: Some("r1".into()),
-            event_time: None,
-            app_tags: vec![],
             script_log: Some("first line\nlast line".into()),
-            context: serde_json::json!({
-                "appName": "Sales",
-                "scriptLogTail": "last line",
-            })
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-            recipient: None,
-            digest: None,
-            notice: None,
+            ..Alert::sample("e1", "t1")
         }
+        .with_context(serde_json::json!({
+            "appName": "Sales",
+            "scriptLogTail": "last line",
+        }))
     }
 
     fn sink(basic_content_only: bool, message_type: MessageType) -> SlackSink {

@@ -154,22 +154,10 @@ mod tests {
     fn event_values_cannot_forge_a_log_line() {
         let forged = "x\n2026-01-01T00:00:00Z  INFO consumer: forged";
         let alert = Alert {
-            event_id: forged.into(),
-            event_type: "t".into(),
-            tenant_id: forged.into(),
             app_id: Some(forged.into()),
-            reload_id: None,
-            event_time: None,
-            app_tags: vec![],
-            script_log: None,
-            context: serde_json::json!({"appName": forged, "errorMessage": forged})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            recipient: None,
-            digest: None,
-            notice: None,
-        };
+            ..Alert::sample(forged, forged)
+        }
+        .with_context(serde_json::json!({"appName": forged, "errorMessage": forged}));
         let text = logged(&alert, || {
             tracing::warn!("{}", alert.describe());
         });

@@ -167,18 +167,10 @@ mod tests {
 
     fn alert(time: Option<&str>) -> Alert {
         Alert {
-            event_id: "e1".into(),
-            event_type: qlik_events::APP_RELOAD_FINISHED.into(),
-            tenant_id: "t".into(),
             app_id: Some("7c1d2e3f-4a5b".into()),
             reload_id: Some("674ab6e2".into()),
             event_time: time.map(str::to_owned),
-            app_tags: vec![],
-            script_log: None,
-            context: Default::default(),
-            recipient: None,
-            digest: None,
-            notice: None,
+            ..Alert::sample("e1", "t")
         }
     }
 

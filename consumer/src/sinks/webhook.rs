@@ -229,20 +229,7 @@ mod tests {
     use crate::settings::SecretUrl;
 
     fn alert(event_id: &str) -> Alert {
-        Alert {
-            event_id: event_id.into(),
-            event_type: "t".into(),
-            tenant_id: "tenant".into(),
-            app_id: None,
-            reload_id: None,
-            event_time: None,
-            app_tags: vec![],
-            script_log: None,
-            context: Default::default(),
-            recipient: None,
-            digest: None,
-            notice: None,
-        }
+        Alert::sample(event_id, "tenant")
     }
 
     /// An event id is whatever the publisher wrote: one with a line break must not make the

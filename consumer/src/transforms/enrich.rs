@@ -105,18 +105,13 @@ impl Enricher {
         .with_generic_urls(&config.generic_urls)
         .to_json();
         Alert {
-            event_id: envelope.id.clone(),
-            event_type: envelope.event_type.clone(),
-            tenant_id: envelope.tenant_id.clone(),
             app_id: reload.app_id.clone().or_else(|| envelope.app_id()),
             reload_id: reload.reload_id.clone(),
             event_time: envelope.time.clone(),
             app_tags: enrichment.app_tags().to_vec(),
             script_log: enrichment.script_log.clone(),
             context,
-            recipient: None,
-            digest: None,
-            notice: None,
+            ..Alert::new(&envelope.id, &envelope.event_type, &envelope.tenant_id)
         }
     }
 }

@@ -55,6 +55,17 @@ pub enum Route {
     Other,
 }
 
+impl Route {
+    /// The five endpoints the consumer calls.
+    pub const CALLED: [Route; 5] = [
+        Route::Reload,
+        Route::ScriptLog,
+        Route::App,
+        Route::Items,
+        Route::User,
+    ];
+}
+
 /// What the fake does instead of (or before) answering normally.
 #[derive(Debug, Clone)]
 pub enum Fault {
@@ -337,13 +348,7 @@ impl FakeTenant {
 
     /// Every route fails with this fault: the tenant API is down.
     pub fn fail_everything(&self, fault: Fault) {
-        for route in [
-            Route::Reload,
-            Route::ScriptLog,
-            Route::App,
-            Route::Items,
-            Route::User,
-        ] {
+        for route in Route::CALLED {
             self.fail_always(route, fault.clone());
         }
     }
@@ -512,7 +517,8 @@ fn query_param(query: Option<&str>, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
+/// A JSON answer, as the tenant API gives one.
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::fake_tenant::json_response;
+
 pub use super::fake_tenant::{JWT, TENANT_ID};
 
 pub const APP_RELOAD: &str = "com.qlik.v1.app.reload.finished";
@@ -233,16 +235,6 @@ fn generic_error_body(status: u16) -> Value {
         "title": code.canonical_reason().unwrap_or("Error"),
         "status": status.to_string(),
     }], "traceId": "0123456789abcdef"})
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
 }
 
 fn error(status: u16, code: &str, title: &str, detail: &str) -> Response {

@@ -1,24 +1,19 @@
 //! Support shared by the relay's process-level tests: the shipped `events/*.json` files and what
-//! each one must produce, running the real relay binary as a child process, and a minimal HTTP/1.1
-//! client (enough for the relay's HTTP mode and for fake AWS endpoints).
+//! each one must produce, running the real relay binary as a child process (`testkit::process`),
+//! and a minimal HTTP/1.1 client (enough for the relay's HTTP mode and for fake AWS endpoints).
 //!
 //! Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::Notify;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
 
-/// How long any single wait in these tests may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub use testkit::process::{Process, WAIT};
 
 /// `relay-fn/events/`.
 pub fn events_dir() -> PathBuf {
@@ -177,21 +172,6 @@ pub fn free_port() -> u16 {
     closed_port()
 }
 
-/// The relay (or another helper process) running as a child. Its stdout and stderr are collected
-/// line by line; the process is killed when this is dropped.
-pub struct Proc {
-    pub child: Child,
-    output: Arc<Output>,
-    readers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct Output {
-    stdout: Mutex<Vec<String>>,
-    stderr: Mutex<Vec<String>>,
-    changed: Notify,
-}
-
 /// The environment every relay run starts from: nothing inherited from the developer's shell
 /// (no stray `AWS_*`, `MQTT_*`), no AWS config files, readable logs.
 pub fn base_env() -> Vec<(String, String)> {
@@ -216,153 +196,21 @@ pub fn base_env() -> Vec<(String, String)> {
     env
 }
 
-impl Proc {
-    /// Starts `program` with exactly `env` (the parent's environment is not inherited).
-    pub fn spawn(program: &Path, args: &[&str], env: &[(String, String)]) -> Proc {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        let output = Arc::new(Output::default());
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let readers = vec![
-            tokio::spawn(collect_lines(stdout, output.clone(), false)),
-            tokio::spawn(collect_lines(stderr, output.clone(), true)),
-        ];
-        Proc {
-            child,
-            output,
-            readers,
-        }
-    }
-
-    /// The relay binary under test with `env` on top of [`base_env`].
-    pub fn relay(env: &[(&str, String)]) -> Proc {
-        let mut all = base_env();
-        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        Proc::spawn(&relay_bin(), &[], &all)
-    }
-
-    pub fn stdout(&self) -> String {
-        self.output.stdout.lock().expect("output lock").join("\n")
-    }
-
-    pub fn stderr(&self) -> String {
-        self.output.stderr.lock().expect("output lock").join("\n")
-    }
-
-    /// Both streams, with every string in `secrets` masked, for assertion messages.
-    pub fn output_redacted(&self, secrets: &[&str]) -> String {
-        let mut text = format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout(),
-            self.stderr()
-        );
-        for secret in secrets.iter().filter(|s| !s.is_empty()) {
-            text = text.replace(secret, "<redacted>");
-        }
-        text
-    }
-
-    /// Whether the process has exited (without waiting).
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// Waits (bounded) for the process to exit and for all of its output to be collected.
-    pub async fn wait_exit(&mut self, secrets: &[&str]) -> ExitStatus {
-        let status = match tokio::time::timeout(WAIT, self.child.wait()).await {
-            Ok(status) => status.expect("wait for child"),
-            Err(_) => panic!(
-                "process still running after {WAIT:?}\n{}",
-                self.output_redacted(secrets)
-            ),
-        };
-        for reader in self.readers.drain(..) {
-            let _ = tokio::time::timeout(WAIT, reader).await;
-        }
-        status
-    }
-
-    /// Waits (bounded) until a line on stdout or stderr satisfies `pred`.
-    pub async fn wait_for_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let output = self.output.clone();
-        loop {
-            let notified = output.changed.notified();
-            {
-                let out = self.output.stdout.lock().expect("output lock");
-                let err = self.output.stderr.lock().expect("output lock");
-                if out.iter().chain(err.iter()).any(|l| pred(l)) {
-                    return;
-                }
-            }
-            if let Some(status) = self.exited() {
-                panic!(
-                    "process exited ({status}) before {what}\n{}",
-                    self.output_redacted(&[])
-                );
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("no {what} within {WAIT:?}\n{}", self.output_redacted(&[]));
-            }
-            // Woken by new output; the short bound also notices an exit that printed nothing.
-            let _ = tokio::time::timeout(Duration::from_millis(250), notified).await;
-        }
-    }
-
-    /// Waits (bounded) until `addr` accepts TCP connections, failing early if the process exits.
-    pub async fn wait_for_port(&mut self, addr: SocketAddr, secrets: &[&str]) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
-            if let Some(status) = self.exited() {
-                for reader in self.readers.drain(..) {
-                    let _ = tokio::time::timeout(WAIT, reader).await;
-                }
-                panic!(
-                    "process exited ({status}) instead of listening on {addr}\n{}",
-                    self.output_redacted(secrets)
-                );
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "nothing listens on {addr} after {WAIT:?}\n{}",
-                    self.output_redacted(secrets)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+/// Starts `program` with exactly `env` (the parent's environment is not inherited).
+pub fn spawn(program: &Path, args: &[&str], env: &[(String, String)]) -> Process {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Process::spawn(command)
 }
 
-async fn collect_lines(
-    stream: impl tokio::io::AsyncRead + Unpin,
-    output: Arc<Output>,
-    is_stderr: bool,
-) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let sink = if is_stderr {
-            &output.stderr
-        } else {
-            &output.stdout
-        };
-        sink.lock().expect("output lock").push(line);
-        output.changed.notify_waiters();
-    }
-    output.changed.notify_waiters();
+/// The relay binary under test with `env` on top of [`base_env`].
+pub fn relay(env: &[(&str, String)]) -> Process {
+    let mut all = base_env();
+    all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    spawn(&relay_bin(), &[], &all)
 }
 
 /// An HTTP response as the minimal client reads it.

@@ -55,25 +55,16 @@ fn sink(owner: AppOwnerAlert, tag: Option<&str>) -> EmailSink {
 
 fn alert(owner_email: &str, tags: &[&str]) -> Alert {
     Alert {
-        event_id: "ev/1".into(),
-        event_type: "com.qlik.v1.app.reload.finished".into(),
-        tenant_id: "t1".into(),
         app_id: Some("app1".into()),
         reload_id: Some("r1".into()),
-        event_time: None,
         app_tags: tags.iter().map(|t| (*t).to_owned()).collect(),
         script_log: Some("l1\nl2\nl3\nl4".into()),
-        context: json!({
-            "appName": "Sales\r\nBcc: evil@example.com <b>",
-            "appOwnerEmail": owner_email,
-        })
-        .as_object()
-        .cloned()
-        .unwrap_or_default(),
-        recipient: None,
-        digest: None,
-        notice: None,
+        ..Alert::sample("ev/1", "t1")
     }
+    .with_context(json!({
+        "appName": "Sales\r\nBcc: evil@example.com <b>",
+        "appOwnerEmail": owner_email,
+    }))
 }
 
 fn owner(include_all: bool, include: &[&str], exclude: &[&str]) -> AppOwnerAlert {
