@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::alert::Alert;
 use crate::sinks::SharedSink;
-use crate::state::StateBackend;
+use crate::state::{RateWindow, StateBackend};
 pub use dead_letter::{DeadLetter, DeadLetterError, ParkedAlert};
 pub use replay::{ReplayReport, replay};
 pub use worker::WorkerSettings;
@@ -162,7 +162,7 @@ impl Deliveries {
                 };
                 if !self
                     .store
-                    .window_open(sink.name(), &key, window, holder)
+                    .window_open(RateWindow::new(sink.name(), &key, window, holder))
                     .await
                 {
                     tracing::info!(
@@ -182,7 +182,7 @@ impl Deliveries {
                 if let Some(digest) = digests::fold(self.store.as_ref(), sink, &name, &copy).await {
                     // Per-app rate limits apply before grouping: the window is used.
                     self.store
-                        .window_used(sink.name(), &key, window, holder)
+                        .window_used(RateWindow::new(sink.name(), &key, window, holder))
                         .await;
                     crate::metrics::global().alert(sink.name(), "digested", None);
                     outcomes.push((index, name, Outcome::Digested { window: digest }));
@@ -205,7 +205,7 @@ impl Deliveries {
             let outcome = released.await.map_err(|_| stopped(sink.name()))??;
             if outcome.uses_window() {
                 self.store
-                    .window_used(sink.name(), &key, window, holder)
+                    .window_used(RateWindow::new(sink.name(), &key, window, holder))
                     .await;
             }
             outcomes.push((index, name, outcome));

@@ -15,6 +15,30 @@ use crate::digest::DigestSettings;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Butler's per-app `rateLimit` window at one destination, as a claim uses it.
+#[derive(Debug, Clone, Copy)]
+pub struct RateWindow<'a> {
+    /// The sink's name.
+    pub sink: &'a str,
+    /// The app id, or `<appId>|<recipient>` for a sink with recipients.
+    pub key: &'a str,
+    /// The `rateLimit`; zero: no window.
+    pub length: Duration,
+    /// The claim key the alert is handled under (tenant + reload).
+    pub holder: &'a str,
+}
+
+impl<'a> RateWindow<'a> {
+    pub fn new(sink: &'a str, key: &'a str, length: Duration, holder: &'a str) -> Self {
+        Self {
+            sink,
+            key,
+            length,
+            holder,
+        }
+    }
+}
+
 /// What became of an alert in its destination's digest window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Folding {
@@ -86,22 +110,10 @@ pub trait StateBackend: Send + Sync + 'static {
     /// Whether the rate-limit window of `sink` + `key` lets `holder` (the claim key: tenant +
     /// reload) send now; an open window is reserved for `holder`, so whoever holds the claim
     /// may use it and nobody else.
-    fn window_open<'a>(
-        &'a self,
-        sink: &'a str,
-        key: &'a str,
-        window: Duration,
-        holder: &'a str,
-    ) -> BoxFuture<'a, bool>;
+    fn window_open<'a>(&'a self, window: RateWindow<'a>) -> BoxFuture<'a, bool>;
 
     /// `holder`'s alert was delivered or is held durably: the window runs from now.
-    fn window_used<'a>(
-        &'a self,
-        sink: &'a str,
-        key: &'a str,
-        window: Duration,
-        holder: &'a str,
-    ) -> BoxFuture<'a, ()>;
+    fn window_used<'a>(&'a self, window: RateWindow<'a>) -> BoxFuture<'a, ()>;
 
     /// Takes or renews a named lease for `holder` (e.g. one parked alert being redelivered);
     /// false while another holder has it.

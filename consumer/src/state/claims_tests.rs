@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::settings::StateStoreConfig;
-use crate::state::{LocalStore, RedisStore};
+use crate::state::{LocalStore, RateWindow, RedisStore};
 
 async fn redis() -> Option<RedisStore> {
     let env = |_: &str| None;
@@ -131,9 +131,10 @@ async fn rate_limit_windows_and_dedupe_keys_are_one_for_the_group() {
     let admit = |sink: &'static str, key: String, w: Duration, holder: &'static str| {
         let store = store.clone();
         async move {
-            let open = StateBackend::window_open(&store, sink, &key, w, holder).await;
+            let open =
+                StateBackend::window_open(&store, RateWindow::new(sink, &key, w, holder)).await;
             if open {
-                StateBackend::window_used(&store, sink, &key, w, holder).await;
+                StateBackend::window_used(&store, RateWindow::new(sink, &key, w, holder)).await;
             }
             open
         }
@@ -262,8 +263,14 @@ async fn store_cost_per_event() {
                 panic!("new")
             };
             let w = Duration::from_secs(60);
-            assert!(backend.window_open("slack:t", &key, w, &key).await);
-            backend.window_used("slack:t", &key, w, &key).await;
+            assert!(
+                backend
+                    .window_open(RateWindow::new("slack:t", &key, w, &key))
+                    .await
+            );
+            backend
+                .window_used(RateWindow::new("slack:t", &key, w, &key))
+                .await;
             claims.finish(claim, &[]).await;
         }
         let per = started.elapsed() / n;
@@ -280,19 +287,20 @@ async fn a_reserved_window_passes_to_the_instance_taking_the_event_over() {
     let w = Duration::from_secs(30);
     // The claim is on the reload; the two consumers saw different events of it.
     let holder = "reload:t/r1";
-    assert!(StateBackend::window_open(&store, "slack:t", &app, w, holder).await);
+    assert!(StateBackend::window_open(&store, RateWindow::new("slack:t", &app, w, holder)).await);
     // The consumer that reserved it is killed here, before delivering and recording.
     assert!(
-        !StateBackend::window_open(&store, "slack:t", &app, w, "reload:t/r2").await,
+        !StateBackend::window_open(&store, RateWindow::new("slack:t", &app, w, "reload:t/r2"))
+            .await,
         "another reload's alert of the app is held back while the window is reserved"
     );
     assert!(
-        StateBackend::window_open(&store, "slack:t", &app, w, holder).await,
+        StateBackend::window_open(&store, RateWindow::new("slack:t", &app, w, holder)).await,
         "the reload taken over may still go, whichever event of it the survivor got"
     );
-    StateBackend::window_used(&store, "slack:t", &app, w, holder).await;
+    StateBackend::window_used(&store, RateWindow::new("slack:t", &app, w, holder)).await;
     assert!(
-        !StateBackend::window_open(&store, "slack:t", &app, w, holder).await,
+        !StateBackend::window_open(&store, RateWindow::new("slack:t", &app, w, holder)).await,
         "once sent, the window is used, even for the same reload"
     );
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::{BoxFuture, ClaimState, DueDigest, Folding, StateBackend};
+use super::backend::{BoxFuture, ClaimState, DueDigest, Folding, RateWindow, StateBackend};
 use super::dedupe::Dedupe;
 use super::local_digests::LocalDigests;
 use super::local_notes::LocalNotes;
@@ -230,13 +230,13 @@ impl StateBackend for LocalStore {
         Box::pin(async move { self.dedupe.lock().await.seen(key) })
     }
 
-    fn window_open<'a>(
-        &'a self,
-        sink: &'a str,
-        key: &'a str,
-        window: Duration,
-        holder: &'a str,
-    ) -> BoxFuture<'a, bool> {
+    fn window_open<'a>(&'a self, w: RateWindow<'a>) -> BoxFuture<'a, bool> {
+        let RateWindow {
+            sink,
+            key,
+            length: window,
+            holder,
+        } = w;
         Box::pin(async move {
             if window.is_zero() {
                 return true;
@@ -265,13 +265,13 @@ impl StateBackend for LocalStore {
         })
     }
 
-    fn window_used<'a>(
-        &'a self,
-        sink: &'a str,
-        key: &'a str,
-        window: Duration,
-        _holder: &'a str,
-    ) -> BoxFuture<'a, ()> {
+    fn window_used<'a>(&'a self, w: RateWindow<'a>) -> BoxFuture<'a, ()> {
+        let RateWindow {
+            sink,
+            key,
+            length: window,
+            ..
+        } = w;
         Box::pin(async move {
             if window.is_zero() {
                 return;
@@ -371,23 +371,38 @@ mod tests {
             ("email:t", "app1|a@example.com"),
             ("email:t", "app1|b@example.com"),
         ] {
-            assert!(store.window_open(sink, key, W, "h1").await, "{sink} {key}");
-            store.window_used(sink, key, W, "h1").await;
+            assert!(
+                store.window_open(RateWindow::new(sink, key, W, "h1")).await,
+                "{sink} {key}"
+            );
+            store.window_used(RateWindow::new(sink, key, W, "h1")).await;
         }
-        assert!(!store.window_open("slack:t", "app1", W, "h2").await);
         assert!(
             !store
-                .window_open("email:t", "app1|a@example.com", W, "h2")
+                .window_open(RateWindow::new("slack:t", "app1", W, "h2"))
+                .await
+        );
+        assert!(
+            !store
+                .window_open(RateWindow::new("email:t", "app1|a@example.com", W, "h2"))
                 .await
         );
         assert!(
             store
-                .window_open("slack:t", "app1", Duration::ZERO, "h2")
+                .window_open(RateWindow::new("slack:t", "app1", Duration::ZERO, "h2"))
                 .await
         );
         let again = LocalStore::open(dir.path(), W);
-        assert!(!again.window_open("slack:t", "app1", W, "h3").await);
-        assert!(again.window_open("slack:t", "app3", W, "h3").await);
+        assert!(
+            !again
+                .window_open(RateWindow::new("slack:t", "app1", W, "h3"))
+                .await
+        );
+        assert!(
+            again
+                .window_open(RateWindow::new("slack:t", "app3", W, "h3"))
+                .await
+        );
     }
 
     /// The window belongs to the claim: whoever holds it (the same holder) may still send; an
@@ -395,11 +410,29 @@ mod tests {
     #[tokio::test]
     async fn a_reserved_window_is_the_holders() {
         let store = LocalStore::memory(W);
-        assert!(store.window_open("slack:t", "app", W, "reload:t/r1").await);
-        assert!(store.window_open("slack:t", "app", W, "reload:t/r1").await);
-        assert!(!store.window_open("slack:t", "app", W, "reload:t/r2").await);
-        store.window_used("slack:t", "app", W, "reload:t/r1").await;
-        assert!(!store.window_open("slack:t", "app", W, "reload:t/r1").await);
+        assert!(
+            store
+                .window_open(RateWindow::new("slack:t", "app", W, "reload:t/r1"))
+                .await
+        );
+        assert!(
+            store
+                .window_open(RateWindow::new("slack:t", "app", W, "reload:t/r1"))
+                .await
+        );
+        assert!(
+            !store
+                .window_open(RateWindow::new("slack:t", "app", W, "reload:t/r2"))
+                .await
+        );
+        store
+            .window_used(RateWindow::new("slack:t", "app", W, "reload:t/r1"))
+            .await;
+        assert!(
+            !store
+                .window_open(RateWindow::new("slack:t", "app", W, "reload:t/r1"))
+                .await
+        );
     }
 
     #[tokio::test]

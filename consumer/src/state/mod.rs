@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::settings::StateStoreConfig;
-pub use backend::{ClaimState, DueDigest, Folding, StateBackend, StoreError};
+pub use backend::{ClaimState, DueDigest, Folding, RateWindow, StateBackend, StoreError};
 pub use claims::{Begin, Claim, Claims};
 pub use local::LocalStore;
 pub use redis_store::RedisStore;

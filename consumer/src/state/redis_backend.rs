@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::backend::{BoxFuture, ClaimState, DueDigest, Folding, StateBackend};
+use super::backend::{BoxFuture, ClaimState, DueDigest, Folding, RateWindow, StateBackend};
 use super::redis_store::{RedisStore, key, millis};
 use crate::digest::DigestSettings;
 
@@ -105,28 +105,17 @@ impl StateBackend for RedisStore {
         Box::pin(RedisStore::seen(self, key))
     }
 
-    fn window_open<'a>(
-        &'a self,
-        sink: &'a str,
-        key: &'a str,
-        window: Duration,
-        holder: &'a str,
-    ) -> BoxFuture<'a, bool> {
+    fn window_open<'a>(&'a self, w: RateWindow<'a>) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            window.is_zero() || RedisStore::window_open(self, sink, key, window, holder).await
+            w.length.is_zero()
+                || RedisStore::window_open(self, w.sink, w.key, w.length, w.holder).await
         })
     }
 
-    fn window_used<'a>(
-        &'a self,
-        sink: &'a str,
-        key: &'a str,
-        window: Duration,
-        holder: &'a str,
-    ) -> BoxFuture<'a, ()> {
+    fn window_used<'a>(&'a self, w: RateWindow<'a>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if !window.is_zero() {
-                RedisStore::window_used(self, sink, key, window, holder).await;
+            if !w.length.is_zero() {
+                RedisStore::window_used(self, w.sink, w.key, w.length, w.holder).await;
             }
         })
     }
