@@ -378,21 +378,23 @@ fn outgoing(packet: Outgoing) -> MqttEvent {
 /// MQTT 3.1.1 SUBACK says only "failure", without a reason.
 const SUBACK_FAILURE_V311: &str = "SUBACK failure (not authorized, or invalid filter)";
 
+fn connack(session_present: bool) -> MqttEvent {
+    MqttEvent::ConnAck { session_present }
+}
+
+/// A SUBACK of either protocol version: one verdict per filter asked for.
+fn suback<C>(codes: &[C], verdict: impl Fn(&C) -> Result<(), String>) -> MqttEvent {
+    MqttEvent::SubAck(codes.iter().map(verdict).collect())
+}
+
 fn event_v311(event: rumqttc::Event, client: &rumqttc::AsyncClient) -> MqttEvent {
     use rumqttc::{Event, Packet, SubscribeReasonCode};
     match event {
-        Event::Incoming(Packet::ConnAck(ack)) => MqttEvent::ConnAck {
-            session_present: ack.session_present,
-        },
-        Event::Incoming(Packet::SubAck(ack)) => MqttEvent::SubAck(
-            ack.return_codes
-                .iter()
-                .map(|code| match code {
-                    SubscribeReasonCode::Success(_) => Ok(()),
-                    SubscribeReasonCode::Failure => Err(SUBACK_FAILURE_V311.to_owned()),
-                })
-                .collect(),
-        ),
+        Event::Incoming(Packet::ConnAck(ack)) => connack(ack.session_present),
+        Event::Incoming(Packet::SubAck(ack)) => suback(&ack.return_codes, |code| match code {
+            SubscribeReasonCode::Success(_) => Ok(()),
+            SubscribeReasonCode::Failure => Err(SUBACK_FAILURE_V311.to_owned()),
+        }),
         Event::Incoming(Packet::UnsubAck(_)) => MqttEvent::UnsubAck,
         Event::Incoming(Packet::Publish(publish)) => {
             MqttEvent::Publish(Box::new(IncomingPublish {
@@ -415,18 +417,11 @@ fn event_v5(event: rumqttc::v5::Event, client: &rumqttc::v5::AsyncClient) -> Mqt
     use rumqttc::v5::Event;
     use v5_packets::{Packet, PubAckReason, SubscribeReasonCode};
     match event {
-        Event::Incoming(Packet::ConnAck(ack)) => MqttEvent::ConnAck {
-            session_present: ack.session_present,
-        },
-        Event::Incoming(Packet::SubAck(ack)) => MqttEvent::SubAck(
-            ack.return_codes
-                .iter()
-                .map(|code| match code {
-                    SubscribeReasonCode::Success(_) => Ok(()),
-                    refused => Err(format!("{refused:?}")),
-                })
-                .collect(),
-        ),
+        Event::Incoming(Packet::ConnAck(ack)) => connack(ack.session_present),
+        Event::Incoming(Packet::SubAck(ack)) => suback(&ack.return_codes, |code| match code {
+            SubscribeReasonCode::Success(_) => Ok(()),
+            refused => Err(format!("{refused:?}")),
+        }),
         Event::Incoming(Packet::UnsubAck(_)) => MqttEvent::UnsubAck,
         Event::Incoming(Packet::Publish(publish)) => {
             MqttEvent::Publish(Box::new(IncomingPublish {
