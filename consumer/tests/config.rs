@@ -1232,16 +1232,19 @@ fn digest_and_watchdog_keys() {
     assert_eq!(err.problems.len(), 5, "{err}");
 }
 
-/// Every key of the consumer section, as declared once in `consumer::settings`, has its row in
-/// the configuration reference with its default: adding a key without documenting it fails here.
-#[test]
-fn the_configuration_reference_lists_every_consumer_key_with_its_default() {
+/// The `| `key` | default | meaning |` rows of the configuration reference between `heading`
+/// and the next heading of its level, by key (backticks dropped from the default).
+fn reference_rows(heading: &str) -> std::collections::HashMap<String, String> {
     let page = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
     )
     .expect("docs/configuration.md");
-    // `| `key` | default | meaning |` rows, by key.
-    let rows: std::collections::HashMap<String, String> = page
+    let start = page
+        .find(heading)
+        .unwrap_or_else(|| panic!("docs/configuration.md has no `{heading}`"));
+    let rest = &page[start + heading.len()..];
+    let end = rest.find("\n### ").unwrap_or(rest.len());
+    rest[..end]
         .lines()
         .filter(|l| l.starts_with("| `"))
         .filter_map(|l| {
@@ -1249,18 +1252,36 @@ fn the_configuration_reference_lists_every_consumer_key_with_its_default() {
             let key = cells.first()?.trim_start_matches("| ").trim_matches('`');
             Some((key.to_owned(), cells.get(1)?.replace('`', "")))
         })
-        .collect();
-    let keys = consumer::config::ConsumerSettings::keys();
-    assert!(keys.len() > 25, "{keys:?}");
+        .collect()
+}
+
+fn assert_documented(heading: &str, keys: Vec<consumer::settings::keys::KeyDoc>) {
+    let rows = reference_rows(heading);
     for key in keys {
-        let row = rows
-            .get(&key.key)
-            .unwrap_or_else(|| panic!("docs/configuration.md has no row for `{}`", key.key));
+        let row = rows.get(&key.key).unwrap_or_else(|| {
+            panic!("docs/configuration.md, {heading}: no row for `{}`", key.key)
+        });
         assert!(
             row.starts_with(&key.default),
-            "docs/configuration.md: `{}` defaults to `{}`, the page says `{row}`",
+            "docs/configuration.md, {heading}: `{}` defaults to `{}`, the page says `{row}`",
             key.key,
             key.default
         );
     }
+}
+
+/// Every key of the consumer section and of the broker block, as declared once in
+/// `consumer::settings`, has its row in the configuration reference with its default: adding
+/// a key without documenting it fails here.
+#[test]
+fn the_configuration_reference_lists_every_consumer_key_with_its_default() {
+    let keys = consumer::config::ConsumerSettings::keys();
+    assert!(keys.len() > 25, "{keys:?}");
+    assert_documented(
+        "### Consumer settings: `Butler.qlikSenseCloud.consumer`",
+        keys,
+    );
+    let broker = consumer::config::BrokerConfig::extension_keys();
+    assert_eq!(broker.len(), 10, "{broker:?}");
+    assert_documented("### Broker: beside Butler's keys", broker);
 }

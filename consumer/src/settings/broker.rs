@@ -10,6 +10,7 @@ use qlik_events::MqttVersion;
 use secrecy::SecretString;
 
 use super::alert::WEEK_SECS;
+use super::keys::{Custom, Flag, KeyDoc, Kind, SECONDS, Span};
 use super::node::{Node, Problems, is_placeholder};
 use super::secret::{Absent, Env, SecretSource, resolve_secret};
 
@@ -200,6 +201,72 @@ pub(crate) fn parse_forward(
     (broker, topics)
 }
 
+// The consumer's own keys beside Butler's in `mqttForward.broker`, each declared once: the
+// parser below reads them by these names, and `BrokerConfig::extension_keys` documents them.
+const TLS: Flag = Flag {
+    key: "tls",
+    default: true,
+};
+const CA_FILE: Custom = Custom {
+    key: "caFile",
+    default: "system roots",
+};
+const CLIENT_CERT_FILE: Custom = Custom {
+    key: "clientCertFile",
+    default: "none",
+};
+const CLIENT_KEY_FILE: Custom = Custom {
+    key: "clientKeyFile",
+    default: "none",
+};
+const CLIENT_ID: Custom = Custom {
+    key: "clientId",
+    default: "qscloud-consumer-<hostname>",
+};
+const MQTT_VERSION: Custom = Custom {
+    key: "mqttVersion",
+    default: "3.1.1",
+};
+const CLEAN_SESSION: Flag = Flag {
+    key: "cleanSession",
+    default: false,
+};
+const SESSION_EXPIRY: Span = Span {
+    key: "sessionExpirySeconds",
+    default: WEEK_SECS,
+    min: 1,
+    max: u32::MAX as u64,
+    unit: SECONDS,
+};
+const SHARED_GROUP: Custom = Custom {
+    key: "sharedSubscriptionGroup",
+    default: "none",
+};
+const KEEP_ALIVE: Span = Span {
+    key: "keepAliveSeconds",
+    default: 30,
+    min: 5,
+    max: 3600,
+    unit: SECONDS,
+};
+
+impl BrokerConfig {
+    /// The consumer's own keys in the broker block, with their defaults.
+    pub fn extension_keys() -> Vec<KeyDoc> {
+        let mut keys: Vec<KeyDoc> = [&CA_FILE, &CLIENT_CERT_FILE, &CLIENT_KEY_FILE, &CLIENT_ID]
+            .iter()
+            .map(|k| k.doc(""))
+            .collect();
+        keys.extend(TLS.docs("", ""));
+        keys.push(MQTT_VERSION.doc(""));
+        keys.extend(CLEAN_SESSION.docs("", ""));
+        keys.extend(SESSION_EXPIRY.docs("", ""));
+        keys.push(SHARED_GROUP.doc(""));
+        keys.extend(KEEP_ALIVE.docs("", ""));
+        keys
+    }
+}
+
 fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerConfig> {
     let host = b.child("host").real_string(p);
     let port = b
@@ -234,10 +301,10 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
             "missing: a password is set, and MQTT sends a password only with a username",
         );
     }
-    let tls = b.child("tls").bool_or(p, true);
-    let ca_file = b.child("caFile").existing_file(p);
-    let client_cert_file = b.child("clientCertFile").existing_file(p);
-    let client_key_file = b.child("clientKeyFile").existing_file(p);
+    let tls = TLS.read(&b.child(TLS.key), p);
+    let ca_file = CA_FILE.at(b).existing_file(p);
+    let client_cert_file = CLIENT_CERT_FILE.at(b).existing_file(p);
+    let client_key_file = CLIENT_KEY_FILE.at(b).existing_file(p);
     if client_cert_file.is_some() != client_key_file.is_some() {
         let missing = if client_cert_file.is_some() {
             "clientKeyFile"
@@ -255,7 +322,7 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
             "is false, but caFile/clientCertFile are set: they only apply to TLS",
         );
     }
-    let client_id = match b.child("clientId").opt_string(p) {
+    let client_id = match CLIENT_ID.at(b).opt_string(p) {
         Some(id) if id.contains(['/', '+', '#']) => {
             p.add(
                 format!("{}.clientId", b.path),
@@ -266,7 +333,7 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
         Some(id) => Some(id),
         None => Some(default_client_id(env)),
     };
-    let version = match b.child("mqttVersion").opt_string(p) {
+    let version = match MQTT_VERSION.at(b).opt_string(p) {
         None => Some(MqttVersion::V311),
         Some(v) => match v.parse::<MqttVersion>() {
             Ok(v) => Some(v),
@@ -279,14 +346,9 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
             }
         },
     };
-    let clean_session = b.child("cleanSession").bool_or(p, false);
-    let session_expiry = Duration::from_secs(b.child("sessionExpirySeconds").u64_or(
-        p,
-        WEEK_SECS,
-        1,
-        u64::from(u32::MAX),
-    ));
-    let shared_group = match b.child("sharedSubscriptionGroup").opt_string(p) {
+    let clean_session = CLEAN_SESSION.read(&b.child(CLEAN_SESSION.key), p);
+    let session_expiry = SESSION_EXPIRY.read(&b.child(SESSION_EXPIRY.key), p);
+    let shared_group = match SHARED_GROUP.at(b).opt_string(p) {
         Some(g) if g.contains(['/', '+', '#', '\0']) => {
             p.add(
                 format!("{}.sharedSubscriptionGroup", b.path),
@@ -303,7 +365,7 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
         }
         other => other,
     };
-    let keep_alive = Duration::from_secs(b.child("keepAliveSeconds").u64_or(p, 30, 5, 3600));
+    let keep_alive = KEEP_ALIVE.read(&b.child(KEEP_ALIVE.key), p);
     Some(BrokerConfig {
         host: host?,
         port: port?,

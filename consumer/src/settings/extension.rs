@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::keys::{
-    Count, Dir, Flag, HOURS, Kind, MILLIS, OptUrl, SECONDS, SecondsList, Section, Size, Span, Sub,
-    section, to_u32,
+    Count, Custom, Dir, Flag, HOURS, Kind, MILLIS, OptUrl, SECONDS, SecondsList, Section, Size,
+    Span, Sub, section, to_u32,
 };
 use super::node::{Node, Problems};
 use super::secret::Env;
@@ -168,7 +168,11 @@ const STATE_DIRECTORY: Dir = Dir {
     key: "stateDirectory",
     default: ".state",
 };
-const DEAD_LETTER_DIRECTORY: &str = "deadLetterDirectory";
+/// Its default follows `stateDirectory`, so it is read on its own.
+const DEAD_LETTER_DIRECTORY: Custom = Custom {
+    key: "deadLetterDirectory",
+    default: "<stateDirectory>/dead-letter",
+};
 const CONCURRENCY: Size = Size {
     key: "concurrency",
     default: DEFAULT_CONCURRENCY,
@@ -210,8 +214,8 @@ impl ConsumerSettings {
     pub(crate) fn read(ext: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Self {
         ext.expect_map(p, false);
         let state_dir = STATE_DIRECTORY.read(&ext.child(STATE_DIRECTORY.key), p);
-        let dead_letter_dir = ext
-            .child(DEAD_LETTER_DIRECTORY)
+        let dead_letter_dir = DEAD_LETTER_DIRECTORY
+            .at(ext)
             .opt_string(p)
             .map_or_else(|| state_dir.join("dead-letter"), PathBuf::from);
         Self {
@@ -232,41 +236,17 @@ impl ConsumerSettings {
     /// Every key of the section (below `Butler.qlikSenseCloud.consumer`) with its default, as
     /// the configuration reference must list them.
     pub fn keys() -> Vec<super::keys::KeyDoc> {
-        use super::keys::KeyDoc;
-        let doc = |key: &str, default: &str, doc: &str| KeyDoc {
-            key: key.to_owned(),
-            default: default.to_owned(),
-            doc: doc.to_owned(),
-        };
         let mut keys = vec![
             STATE_DIRECTORY
                 .docs("", "state that must survive restarts")
                 .remove(0),
-            doc(
-                DEAD_LETTER_DIRECTORY,
-                "<stateDirectory>/dead-letter",
-                "parked and held alerts",
-            ),
-            doc(
-                "stateStore",
-                "file",
-                "`file`, or a `redis://` URL shared by several consumers",
-            ),
-            doc(
-                "claimLeaseSeconds",
-                "30",
-                "Redis store: how long a claim lasts unrenewed",
-            ),
-            doc(
-                "metrics.listen",
-                "off",
-                "`host:port` serving /metrics and /healthz",
-            ),
+            DEAD_LETTER_DIRECTORY.doc(""),
             CONCURRENCY.docs("", "events handled at once").remove(0),
             SHUTDOWN_GRACE
                 .docs("", "on SIGTERM, how long the messages in hand may take")
                 .remove(0),
         ];
+        keys.extend(HaConfig::keys());
         keys.extend(DedupeConfig::keys(DedupeConfig::KEY));
         keys.extend(RetryConfig::keys(RetryConfig::KEY));
         keys.extend(RedeliveryConfig::keys(RedeliveryConfig::KEY));

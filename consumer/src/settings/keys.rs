@@ -243,6 +243,30 @@ impl Kind for Dir {
     }
 }
 
+/// A key whose value needs checks of its own (a file that must exist, a URL with a password
+/// from the environment, a choice of words): its declaration names and documents it, and its
+/// section's parser reads it at [`Custom::at`], so the name is written once.
+pub(crate) struct Custom {
+    /// Dotted below the section, e.g. `metrics.listen`.
+    pub key: &'static str,
+    /// The default as the reference shows it.
+    pub default: &'static str,
+}
+
+impl Custom {
+    pub(crate) fn at<'v>(&self, section: &Node<'v>) -> Node<'v> {
+        section.at(self.key)
+    }
+
+    pub(crate) fn doc(&self, prefix: &str) -> KeyDoc {
+        KeyDoc {
+            key: join(prefix, self.key),
+            default: self.default.to_owned(),
+            doc: String::new(),
+        }
+    }
+}
+
 /// A section of keys, declared with [`section!`].
 pub(crate) trait Section: Sized {
     /// Its key below its parent, e.g. `retry`.

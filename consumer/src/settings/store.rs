@@ -9,6 +9,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use super::keys::{Custom, KeyDoc, Kind, SECONDS, Span};
 use super::node::{Node, Problems};
 use super::secret::{Env, env_var};
 
@@ -79,8 +80,38 @@ pub struct HaConfig {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// `stateStore`: `file`, or a `redis://` / `rediss://` URL.
+const STATE_STORE: Custom = Custom {
+    key: "stateStore",
+    default: "file",
+};
+/// `metrics.listen`: `host:port` for `/metrics` and `/healthz`.
+const METRICS_LISTEN: Custom = Custom {
+    key: "metrics.listen",
+    default: "off",
+};
+/// `claimLeaseSeconds`: how long a claim lasts unrenewed (Redis store).
+const CLAIM_LEASE: Span = Span {
+    key: "claimLeaseSeconds",
+    default: 30,
+    min: 1,
+    max: 3600,
+    unit: SECONDS,
+};
+
+impl HaConfig {
+    /// Its keys (below `Butler.qlikSenseCloud.consumer`) with their defaults.
+    pub(crate) fn keys() -> Vec<KeyDoc> {
+        vec![
+            STATE_STORE.doc(""),
+            CLAIM_LEASE.docs("", "").remove(0),
+            METRICS_LISTEN.doc(""),
+        ]
+    }
+}
+
 pub(crate) fn parse_ha(ext: &Node<'_>, env: Env<'_>, p: &mut Problems) -> HaConfig {
-    let node = ext.child("stateStore");
+    let node = STATE_STORE.at(ext);
     let state_store = match node.opt_string(p) {
         None => StateStoreConfig::File,
         Some(text) if text == "file" => StateStoreConfig::File,
@@ -92,9 +123,8 @@ pub(crate) fn parse_ha(ext: &Node<'_>, env: Env<'_>, p: &mut Problems) -> HaConf
             }
         },
     };
-    let metrics = ext.child("metrics");
-    metrics.expect_map(p, false);
-    let listen = metrics.child("listen");
+    ext.child("metrics").expect_map(p, false);
+    let listen = METRICS_LISTEN.at(ext);
     let metrics_listen = listen
         .opt_string(p)
         .and_then(|text| match text.parse::<SocketAddr>() {
@@ -109,7 +139,7 @@ pub(crate) fn parse_ha(ext: &Node<'_>, env: Env<'_>, p: &mut Problems) -> HaConf
         });
     HaConfig {
         state_store,
-        claim_lease: Duration::from_secs(ext.child("claimLeaseSeconds").u64_or(p, 30, 1, 3600)),
+        claim_lease: CLAIM_LEASE.read(&ext.child(CLAIM_LEASE.key), p),
         metrics_listen,
     }
 }
