@@ -107,22 +107,28 @@ impl Fixture {
         ext: Option<&Value>,
         env: &[(&str, &str)],
     ) -> Result<ConsumerConfig, ConfigErrors> {
-        let main = self.write("butler.yaml", butler);
-        let ext = ext.map(|e| self.write("consumer.yaml", e));
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let (main, ext, env) = self.files(butler, ext, env);
         config::load_with_env(&main, ext.as_deref(), &|name| env.get(name).cloned())
     }
 
-    fn check(&self, butler: &Value, ext: Option<&Value>, env: &[(&str, &str)]) -> (i32, String) {
+    /// Writes the Butler file (and the extension file, if any); the environment as a map.
+    fn files(
+        &self,
+        butler: &Value,
+        ext: Option<&Value>,
+        env: &[(&str, &str)],
+    ) -> (PathBuf, Option<PathBuf>, HashMap<String, String>) {
         let main = self.write("butler.yaml", butler);
         let ext = ext.map(|e| self.write("consumer.yaml", e));
-        let env: HashMap<String, String> = env
+        let env = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        (main, ext, env)
+    }
+
+    fn check(&self, butler: &Value, ext: Option<&Value>, env: &[(&str, &str)]) -> (i32, String) {
+        let (main, ext, env) = self.files(butler, ext, env);
         let mut out = Vec::new();
         let code = config::check_config_with_env(
             &main,
@@ -164,6 +170,10 @@ fn remove(doc: &mut Value, dotted: &str) {
 
 fn s(v: &str) -> Value {
     Value::String(v.to_owned())
+}
+
+fn b(v: bool) -> Value {
+    Value::Bool(v)
 }
 
 fn assert_no_secrets(text: &str) {
@@ -356,7 +366,7 @@ fn extension_file_adds_tenants_broker_settings_and_destinations() {
 fn extension_keys_are_accepted_in_the_main_file() {
     let fx = Fixture::new();
     let mut butler = fx.butler();
-    set(&mut butler, &format!("{F}.broker.tls"), Value::Bool(false));
+    set(&mut butler, &format!("{F}.broker.tls"), b(false));
     set(&mut butler, &format!("{F}.broker.clientId"), s("one-file"));
     set(
         &mut butler,
@@ -377,15 +387,11 @@ fn extension_keys_are_accepted_in_the_main_file() {
 fn the_extension_file_can_switch_on_what_butler_keeps_off() {
     let fx = Fixture::new();
     let mut butler = fx.butler();
-    set(
-        &mut butler,
-        "Butler.qlikSenseCloud.enable",
-        Value::Bool(false),
-    );
+    set(&mut butler, "Butler.qlikSenseCloud.enable", b(false));
     let err = problems(fx.load(&butler, None, &[]));
     assert!(err.has("Butler.qlikSenseCloud.enable"), "{err}");
     let mut ext = Value::Mapping(Mapping::new());
-    set(&mut ext, "Butler.qlikSenseCloud.enable", Value::Bool(true));
+    set(&mut ext, "Butler.qlikSenseCloud.enable", b(true));
     fx.load(&butler, Some(&ext), &[]).expect("extension wins");
 }
 
@@ -762,7 +768,7 @@ fn disabled_blocks_may_hold_anything_as_in_butler() {
     let fx = Fixture::new();
     let mut butler = fx.butler();
     let teams = format!("{T}.alert.teamsNotification.reloadAppFailure");
-    set(&mut butler, &format!("{teams}.enable"), Value::Bool(false));
+    set(&mut butler, &format!("{teams}.enable"), b(false));
     set(&mut butler, &format!("{teams}.webhookURL"), s("<not set>"));
     set(&mut butler, &format!("{teams}.messageType"), s("whatever"));
     let config = fx.load(&butler, None, &[]).expect("valid");
@@ -818,11 +824,7 @@ fn mqtt_specific_rules() {
 
     // A clean session is possible but must be asked for.
     let mut butler = fx.butler();
-    set(
-        &mut butler,
-        &format!("{F}.broker.cleanSession"),
-        Value::Bool(true),
-    );
+    set(&mut butler, &format!("{F}.broker.cleanSession"), b(true));
     set(&mut butler, &format!("{F}.broker.mqttVersion"), s("5"));
     let config = fx.load(&butler, None, &[]).expect("valid");
     assert_eq!(config.broker.session_expiry_v5(), None);
@@ -923,7 +925,7 @@ fn email_alert_and_smtp_server() {
 
     // Implicit TLS, opportunistic STARTTLS, plain; the serverName and CA extension.
     let mut butler = fx.butler();
-    set(&mut butler, &format!("{smtp}.secure"), Value::Bool(true));
+    set(&mut butler, &format!("{smtp}.secure"), b(true));
     set(
         &mut butler,
         &format!("{smtp}.tls.serverName"),
@@ -939,12 +941,8 @@ fn email_alert_and_smtp_server() {
     assert_eq!(s1.security(), SmtpSecurity::ImplicitTls);
     assert_eq!(s1.tls_name(), "mail.example.com");
     assert!(s1.ca_file.is_some());
-    set(&mut butler, &format!("{smtp}.secure"), Value::Bool(false));
-    set(
-        &mut butler,
-        &format!("{smtp}.tls.requireTLS"),
-        Value::Bool(false),
-    );
+    set(&mut butler, &format!("{smtp}.secure"), b(false));
+    set(&mut butler, &format!("{smtp}.tls.requireTLS"), b(false));
     // A login to a server beyond this machine needs TLS even without requireTLS: plain
     // STARTTLS-when-offered lets anyone in the path strip it and read the password.
     let config = fx.load(&butler, None, &[]).expect("valid");
@@ -965,27 +963,15 @@ fn email_alert_and_smtp_server() {
         SmtpSecurity::StartTlsOpportunistic
     );
     set(&mut butler, &format!("{smtp}.host"), s("my.emailhost.net"));
-    set(
-        &mut butler,
-        &format!("{smtp}.auth.enable"),
-        Value::Bool(false),
-    );
+    set(&mut butler, &format!("{smtp}.auth.enable"), b(false));
     let config = fx.load(&butler, None, &[]).expect("valid");
     assert_eq!(
         config.smtp.expect("smtp").security(),
         SmtpSecurity::StartTlsOpportunistic
     );
     // ignoreTLS with a login to such a server is refused, at its key.
-    set(
-        &mut butler,
-        &format!("{smtp}.tls.ignoreTLS"),
-        Value::Bool(true),
-    );
-    set(
-        &mut butler,
-        &format!("{smtp}.auth.enable"),
-        Value::Bool(true),
-    );
+    set(&mut butler, &format!("{smtp}.tls.ignoreTLS"), b(true));
+    set(&mut butler, &format!("{smtp}.auth.enable"), b(true));
     let err = problems(fx.load(&butler, None, &[]));
     assert_eq!(err.problems.len(), 1, "{err}");
     assert!(
@@ -994,11 +980,7 @@ fn email_alert_and_smtp_server() {
         "{err}"
     );
     assert_no_secrets(&err.to_string());
-    set(
-        &mut butler,
-        &format!("{smtp}.auth.enable"),
-        Value::Bool(false),
-    );
+    set(&mut butler, &format!("{smtp}.auth.enable"), b(false));
     let config = fx.load(&butler, None, &[]).expect("valid");
     let plain = config.smtp.expect("smtp");
     assert_eq!(plain.security(), SmtpSecurity::Plain);
@@ -1006,18 +988,10 @@ fn email_alert_and_smtp_server() {
 
     // Every mistake at its own key.
     let mut butler = fx.butler();
-    set(
-        &mut butler,
-        "Butler.emailNotification.enable",
-        Value::Bool(false),
-    );
+    set(&mut butler, "Butler.emailNotification.enable", b(false));
     remove(&mut butler, &format!("{smtp}.host"));
     set(&mut butler, &format!("{smtp}.port"), s("smtp"));
-    set(
-        &mut butler,
-        &format!("{smtp}.tls.ignoreTLS"),
-        Value::Bool(true),
-    );
+    set(&mut butler, &format!("{smtp}.tls.ignoreTLS"), b(true));
     set(
         &mut butler,
         &format!("{smtp}.tls.caFile"),
@@ -1098,12 +1072,8 @@ fn email_alert_and_smtp_server() {
 
     // With email off, Butler's SMTP block may hold anything.
     let mut butler = fx.butler();
-    set(&mut butler, &format!("{email}.enable"), Value::Bool(false));
-    set(
-        &mut butler,
-        "Butler.emailNotification.enable",
-        Value::Bool(false),
-    );
+    set(&mut butler, &format!("{email}.enable"), b(false));
+    set(&mut butler, "Butler.emailNotification.enable", b(false));
     set(&mut butler, &format!("{smtp}.host"), s("<host>"));
     set(
         &mut butler,
@@ -1149,11 +1119,7 @@ fn digest_and_watchdog_keys() {
 
     let mut butler = fx.butler();
     let c = "Butler.qlikSenseCloud.consumer";
-    set(
-        &mut butler,
-        &format!("{c}.digest.enable"),
-        Value::Bool(false),
-    );
+    set(&mut butler, &format!("{c}.digest.enable"), b(false));
     set(
         &mut butler,
         &format!("{c}.digest.afterAlerts"),
@@ -1174,11 +1140,7 @@ fn digest_and_watchdog_keys() {
         &format!("{c}.watchdog.intervalSeconds"),
         Value::from(60),
     );
-    set(
-        &mut butler,
-        &format!("{c}.watchdog.reenable"),
-        Value::Bool(false),
-    );
+    set(&mut butler, &format!("{c}.watchdog.reenable"), b(false));
     set(
         &mut butler,
         &format!("{T}.watchdog.relayUrl"),

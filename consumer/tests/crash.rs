@@ -19,12 +19,7 @@ async fn killed_before_acknowledging_gets_the_event_again_and_alerts_once() {
         let first = spawn_binary(&setup).await;
         let id = testkit::unique("crash");
         let app = testkit::unique("app");
-        publish(
-            &broker,
-            &setup.topic,
-            event(Sample::CloudEventsAppReload, &id, TENANT, &app),
-        )
-        .await;
+        publish_event(&broker, &setup, Sample::CloudEventsAppReload, &id, &app).await;
         let hung = webhook.hung().await;
         assert_eq!(hung.body["eventId"], id.as_str(), "{}", broker.name);
         let log = first.kill().await;
@@ -44,12 +39,7 @@ async fn killed_before_acknowledging_gets_the_event_again_and_alerts_once() {
 
         // A later event proves the queue moved on, and the first one did not come again.
         let marker = testkit::unique("marker");
-        publish(
-            &broker,
-            &setup.topic,
-            event(Sample::Legacy, &marker, TENANT, &app),
-        )
-        .await;
+        publish_event(&broker, &setup, Sample::Legacy, &marker, &app).await;
         let got = webhook.delivered().await;
         assert_eq!(got.body["eventId"], marker.as_str(), "{}", broker.name);
         assert!(webhook.drain_delivered().is_empty());
@@ -82,12 +72,7 @@ async fn killed_mid_delivery_under_a_rate_limit_still_alerts_after_restart() {
     let first = spawn_binary(&setup).await;
     let id = testkit::unique("crash");
     let app = testkit::unique("app");
-    publish(
-        &broker,
-        &setup.topic,
-        event(Sample::CloudEventsAppReload, &id, TENANT, &app),
-    )
-    .await;
+    publish_event(&broker, &setup, Sample::CloudEventsAppReload, &id, &app).await;
     slack.hung().await;
     first.kill().await;
 
@@ -100,12 +85,7 @@ async fn killed_mid_delivery_under_a_rate_limit_still_alerts_after_restart() {
     assert!(line.contains("alert delivered"), "{line}");
     // The window is taken now: a second failed reload of the app within the hour is dropped.
     let again = testkit::unique("crash");
-    publish(
-        &broker,
-        &setup.topic,
-        event(Sample::CloudEventsAppReload, &again, TENANT, &app),
-    )
-    .await;
+    publish_event(&broker, &setup, Sample::CloudEventsAppReload, &again, &app).await;
     second.wait_for_line("not sent, rate limit").await;
     assert!(slack.drain_delivered().is_empty());
     second.kill().await;
@@ -128,10 +108,12 @@ async fn sigterm_with_a_stuck_destination_ends_within_the_grace_and_loses_nothin
     webhook.set_mode(Mode::Hang);
     let first = spawn_binary(&setup).await;
     let id = testkit::unique("term");
-    publish(
+    publish_event(
         &broker,
-        &setup.topic,
-        event(Sample::CloudEventsAppReload, &id, TENANT, "app-term"),
+        &setup,
+        Sample::CloudEventsAppReload,
+        &id,
+        "app-term",
     )
     .await;
     webhook.hung().await;
@@ -165,12 +147,7 @@ async fn a_poison_message_does_not_stop_the_alerts_behind_it() {
     assert!(body.contains("1e300"));
     publish(&broker, &setup.topic, body.into_bytes()).await;
     let next = testkit::unique("behind");
-    publish(
-        &broker,
-        &setup.topic,
-        event(Sample::Legacy, &next, TENANT, "app-n"),
-    )
-    .await;
+    publish_event(&broker, &setup, Sample::Legacy, &next, "app-n").await;
     // Handled concurrently: both arrive, in either order.
     let mut got = vec![
         webhook.delivered().await.body["eventId"].to_string(),

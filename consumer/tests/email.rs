@@ -31,10 +31,11 @@ struct Smtp {
     host: String,
     port: u16,
     secure: bool,
-    server_name: Option<&'static str>,
+    /// `tls.*`, in the order `add_email` writes them.
     ignore_tls: bool,
     require_tls: bool,
     reject_unauthorized: bool,
+    server_name: Option<&'static str>,
     ca_file: Option<PathBuf>,
     auth: bool,
 }
@@ -46,10 +47,10 @@ impl Smtp {
             host: "127.0.0.1".to_owned(),
             port,
             secure: false,
-            server_name: None,
             ignore_tls: true,
             require_tls: false,
             reject_unauthorized: true,
+            server_name: None,
             ca_file: None,
             auth: true,
         }
@@ -79,6 +80,14 @@ impl Email {
             priority: "high",
             rate_limit: 0,
             smtp,
+        }
+    }
+
+    /// No fixed recipient: every app's owner gets the alerts of their apps.
+    fn owners_only(smtp: Smtp) -> Self {
+        Self {
+            owner: Some((true, vec![], vec![])),
+            ..Self::to(&[], smtp)
         }
     }
 }
@@ -154,6 +163,28 @@ fn setup_with(
     );
     setup.edit(|config| add_email(config, email));
     setup
+}
+
+/// Butler's SMTP user and password, as the server requires them.
+fn login() -> Option<(String, String)> {
+    Some((SMTP_USER.into(), SMTP_PASSWORD.into()))
+}
+
+/// An SMTP server on 127.0.0.1 that requires the login.
+async fn smtp_with_login() -> SmtpServer {
+    SmtpServer::start(SmtpOptions {
+        auth: login(),
+        ..Default::default()
+    })
+    .await
+}
+
+/// No other destination than the email, this many attempts per delivery.
+fn attempts(max_attempts: u32) -> Destinations {
+    Destinations {
+        max_attempts,
+        ..Default::default()
+    }
 }
 
 fn outcomes(handled: Handled) -> Vec<(String, Outcome)> {
@@ -237,11 +268,7 @@ async fn each_recipient_gets_one_email_with_subject_priority_html_text_and_log_e
     let tenant = FakeTenant::start().await;
     // An app name with markup and a line break that tries to add a header.
     let app_name = "Sales <b>EU</b> & \"more\"\r\nBcc: evil@example.com";
-    let mut smtp = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-        ..Default::default()
-    })
-    .await;
+    let mut smtp = smtp_with_login().await;
     let mut email = Email::to(
         &["ops@example.com", "oncall@example.com"],
         Smtp::plain(smtp.port()),
@@ -362,11 +389,7 @@ async fn app_owner_include_and_exclude_lists() {
     let broker = testkit::embedded();
     let tenant = FakeTenant::start().await;
     for (owner, owner_gets_it) in cases {
-        let mut smtp = SmtpServer::start(SmtpOptions {
-            auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-            ..Default::default()
-        })
-        .await;
+        let mut smtp = smtp_with_login().await;
         let mut email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
         email.owner = Some(owner.clone());
         let setup = setup_with(&broker, Some(&tenant), &email, Destinations::default());
@@ -391,7 +414,7 @@ async fn app_owner_include_and_exclude_lists() {
 async fn a_rejected_recipient_is_parked_alone_and_replayed_alone() {
     let broker = testkit::embedded();
     let mut smtp = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        auth: login(),
         reject: vec!["gone@example.com".into()],
         ..Default::default()
     })
@@ -400,15 +423,7 @@ async fn a_rejected_recipient_is_parked_alone_and_replayed_alone() {
         &["ops@example.com", "gone@example.com", "oncall@example.com"],
         Smtp::plain(smtp.port()),
     );
-    let setup = setup_with(
-        &broker,
-        None,
-        &email,
-        Destinations {
-            max_attempts: 3,
-            ..Default::default()
-        },
-    );
+    let setup = setup_with(&broker, None, &email, attempts(3));
     let mut consumer = start(&setup).await;
     publish_failed_reload(&broker, &setup).await;
     let got = email_outcomes(&outcomes(consumer.handled().await));
@@ -462,25 +477,13 @@ async fn a_rejected_recipient_is_parked_alone_and_replayed_alone() {
 #[tokio::test]
 async fn smtp_down_parks_each_recipient_and_replay_delivers() {
     let broker = testkit::embedded();
-    let mut smtp = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-        ..Default::default()
-    })
-    .await;
+    let mut smtp = smtp_with_login().await;
     smtp.stop();
     let email = Email::to(
         &["ops@example.com", "oncall@example.com"],
         Smtp::plain(smtp.port()),
     );
-    let setup = setup_with(
-        &broker,
-        None,
-        &email,
-        Destinations {
-            max_attempts: 2,
-            ..Default::default()
-        },
-    );
+    let setup = setup_with(&broker, None, &email, attempts(2));
     let mut consumer = start(&setup).await;
     publish_failed_reload(&broker, &setup).await;
     let got = email_outcomes(&outcomes(consumer.handled().await));
@@ -528,11 +531,7 @@ async fn smtp_down_parks_each_recipient_and_replay_delivers() {
 async fn rate_limit_is_per_app_and_recipient() {
     let broker = testkit::embedded();
     let tenant = FakeTenant::start().await;
-    let mut smtp = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-        ..Default::default()
-    })
-    .await;
+    let mut smtp = smtp_with_login().await;
     let mut email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
     email.owner = Some((true, vec![], vec![]));
     email.rate_limit = 3600;
@@ -580,11 +579,7 @@ async fn alert_by_tag_gates_email_slack_and_teams() {
     tenant.data(|d| d.tags = vec!["Finance".into(), TEAMS_TAG.into()]);
     let mut slack = Receiver::start().await;
     let mut teams = Receiver::start().await;
-    let mut smtp = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-        ..Default::default()
-    })
-    .await;
+    let mut smtp = smtp_with_login().await;
     let mut email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
     email.tag = Some(EMAIL_TAG);
     // With owner alerts on, an untagged app must not mail its owner either.
@@ -598,8 +593,7 @@ async fn alert_by_tag_gates_email_slack_and_teams() {
             teams: Some(teams.url("webhookb2/teams-token")),
             slack_tag: Some(SLACK_TAG.into()),
             teams_tag: Some(TEAMS_TAG.into()),
-            max_attempts: 1,
-            ..Default::default()
+            ..attempts(1)
         },
     );
     let mut consumer = start(&setup).await;
@@ -663,15 +657,7 @@ fn sample_alert() -> Alert {
 /// layer (retry, park), as the pipeline does after enrichment.
 async fn deliver_once(email: &Email) -> (Vec<(String, Outcome)>, Setup) {
     let broker = testkit::embedded();
-    let setup = setup_with(
-        &broker,
-        None,
-        email,
-        Destinations {
-            max_attempts: 1,
-            ..Default::default()
-        },
-    );
+    let setup = setup_with(&broker, None, email, attempts(1));
     let config = setup.config();
     let delivery = consumer::pipeline::delivery_for(&config).expect("sinks build");
     let outcomes = delivery
@@ -703,7 +689,7 @@ async fn starttls_with_a_self_signed_certificate_honours_reject_unauthorized() {
     std::fs::write(&ca_file, &pki.ca_pem).expect("CA file");
     let mut smtp = SmtpServer::start(SmtpOptions {
         starttls: Some(Arc::clone(&pki)),
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        auth: login(),
         ..Default::default()
     })
     .await;
@@ -754,7 +740,7 @@ async fn implicit_tls_and_required_starttls() {
     // secure: true → TLS from the first byte.
     let mut smtps = SmtpServer::start(SmtpOptions {
         implicit_tls: Some(Arc::clone(&pki)),
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+        auth: login(),
         ..Default::default()
     })
     .await;
@@ -766,11 +752,7 @@ async fn implicit_tls_and_required_starttls() {
 
     // requireTLS against a server without STARTTLS: refused before anything is sent (the
     // password included), parked at once.
-    let mut plain = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-        ..Default::default()
-    })
-    .await;
+    let mut plain = smtp_with_login().await;
     let (got, _setup) = deliver_once(&Email::to(
         &["ops@example.com"],
         starttls(plain.port(), true, Some(ca_file)),
@@ -818,11 +800,7 @@ async fn a_login_never_crosses_the_network_in_plain_text() {
         );
         return;
     };
-    let mut server = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-        ..Default::default()
-    })
-    .await;
+    let mut server = smtp_with_login().await;
     let mut smtp = starttls(server.port(), true, None);
     smtp.host = name;
     smtp.server_name = None;
@@ -836,11 +814,7 @@ async fn a_login_never_crosses_the_network_in_plain_text() {
     assert_no_password(&parked_text(&setup));
 
     // The same server on this machine: nobody in between, STARTTLS stays opportunistic.
-    let mut local = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-        ..Default::default()
-    })
-    .await;
+    let mut local = smtp_with_login().await;
     let mut smtp = starttls(local.port(), true, None);
     smtp.require_tls = false;
     let (got, _setup) = deliver_once(&Email::to(&["ops@example.com"], smtp)).await;
@@ -944,11 +918,7 @@ async fn mails_naming_all(
 
 async fn storm_to_one_recipient(broker: &testkit::TestBroker) {
     const N: usize = 200;
-    let mut smtp = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-        ..Default::default()
-    })
-    .await;
+    let mut smtp = smtp_with_login().await;
     let email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
     let setup = setup_with(
         broker,
@@ -956,8 +926,7 @@ async fn storm_to_one_recipient(broker: &testkit::TestBroker) {
         &email,
         Destinations {
             digest: Some((3, 10)),
-            max_attempts: 3,
-            ..Default::default()
+            ..attempts(3)
         },
     );
     let consumer = start(&setup).await;
@@ -1070,21 +1039,15 @@ async fn each_app_owner_gets_a_digest_of_their_own_apps() {
             AppOwner::new("bob0app", BOB_ID, "Bob Svensson", BOB),
         ];
     });
-    let mut smtp = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-        ..Default::default()
-    })
-    .await;
-    let mut email = Email::to(&[], Smtp::plain(smtp.port()));
-    email.owner = Some((true, vec![], vec![]));
+    let mut smtp = smtp_with_login().await;
+    let email = Email::owners_only(Smtp::plain(smtp.port()));
     let setup = setup_with(
         &broker,
         Some(&tenant),
         &email,
         Destinations {
             digest: Some((2, 5)),
-            max_attempts: 3,
-            ..Default::default()
+            ..attempts(3)
         },
     );
     let mut consumer = start(&setup).await;
@@ -1168,11 +1131,7 @@ async fn each_app_owner_gets_a_digest_of_their_own_apps() {
 #[tokio::test]
 async fn a_digest_is_parked_while_smtp_is_down_and_replayed() {
     let broker = testkit::brokers().remove(0);
-    let mut smtp = SmtpServer::start(SmtpOptions {
-        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
-        ..Default::default()
-    })
-    .await;
+    let mut smtp = smtp_with_login().await;
     let email = Email::to(&["ops@example.com"], Smtp::plain(smtp.port()));
     let setup = setup_with(
         &broker,

@@ -195,27 +195,22 @@ async fn events_are_handled_at_once_up_to_concurrency() {
             let setup = write_config(
                 &broker,
                 &Destinations {
-                    tenant_url: Some(tenant.url()),
-                    jwt: Some(tenant.jwt()),
                     concurrency: Some(concurrency),
                     v5,
-                    ..Destinations::one_webhook(webhook.url("hook"))
+                    ..Destinations::one_webhook(webhook.url("hook")).through(&tenant)
                 },
             );
             let mut running = start(&setup).await;
             let ids = burst_failed(&broker, &setup.topic, "conc", K).await;
             let mut acked = Vec::new();
             for _ in 0..K {
-                match running.handled().await {
-                    Handled::Alerted { alert, outcomes } => {
-                        assert!(
-                            matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Delivered { .. }),
-                            "{outcomes:?}"
-                        );
-                        acked.push(alert.event_id);
-                    }
-                    other => panic!("expected an alert, got {other:?}"),
-                }
+                let (alert, outcomes) = alerted(running.handled().await);
+
+                assert!(
+                    matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Delivered { .. }),
+                    "{outcomes:?}"
+                );
+                acked.push(alert.event_id);
             }
             let got: BTreeSet<String> = delivered_ids(&mut webhook, K).await.into_iter().collect();
             let want: BTreeSet<String> = ids.iter().cloned().collect();
@@ -258,11 +253,7 @@ async fn acknowledgements_keep_publish_order() {
         let mut webhook = Receiver::start().await;
         let setup = write_config(
             &broker,
-            &Destinations {
-                tenant_url: Some(tenant.url()),
-                jwt: Some(tenant.jwt()),
-                ..Destinations::one_webhook(webhook.url("hook"))
-            },
+            &Destinations::one_webhook(webhook.url("hook")).through(&tenant),
         );
         let mut running = start(&setup).await;
         let [slow, fast] = [testkit::unique("slow"), testkit::unique("fast")];
@@ -290,10 +281,7 @@ async fn acknowledgements_keep_publish_order() {
         tenant.release();
         let mut order = Vec::new();
         for _ in 0..2 {
-            match running.handled().await {
-                Handled::Alerted { alert, .. } => order.push(alert.event_id),
-                other => panic!("expected an alert, got {other:?}"),
-            }
+            order.push(alerted(running.handled().await).0.event_id);
         }
         assert_eq!(order, [slow.clone(), fast], "{}: ack order", broker.name);
         assert_eq!(webhook.delivered().await.body["eventId"], slow);
@@ -333,21 +321,18 @@ async fn a_hanging_destination_does_not_hold_up_another() {
         let ids = burst_failed(&broker, &setup.topic, "hang", N).await;
         let mut acked = Vec::new();
         for _ in 0..N {
-            match running.handled().await {
-                Handled::Alerted { alert, outcomes } => {
-                    assert!(
-                        matches!(outcome_of(&outcomes, "slack"), Outcome::Delivered { .. }),
-                        "{outcomes:?}"
-                    );
-                    assert!(
-                        matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Held { .. }),
-                        "{}: the hanging webhook's alert is held: {outcomes:?}",
-                        broker.name
-                    );
-                    acked.push(alert.event_id);
-                }
-                other => panic!("expected an alert, got {other:?}"),
-            }
+            let (alert, outcomes) = alerted(running.handled().await);
+
+            assert!(
+                matches!(outcome_of(&outcomes, "slack"), Outcome::Delivered { .. }),
+                "{outcomes:?}"
+            );
+            assert!(
+                matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Held { .. }),
+                "{}: the hanging webhook's alert is held: {outcomes:?}",
+                broker.name
+            );
+            acked.push(alert.event_id);
         }
         assert_eq!(
             acked, ids,
@@ -408,8 +393,7 @@ async fn a_hanging_destination_does_not_hold_up_another() {
 #[tokio::test]
 async fn a_down_destination_heals_without_a_command() {
     for broker in testkit::brokers() {
-        let mut webhook = Receiver::start().await;
-        webhook.set_mode(Mode::Fail);
+        let mut webhook = Receiver::failing().await;
         let mut setup = write_config(
             &broker,
             &Destinations {
@@ -511,8 +495,7 @@ async fn a_down_destination_heals_without_a_command() {
 #[tokio::test]
 async fn an_alert_refused_for_good_does_not_block_the_backlog() {
     let broker = testkit::embedded();
-    let mut webhook = Receiver::start().await;
-    webhook.set_mode(Mode::Fail);
+    let mut webhook = Receiver::failing().await;
     let setup = write_config(
         &broker,
         &Destinations {
@@ -524,13 +507,11 @@ async fn an_alert_refused_for_good_does_not_block_the_backlog() {
     let [poison, fine] = [testkit::unique("poison"), testkit::unique("fine")];
     for id in [&poison, &fine] {
         publish(&broker, &setup.topic, failed(id)).await;
-        match running.handled().await {
-            Handled::Alerted { outcomes, .. } => assert!(
-                matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Parked { .. }),
-                "{outcomes:?}"
-            ),
-            other => panic!("expected an alert, got {other:?}"),
-        }
+        let (_, outcomes) = alerted(running.handled().await);
+        assert!(
+            matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Parked { .. }),
+            "{outcomes:?}"
+        );
     }
     webhook.refuse(&poison);
     webhook.set_mode(Mode::Ok);
@@ -559,8 +540,7 @@ async fn an_alert_refused_for_good_does_not_block_the_backlog() {
 #[tokio::test]
 async fn a_used_up_schedule_leaves_the_alert_for_replay() {
     for broker in testkit::brokers() {
-        let mut webhook = Receiver::start().await;
-        webhook.set_mode(Mode::Fail);
+        let mut webhook = Receiver::failing().await;
         let setup = write_config(
             &broker,
             &Destinations {
@@ -675,13 +655,11 @@ async fn retry_after_zero_does_not_make_a_tight_loop() {
     );
     let mut running = start(&setup).await;
     publish(&broker, &setup.topic, failed(&testkit::unique("zero"))).await;
-    match running.handled().await {
-        Handled::Alerted { outcomes, .. } => assert!(
-            matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Held { .. }),
-            "{outcomes:?}"
-        ),
-        other => panic!("expected an alert, got {other:?}"),
-    }
+    let (_, outcomes) = alerted(running.handled().await);
+    assert!(
+        matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Held { .. }),
+        "{outcomes:?}"
+    );
     let before = count.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let during = count.load(Ordering::SeqCst) - before;
@@ -705,8 +683,7 @@ async fn consumers_sharing_a_dead_letter_directory_redeliver_each_alert_once() {
     }
     const N: usize = 8;
     for broker in testkit::brokers() {
-        let mut webhook = Receiver::start().await;
-        webhook.set_mode(Mode::Fail);
+        let mut webhook = Receiver::failing().await;
         let shared = tempfile::tempdir().expect("shared dead-letter dir");
         let root = testkit::unique("qscloud-redeliver");
         // A shared subscription splits the events, so A and B each park some.
@@ -894,12 +871,8 @@ async fn new_alerts_do_not_wait_behind_a_file_another_consumer_leased() {
     for _ in 0..4 {
         let id = testkit::unique("beside-leased");
         publish(&broker, &setup.topic, failed(&id)).await;
-        match running.handled().await {
-            Handled::Alerted { outcomes, .. } => {
-                outcomes_seen.push(outcome_of(&outcomes, WEBHOOK).clone());
-            }
-            other => panic!("expected an alert, got {other:?}"),
-        }
+        let (_, outcomes) = alerted(running.handled().await);
+        outcomes_seen.push(outcome_of(&outcomes, WEBHOOK).clone());
     }
     running.stop().await;
     let _: () = redis::cmd("DEL")
@@ -1013,8 +986,7 @@ async fn a_reload_taken_over_from_a_dead_consumer_is_still_alerted() {
 #[tokio::test]
 async fn without_a_schedule_a_failure_does_not_shut_the_destination_for_good() {
     let broker = testkit::embedded();
-    let mut webhook = Receiver::start().await;
-    webhook.set_mode(Mode::Fail);
+    let mut webhook = Receiver::failing().await;
     let setup = write_config(
         &broker,
         &Destinations {
@@ -1025,22 +997,18 @@ async fn without_a_schedule_a_failure_does_not_shut_the_destination_for_good() {
     let mut running = start(&setup).await;
     let [one, two] = [testkit::unique("nosched1"), testkit::unique("nosched2")];
     publish(&broker, &setup.topic, failed(&one)).await;
-    match running.handled().await {
-        Handled::Alerted { outcomes, .. } => assert!(
-            matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Parked { .. }),
-            "{outcomes:?}"
-        ),
-        other => panic!("expected an alert, got {other:?}"),
-    }
+    let (_, outcomes) = alerted(running.handled().await);
+    assert!(
+        matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Parked { .. }),
+        "{outcomes:?}"
+    );
     webhook.set_mode(Mode::Ok);
     publish(&broker, &setup.topic, failed(&two)).await;
-    match running.handled().await {
-        Handled::Alerted { outcomes, .. } => assert!(
-            matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Delivered { .. }),
-            "the destination answers again, yet the next alert was not tried: {outcomes:?}"
-        ),
-        other => panic!("expected an alert, got {other:?}"),
-    }
+    let (_, outcomes) = alerted(running.handled().await);
+    assert!(
+        matches!(outcome_of(&outcomes, WEBHOOK), Outcome::Delivered { .. }),
+        "the destination answers again, yet the next alert was not tried: {outcomes:?}"
+    );
     assert_eq!(webhook.delivered().await.body["eventId"], two);
     let parked: Vec<String> = setup
         .parked_files()

@@ -14,6 +14,7 @@ use consumer::tenant_api::TenantClient;
 use qlik_events::Envelope;
 use secrecy::SecretString;
 use support::fake_tenant::{self, FakeTenant, Fault, Route};
+use testkit::butler::{Broker, Config, Tenant};
 
 const APP_RELOAD: &str =
     include_str!("../../testdata/qlik-samples/app-reload-failed.cloudevents.json");
@@ -55,6 +56,18 @@ fn sample(body: &str) -> (Envelope, qlik_events::ReloadEvent) {
     let envelope = Envelope::parse(body.as_bytes()).expect("envelope");
     let reload = envelope.reload().expect("reload event");
     (envelope, reload)
+}
+
+/// The template context of an event enriched through `fake` with its own JWT, with this many
+/// script log lines at the head and the tail.
+fn context_via(
+    fake: &FakeTenant,
+    (envelope, reload): (&Envelope, &qlik_events::ReloadEvent),
+    e: &Enrichment,
+    (head_lines, tail_lines): (usize, usize),
+) -> consumer::enrich::AlertContext {
+    let tenant = tenant_for(fake, fake_tenant::JWT);
+    build_context(envelope, reload, &tenant, e, head_lines, tail_lines)
 }
 
 fn missing_of(e: &Enrichment, what: Resource) -> Option<&str> {
@@ -130,14 +143,7 @@ async fn healthy_tenant_gives_everything() {
         "{query}"
     );
 
-    let ctx = build_context(
-        &envelope,
-        &reload,
-        &tenant_for(&fake, fake_tenant::JWT),
-        &e,
-        3,
-        2,
-    );
+    let ctx = context_via(&fake, (&envelope, &reload), &e, (3, 2));
     assert_eq!(ctx.app_name, "Sales dashboard");
     assert_eq!(
         ctx.app_url,
@@ -359,14 +365,7 @@ async fn all_5xx_gives_event_only_context() {
     };
     let e = client(&fake, settings).enrich(&envelope, &reload).await;
     assert_eq!(e.missing.len(), 5);
-    let ctx = build_context(
-        &envelope,
-        &reload,
-        &tenant_for(&fake, fake_tenant::JWT),
-        &e,
-        10,
-        10,
-    );
+    let ctx = context_via(&fake, (&envelope, &reload), &e, (10, 10));
     assert_eq!(ctx.status, "FAILED");
     assert_eq!(ctx.error_code, "RELOADS-007");
     assert_eq!(ctx.reload_trigger, "chronos");
@@ -380,14 +379,7 @@ async fn reload_finished_and_legacy_events_enrich_too() {
         let (envelope, reload) = sample(body);
         let e = client(&fake, fast()).enrich(&envelope, &reload).await;
         assert!(e.missing.is_empty(), "{:?}", e.missing);
-        let ctx = build_context(
-            &envelope,
-            &reload,
-            &tenant_for(&fake, fake_tenant::JWT),
-            &e,
-            5,
-            5,
-        );
+        let ctx = context_via(&fake, (&envelope, &reload), &e, (5, 5));
         // The reload.finished event has no app name: the API supplies it.
         assert_eq!(ctx.app_name, "Sales dashboard");
         assert_eq!(ctx.app_owner_email, "anna.andersson@example.com");
@@ -439,35 +431,10 @@ async fn configured_tenant_talks_to_the_fake() {
     let fake = FakeTenant::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("butler.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-Butler:
-  qlikSenseCloud:
-    enable: true
-    event:
-      mqtt:
-        tenant:
-          id: {tenant}
-          tenantUrl: {url}
-          authType: jwt
-          auth:
-            jwt:
-              token: <JWT token>
-  mqttConfig:
-    qlikSenseCloud:
-      event:
-        mqttForward:
-          enable: true
-          broker: {{host: 127.0.0.1, port: 1883, tls: false}}
-          topic: {{subscriptionRoot: 'qscloud/#', appReload: qscloud/app/reload}}
-"#,
-            tenant = fake_tenant::TENANT_ID,
-            url = fake.url()
-        ),
-    )
-    .expect("write");
+    // The JWT comes from the environment: the file holds Butler's placeholder.
+    let tenant = Tenant::new(fake_tenant::TENANT_ID, &fake.url(), "<JWT token>");
+    let files = Config::new(&Broker::new("127.0.0.1", 1883), "qscloud", &tenant);
+    std::fs::write(&path, files.butler_yaml()).expect("write");
     let jwt = fake.jwt();
     let config = load_with_env(&path, None, &|name| {
         (name == "QLIK_TENANT_JWT").then(|| jwt.clone())

@@ -33,19 +33,7 @@ async fn enriched_alert_reaches_each_destination_with_its_script_log_excerpt() {
         },
     );
     let mut consumer = start(&setup).await;
-    let id = testkit::unique("event");
-    publish(
-        &broker,
-        &setup.topic,
-        event_with_reload(
-            Sample::CloudEventsAppReload,
-            &id,
-            TENANT,
-            fake_tenant::APP_ID,
-            fake_tenant::RELOAD_ID,
-        ),
-    )
-    .await;
+    publish_reload(&broker, &setup, Sample::CloudEventsAppReload).await;
     let alert = match consumer.handled().await {
         consumer::transforms::Handled::Alerted { alert, outcomes } => {
             let names: Vec<&str> = outcomes.iter().map(|(n, _)| n.as_str()).collect();
@@ -103,34 +91,13 @@ async fn tenant_api_down_still_alerts_and_says_what_is_missing() {
     let setup = write_config(
         &broker,
         &Destinations {
-            slack: Some(slack.url("services/slack-token")),
-            slack_formatted: true,
             script_log: true,
-            tenant_url: Some(tenant.url()),
-            jwt: Some(tenant.jwt()),
-            max_attempts: 1,
-            ..Default::default()
+            ..formatted_slack_through(&tenant, &slack)
         },
     );
     let mut consumer = start(&setup).await;
-    let id = testkit::unique("event");
-    publish(
-        &broker,
-        &setup.topic,
-        event_with_reload(
-            Sample::CloudEventsReloadFinished,
-            &id,
-            TENANT,
-            fake_tenant::APP_ID,
-            fake_tenant::RELOAD_ID,
-        ),
-    )
-    .await;
-    let handled = consumer.handled().await;
-    assert!(
-        matches!(handled, consumer::transforms::Handled::Alerted { .. }),
-        "{handled:?}"
-    );
+    publish_reload(&broker, &setup, Sample::CloudEventsReloadFinished).await;
+    assert_alerted(&consumer.handled().await);
     let message = slack.delivered().await.body;
     let text = message.to_string();
     assert!(text.contains("Not available from the tenant API"), "{text}");
@@ -146,26 +113,52 @@ async fn tenant_api_down_still_alerts_and_says_what_is_missing() {
     consumer.stop().await;
 }
 
-/// Publishes one failed app reload and returns once the consumer alerted.
-async fn alert_once(broker: &testkit::TestBroker, setup: &Setup, consumer: &mut Running) {
+/// Publishes one event of `sample` for the fake tenant's app and reload, with a fresh id.
+async fn publish_reload(broker: &testkit::TestBroker, setup: &Setup, sample: Sample) {
     let id = testkit::unique("event");
-    publish(
-        broker,
-        &setup.topic,
-        event_with_reload(
-            Sample::CloudEventsAppReload,
-            &id,
-            TENANT,
-            fake_tenant::APP_ID,
-            fake_tenant::RELOAD_ID,
-        ),
-    )
-    .await;
-    let handled = consumer.handled().await;
+    let payload = event_with_reload(
+        sample,
+        &id,
+        TENANT,
+        fake_tenant::APP_ID,
+        fake_tenant::RELOAD_ID,
+    );
+    publish(broker, &setup.topic, payload).await;
+}
+
+/// The consumer's next event was alerted on.
+#[track_caller]
+fn assert_alerted(handled: &consumer::transforms::Handled) {
     assert!(
         matches!(handled, consumer::transforms::Handled::Alerted { .. }),
         "{handled:?}"
     );
+}
+
+/// Publishes one failed app reload and returns once the consumer alerted.
+async fn alert_once(broker: &testkit::TestBroker, setup: &Setup, consumer: &mut Running) {
+    publish_reload(broker, setup, Sample::CloudEventsAppReload).await;
+    assert_alerted(&consumer.handled().await);
+}
+
+/// Enrichment through `tenant` and no retry; a test adds its destinations with
+/// `Destinations { …, ..through(&tenant) }`.
+fn through(tenant: &FakeTenant) -> Destinations {
+    Destinations {
+        tenant_url: Some(tenant.url()),
+        jwt: Some(tenant.jwt()),
+        max_attempts: 1,
+        ..Default::default()
+    }
+}
+
+/// A formatted Slack alert to `slack`, enriched through `tenant`, no retry.
+fn formatted_slack_through(tenant: &FakeTenant, slack: &Receiver) -> Destinations {
+    Destinations {
+        slack: Some(slack.url("services/slack-token")),
+        slack_formatted: true,
+        ..through(tenant)
+    }
 }
 
 /// With `basicContentOnly` on every destination that needs anything (the log line shows what
@@ -179,13 +172,8 @@ async fn basic_content_only_sends_the_basic_message_without_tenant_api_calls() {
     let setup = write_config(
         &broker,
         &Destinations {
-            slack: Some(slack.url("services/slack-token")),
-            slack_formatted: true,
             basic_content_only: true,
-            tenant_url: Some(tenant.url()),
-            jwt: Some(tenant.jwt()),
-            max_attempts: 1,
-            ..Default::default()
+            ..formatted_slack_through(&tenant, &slack)
         },
     );
     let mut consumer = start(&setup).await;
@@ -220,10 +208,7 @@ async fn basic_content_only_with_tag_gating_fetches_only_the_tags() {
         slack_tag: Some("Butler - Send Slack alert if app reload fails".into()),
         teams_tag: Some("Butler - Send Teams alert if app reload fails".into()),
         basic_content_only: true,
-        tenant_url: Some(tenant.url()),
-        jwt: Some(tenant.jwt()),
-        max_attempts: 1,
-        ..Default::default()
+        ..through(&tenant)
     };
     let setup = write_config(&broker, &destinations);
     let mut consumer = start(&setup).await;

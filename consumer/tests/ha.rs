@@ -66,37 +66,42 @@ fn events(n: usize) -> (Vec<String>, Vec<Vec<u8>>) {
     (ids, payloads)
 }
 
-/// What the destination received, per event id.
-#[derive(Default)]
-struct Tally(BTreeMap<String, usize>);
+/// The consumers' shared webhook and the alerts it received, counted by event id.
+struct Tally {
+    webhook: Receiver,
+    counts: BTreeMap<String, usize>,
+}
 
 impl Tally {
+    fn new(webhook: Receiver) -> Self {
+        Self {
+            webhook,
+            counts: BTreeMap::new(),
+        }
+    }
     fn add(&mut self, r: &Request) {
         let id = r.body["eventId"].as_str().unwrap_or("?").to_owned();
-        *self.0.entry(id).or_default() += 1;
+        *self.counts.entry(id).or_default() += 1;
     }
     fn alerts(&self) -> usize {
-        self.0.values().sum()
+        self.counts.values().sum()
     }
     fn lost(&self, ids: &[String]) -> usize {
-        ids.iter().filter(|id| !self.0.contains_key(*id)).count()
+        ids.iter()
+            .filter(|id| !self.counts.contains_key(*id))
+            .count()
     }
     fn duplicates(&self) -> usize {
-        self.0.values().map(|n| n.saturating_sub(1)).sum()
+        self.counts.values().map(|n| n.saturating_sub(1)).sum()
     }
 }
 
 /// Receives until every id arrived (or the deadline), calling `at(count)` after each.
-async fn collect(
-    webhook: &mut Receiver,
-    ids: &[String],
-    tally: &mut Tally,
-    mut at: impl AsyncFnMut(usize),
-) {
+async fn collect(tally: &mut Tally, ids: &[String], mut at: impl AsyncFnMut(usize)) {
     let wanted: HashSet<&String> = ids.iter().collect();
     let deadline = Instant::now() + Duration::from_secs(90);
-    while wanted.iter().any(|id| !tally.0.contains_key(*id)) && Instant::now() < deadline {
-        let request = webhook.delivered().await;
+    while wanted.iter().any(|id| !tally.counts.contains_key(*id)) && Instant::now() < deadline {
+        let request = tally.webhook.delivered().await;
         tally.add(&request);
         at(tally.alerts()).await;
     }
@@ -105,16 +110,15 @@ async fn collect(
 /// A last event, seen by every survivor: everything before it has been decided.
 async fn settle(
     broker: &testkit::TestBroker,
-    topic: &str,
+    setup: &Setup,
     ids: &[String],
     survivors: &mut [&mut Binary],
-    webhook: &mut Receiver,
     tally: &mut Tally,
 ) {
     let marker = testkit::unique("marker");
     publish(
         broker,
-        topic,
+        &setup.topic,
         event(Sample::Legacy, &marker, TENANT, "app-marker"),
     )
     .await;
@@ -127,7 +131,7 @@ async fn settle(
             wait_for_decision(s, id).await;
         }
     }
-    for r in webhook.drain_delivered() {
+    for r in tally.webhook.drain_delivered() {
         if r.body["eventId"] != marker.as_str() {
             tally.add(&r);
         }
@@ -140,7 +144,7 @@ async fn a_consumer_killed_for_good_mid_burst_loses_nothing() {
         return;
     }
     for broker in testkit::brokers() {
-        let mut webhook = Receiver::start().await;
+        let webhook = Receiver::start().await;
         let root = testkit::unique("qscloud-ha");
         let setups: Vec<Setup> = (0..3)
             .map(|_| member(&broker, &root, &webhook.url("hook"), REDIS, None))
@@ -151,11 +155,10 @@ async fn a_consumer_killed_for_good_mid_burst_loses_nothing() {
         }
         let n = 60;
         let (ids, payloads) = events(n);
-        let topic = setups[0].topic.clone();
-        let publisher = tokio::spawn(burst(broker.clone(), topic.clone(), payloads));
+        let publisher = tokio::spawn(burst(broker.clone(), setups[0].topic.clone(), payloads));
         let mut victim = Some(consumers.remove(0));
-        let mut tally = Tally::default();
-        collect(&mut webhook, &ids, &mut tally, async |count| {
+        let mut tally = Tally::new(webhook);
+        collect(&mut tally, &ids, async |count| {
             if count >= n / 4
                 && let Some(v) = victim.take()
             {
@@ -166,15 +169,7 @@ async fn a_consumer_killed_for_good_mid_burst_loses_nothing() {
         .await;
         publisher.await.expect("publisher");
         let (mut b, mut c) = (consumers.remove(0), consumers.remove(0));
-        settle(
-            &broker,
-            &topic,
-            &ids,
-            &mut [&mut b, &mut c],
-            &mut webhook,
-            &mut tally,
-        )
-        .await;
+        settle(&broker, &setups[0], &ids, &mut [&mut b, &mut c], &mut tally).await;
         println!(
             "HA kill ({}): events {n}, alerts {}, lost {}, duplicates {}",
             broker.name,
@@ -189,7 +184,7 @@ async fn a_consumer_killed_for_good_mid_burst_loses_nothing() {
             tally.duplicates() <= consumer::config::DEFAULT_CONCURRENCY as usize,
             "{} duplicates {:?}",
             broker.name,
-            tally.0
+            tally.counts
         );
         let _ = (b.kill().await, c.kill().await);
     }
@@ -201,7 +196,7 @@ async fn two_consumers_racing_on_the_same_events_alert_each_once() {
         return;
     }
     let broker = testkit::embedded();
-    let mut webhook = Receiver::start().await;
+    let webhook = Receiver::start().await;
     let root = testkit::unique("qscloud-race");
     let a_setup = member(&broker, &root, &webhook.url("hook"), REDIS, None);
     let b_setup = member(&broker, &root, &webhook.url("hook"), REDIS, None);
@@ -209,19 +204,11 @@ async fn two_consumers_racing_on_the_same_events_alert_each_once() {
     let mut b = spawn_binary(&b_setup).await;
     let (ids, payloads) = events(30);
     burst(broker.clone(), a_setup.topic.clone(), payloads).await;
-    let mut tally = Tally::default();
-    collect(&mut webhook, &ids, &mut tally, async |_| {}).await;
-    settle(
-        &broker,
-        &a_setup.topic,
-        &ids,
-        &mut [&mut a, &mut b],
-        &mut webhook,
-        &mut tally,
-    )
-    .await;
+    let mut tally = Tally::new(webhook);
+    collect(&mut tally, &ids, async |_| {}).await;
+    settle(&broker, &a_setup, &ids, &mut [&mut a, &mut b], &mut tally).await;
     assert_eq!(tally.lost(&ids), 0);
-    assert_eq!(tally.duplicates(), 0, "{:?}", tally.0);
+    assert_eq!(tally.duplicates(), 0, "{:?}", tally.counts);
     let (log_a, log_b) = (a.kill().await, b.kill().await);
     // Both did part of the work: they really raced.
     // Every event (and the marker) had one owner and was dropped once by the other.
@@ -301,7 +288,7 @@ async fn restart_run(persistent: bool) -> Option<(Vec<String>, Tally, String)> {
     };
     let url = format!("redis://127.0.0.1:{port}/0");
     let broker = testkit::embedded();
-    let mut webhook = Receiver::start().await;
+    let webhook = Receiver::start().await;
     let root = testkit::unique("qscloud-restart");
     let a_setup = member(&broker, &root, &webhook.url("hook"), &url, None);
     let b_setup = member(&broker, &root, &webhook.url("hook"), &url, None);
@@ -310,9 +297,9 @@ async fn restart_run(persistent: bool) -> Option<(Vec<String>, Tally, String)> {
     let n = 60;
     let (ids, payloads) = events(n);
     let publisher = tokio::spawn(burst(broker.clone(), a_setup.topic.clone(), payloads));
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(webhook);
     let mut restarted = false;
-    collect(&mut webhook, &ids, &mut tally, async |count| {
+    collect(&mut tally, &ids, async |count| {
         if count >= n / 3 && !restarted {
             restarted = true;
             redis.kill().await;
@@ -325,15 +312,7 @@ async fn restart_run(persistent: bool) -> Option<(Vec<String>, Tally, String)> {
     })
     .await;
     publisher.await.expect("publisher");
-    settle(
-        &broker,
-        &a_setup.topic,
-        &ids,
-        &mut [&mut a, &mut b],
-        &mut webhook,
-        &mut tally,
-    )
-    .await;
+    settle(&broker, &a_setup, &ids, &mut [&mut a, &mut b], &mut tally).await;
     assert!(restarted);
     let logs = format!("{}{}", a.kill().await, b.kill().await);
     assert!(
@@ -367,7 +346,7 @@ async fn the_store_restarted_mid_burst_loses_nothing() {
             tally.lost(&ids),
             tally.duplicates()
         );
-        assert_eq!(tally.lost(&ids), 0, "{:?}", tally.0);
+        assert_eq!(tally.lost(&ids), 0, "{:?}", tally.counts);
         if persistent {
             // The store kept its memory: a duplicate only where a lease ran out meanwhile, and
             // each of those is announced.

@@ -10,13 +10,6 @@ use consumer::delivery::Outcome;
 use consumer::transforms::Handled;
 use support::*;
 
-fn alerted(handled: Handled) -> (Box<consumer::alert::Alert>, Vec<(String, Outcome)>) {
-    match handled {
-        Handled::Alerted { alert, outcomes } => (alert, outcomes),
-        other => panic!("expected an alert, got {other:?}"),
-    }
-}
-
 /// Expected identity of each sample's alert.
 struct Expect {
     event_id: String,

@@ -93,8 +93,7 @@ async fn a_second_replay_while_one_runs_exits_75_and_sends_nothing() {
 #[tokio::test]
 async fn a_destination_still_down_is_tried_once_and_its_other_alerts_left_for_later() {
     let broker = testkit::embedded();
-    let mut webhook = Receiver::start().await;
-    webhook.set_mode(Mode::Fail);
+    let mut webhook = Receiver::failing().await;
     let setup = write_config(
         &broker,
         &Destinations {

@@ -65,6 +65,22 @@ impl Run {
     fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
+
+    /// The exit code, with all the output shown when it differs.
+    #[track_caller]
+    fn assert_code(&self, code: i32) {
+        assert_eq!(self.code, code, "{}", self.all());
+    }
+
+    #[track_caller]
+    fn assert_stdout_has(&self, needle: &str) {
+        assert!(self.stdout.contains(needle), "{}", self.stdout);
+    }
+
+    #[track_caller]
+    fn assert_stderr_has(&self, needle: &str) {
+        assert!(self.stderr.contains(needle), "{}", self.stderr);
+    }
 }
 
 /// Runs `consumer webhook <args> --config …` with `WEBHOOK_SECRET` as given and `stdin`.
@@ -114,6 +130,21 @@ async fn webhook(setup: &Setup, args: &[&str], secret: Option<&str>, stdin: Opti
     }
 }
 
+/// `consumer webhook create --name relay --url <RELAY_URL> <extra>` with `WEBHOOK_SECRET` set.
+async fn create_relay(setup: &Setup, extra: &[&str]) -> Run {
+    let args = [
+        &["create", "--name", "relay", "--url", RELAY_URL][..],
+        extra,
+    ]
+    .concat();
+    webhook(setup, &args, Some(SECRET), None).await
+}
+
+/// `consumer webhook <args>` with no secret and no stdin.
+async fn plain(setup: &Setup, args: &[&str]) -> Run {
+    webhook(setup, args, None, None).await
+}
+
 fn assert_no_secrets(run: &Run, jwt: &str) {
     let all = run.all();
     assert!(!all.contains(SECRET), "secret printed:\n{all}");
@@ -139,22 +170,8 @@ fn posts(api: &FakeWebhooks, path: &str) -> Vec<Value> {
 async fn create_sends_one_filtered_webhook_for_app_reloads_and_one_for_reloads() {
     let api = FakeWebhooks::start().await;
     let s = setup(&api, &api.jwt(), None);
-    let run = webhook(
-        &s,
-        &[
-            "create",
-            "--name",
-            "relay",
-            "--url",
-            RELAY_URL,
-            "--description",
-            "to MQTT",
-        ],
-        Some(SECRET),
-        None,
-    )
-    .await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    let run = create_relay(&s, &["--description", "to MQTT"]).await;
+    run.assert_code(0);
     assert_no_secrets(&run, &api.jwt());
 
     let creates: Vec<_> = api
@@ -187,53 +204,16 @@ async fn create_sends_one_filtered_webhook_for_app_reloads_and_one_for_reloads()
     // Both ids and settings are printed; the secret only as "set".
     for hook in api.webhooks() {
         let id = hook["id"].as_str().expect("id");
-        assert!(
-            run.stdout.contains(&format!("created webhook {id}")),
-            "{}",
-            run.stdout
-        );
+        run.assert_stdout_has(&format!("created webhook {id}"));
     }
-    assert!(
-        run.stdout
-            .contains(r#"filter:       data.status eq "error""#),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains("secret:       set (not shown)"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stderr.contains("2 webhook(s) created"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stdout_has(r#"filter:       data.status eq "error""#);
+    run.assert_stdout_has("secret:       set (not shown)");
+    run.assert_stderr_has("2 webhook(s) created");
 
     // A second create to the same URL warns about double deliveries.
-    let again = webhook(
-        &s,
-        &[
-            "create",
-            "--name",
-            "relay",
-            "--url",
-            RELAY_URL,
-            "--event-type",
-            RELOAD,
-        ],
-        Some(SECRET),
-        None,
-    )
-    .await;
-    assert_eq!(again.code, 0, "{}", again.all());
-    assert!(
-        again
-            .stderr
-            .contains("already sends com.qlik.v1.reload.finished"),
-        "{}",
-        again.stderr
-    );
+    let again = create_relay(&s, &["--event-type", RELOAD]).await;
+    again.assert_code(0);
+    again.assert_stderr_has("already sends com.qlik.v1.reload.finished");
     assert_no_secrets(&again, &api.jwt());
 }
 
@@ -255,12 +235,12 @@ async fn create_one_type_disabled_with_a_secret_from_stdin_and_an_encrypted_head
     // --header-env needs the variable: without it, a usage error and nothing sent.
     command.extend(["--header-env", "X-Relay-Token=RELAY_TOKEN_FOR_TEST_UNSET"]);
     let run = webhook(&s, &command, None, Some(&format!("{SECRET}\n"))).await;
-    assert_eq!(run.code, 2, "{}", run.all());
+    run.assert_code(2);
     assert!(posts(&api, "/api/v1/webhooks").is_empty());
 
     command.truncate(command.len() - 2);
     let run = webhook(&s, &command, None, Some(&format!("{SECRET}\n"))).await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    run.assert_code(0);
     assert_no_secrets(&run, &api.jwt());
     let bodies = posts(&api, "/api/v1/webhooks");
     assert_eq!(bodies.len(), 1);
@@ -364,8 +344,8 @@ async fn list_shows_enabled_state_and_disabled_reason_across_pages() {
             "enabled": true}));
     }
     let s = setup(&api, &api.jwt(), None);
-    let run = webhook(&s, &["list"], None, None).await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    let run = plain(&s, &["list"]).await;
+    run.assert_code(0);
     assert_no_secrets(&run, &api.jwt());
     assert!(
         !run.all().contains("header-value-must-not-show"),
@@ -378,9 +358,7 @@ async fn list_shows_enabled_state_and_disabled_reason_across_pages() {
         "last page missing: {}",
         run.stdout
     );
-    assert!(run.stdout.contains(
-        "enabled:      no, disabled: Webhook disabled after too many failed deliveries (code WEBHOOK-DISABLED-FAILURES)"
-    ), "{}", run.stdout);
+    run.assert_stdout_has("enabled:      no, disabled: Webhook disabled after too many failed deliveries (code WEBHOOK-DISABLED-FAILURES)");
     assert!(run.stdout.contains("enabled:      yes"));
     assert!(
         run.stdout
@@ -398,8 +376,8 @@ async fn list_shows_enabled_state_and_disabled_reason_across_pages() {
         .count();
     assert_eq!(pages, 3);
 
-    let run = webhook(&s, &["list", "--json"], None, None).await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    let run = plain(&s, &["list", "--json"]).await;
+    run.assert_code(0);
     assert_no_secrets(&run, &api.jwt());
     let hooks: Value = serde_json::from_str(&run.stdout).expect("JSON");
     let hooks = hooks.as_array().expect("array");
@@ -429,43 +407,31 @@ async fn delete_by_id_and_name_and_not_found_exits_66() {
     api.add_webhook(json!({"name": "twin", "url": RELAY_URL}));
     let s = setup(&api, &api.jwt(), None);
 
-    let run = webhook(&s, &["delete", "--id", &a], None, None).await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    let run = plain(&s, &["delete", "--id", &a]).await;
+    run.assert_code(0);
     assert!(run.stdout.contains(&format!("deleted webhook {a}")));
     assert!(!api.webhooks().iter().any(|h| h["id"] == a.as_str()));
 
-    let run = webhook(&s, &["delete", "--id", &a], None, None).await;
-    assert_eq!(run.code, 66, "{}", run.all());
-    assert!(
-        run.stderr.contains(&format!("no webhook {a}")),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("HTTP 404 Not Found"), "{}", run.stderr);
+    let run = plain(&s, &["delete", "--id", &a]).await;
+    run.assert_code(66);
+    run.assert_stderr_has(&format!("no webhook {a}"));
+    run.assert_stderr_has("HTTP 404 Not Found");
 
-    let run = webhook(&s, &["delete", "--name", "relay b"], None, None).await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    let run = plain(&s, &["delete", "--name", "relay b"]).await;
+    run.assert_code(0);
     assert!(!api.webhooks().iter().any(|h| h["id"] == b.as_str()));
 
-    let run = webhook(&s, &["delete", "--name", "nope"], None, None).await;
-    assert_eq!(run.code, 66, "{}", run.all());
-    assert!(
-        run.stderr.contains("no webhook named \"nope\""),
-        "{}",
-        run.stderr
-    );
+    let run = plain(&s, &["delete", "--name", "nope"]).await;
+    run.assert_code(66);
+    run.assert_stderr_has("no webhook named \"nope\"");
 
-    let run = webhook(&s, &["delete", "--name", "twin"], None, None).await;
-    assert_eq!(run.code, 2, "{}", run.all());
-    assert!(
-        run.stderr.contains("2 webhooks are named \"twin\""),
-        "{}",
-        run.stderr
-    );
+    let run = plain(&s, &["delete", "--name", "twin"]).await;
+    run.assert_code(2);
+    run.assert_stderr_has("2 webhooks are named \"twin\"");
     assert_eq!(api.webhooks().len(), 2);
 
-    let run = webhook(&s, &["delete"], None, None).await;
-    assert_eq!(run.code, 2, "{}", run.all());
+    let run = plain(&s, &["delete"]).await;
+    run.assert_code(2);
 }
 
 #[tokio::test]
@@ -474,8 +440,8 @@ async fn enable_and_disable_patch_the_webhook() {
     let id = api.add_webhook(json!({"name": "relay", "url": RELAY_URL, "enabled": false,
         "disabledReason": "too many failures", "disabledReasonCode": "X"}));
     let s = setup(&api, &api.jwt(), None);
-    let run = webhook(&s, &["enable", "--id", &id], None, None).await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    let run = plain(&s, &["enable", "--id", &id]).await;
+    run.assert_code(0);
     assert_eq!(api.webhooks()[0]["enabled"], true);
     let patch = api
         .requests()
@@ -487,11 +453,11 @@ async fn enable_and_disable_patch_the_webhook() {
         patch,
         json!([{"op": "replace", "path": "/enabled", "value": true}])
     );
-    let run = webhook(&s, &["disable", "--id", &id], None, None).await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    let run = plain(&s, &["disable", "--id", &id]).await;
+    run.assert_code(0);
     assert_eq!(api.webhooks()[0]["enabled"], false);
-    let run = webhook(&s, &["enable", "--id", "wh-missing"], None, None).await;
-    assert_eq!(run.code, 66, "{}", run.all());
+    let run = plain(&s, &["enable", "--id", "wh-missing"]).await;
+    run.assert_code(66);
 }
 
 /// Two relay webhooks and an unrelated one, with deliveries inside and outside a 2h window.
@@ -531,14 +497,8 @@ async fn outage() -> (FakeWebhooks, Vec<String>, Vec<String>) {
 async fn resend_failed_resends_each_failed_delivery_in_the_window_once_across_pages() {
     let (api, hooks, expected) = outage().await;
     let s = setup(&api, &api.jwt(), None);
-    let run = webhook(
-        &s,
-        &["resend-failed", "--since", "2h", "--url", RELAY_URL],
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    let run = plain(&s, &["resend-failed", "--since", "2h", "--url", RELAY_URL]).await;
+    run.assert_code(0);
     assert_no_secrets(&run, &api.jwt());
     let resent: Vec<String> = api.resends().into_iter().map(|(_, d)| d).collect();
     let unique: HashSet<&String> = resent.iter().collect();
@@ -555,17 +515,10 @@ async fn resend_failed_resends_each_failed_delivery_in_the_window_once_across_pa
             "resent a delivery of an unrelated webhook"
         );
     }
-    assert!(
-        run.stderr.contains("found 5 failed deliveries") && run.stderr.contains("resent 4"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("1 delivered later"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("is disabled (too many failures)"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("found 5 failed deliveries");
+    run.assert_stderr_has("resent 4");
+    run.assert_stderr_has("1 delivered later");
+    run.assert_stderr_has("is disabled (too many failures)");
     // Deliveries were read newest first and not beyond the window's page.
     let app_pages: Vec<_> = api
         .requests()
@@ -606,23 +559,21 @@ async fn resend_failed_resends_each_failed_delivery_in_the_window_once_across_pa
         None,
     )
     .await;
-    assert_eq!(again.code, 0, "{}", again.all());
+    again.assert_code(0);
     assert_eq!(api.resends().len(), expected.len(), "{}", again.all());
-    assert!(again.stderr.contains("resent 0"), "{}", again.stderr);
+    again.assert_stderr_has("resent 0");
 }
 
 #[tokio::test]
 async fn resend_failed_dry_run_resends_nothing() {
     let (api, _, expected) = outage().await;
     let s = setup(&api, &api.jwt(), None);
-    let run = webhook(
+    let run = plain(
         &s,
         &["resend-failed", "--since", "2h", "--all", "--dry-run"],
-        None,
-        None,
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    run.assert_code(0);
     assert!(api.resends().is_empty());
     assert!(
         !api.requests()
@@ -630,18 +581,14 @@ async fn resend_failed_dry_run_resends_nothing() {
             .any(|r| r.path.ends_with("/actions/resend"))
     );
     for id in &expected {
-        assert!(
-            run.stdout.contains(&format!("would resend {id} ")),
-            "{}",
-            run.stdout
-        );
+        run.assert_stdout_has(&format!("would resend {id} "));
     }
     // --all includes the unrelated webhook's failure.
     assert_eq!(
         run.stdout.matches("would resend").count(),
         expected.len() + 1
     );
-    assert!(run.stderr.contains("(dry run)"), "{}", run.stderr);
+    run.assert_stderr_has("(dry run)");
 }
 
 #[tokio::test]
@@ -649,14 +596,8 @@ async fn resend_failed_exits_75_when_a_resend_fails_and_does_not_repeat_it() {
     let (api, _, expected) = outage().await;
     api.fail_resend_of(&expected[1], 503);
     let s = setup(&api, &api.jwt(), None);
-    let run = webhook(
-        &s,
-        &["resend-failed", "--since", "2h", "--url", RELAY_URL],
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(run.code, 75, "{}", run.all());
+    let run = plain(&s, &["resend-failed", "--since", "2h", "--url", RELAY_URL]).await;
+    run.assert_code(75);
     assert_eq!(api.resends().len(), expected.len() - 1);
     let attempts = api
         .requests()
@@ -667,17 +608,9 @@ async fn resend_failed_exits_75_when_a_resend_fails_and_does_not_repeat_it() {
         })
         .count();
     assert_eq!(attempts, 1, "a POST answered 5xx is not repeated");
-    assert!(
-        run.stdout.contains(&format!("FAILED  {}", expected[1])),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains("HTTP 503 Service Unavailable"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stderr.contains("failed 1"), "{}", run.stderr);
+    run.assert_stdout_has(&format!("FAILED  {}", expected[1]));
+    run.assert_stdout_has("HTTP 503 Service Unavailable");
+    run.assert_stderr_has("failed 1");
 }
 
 #[tokio::test]
@@ -689,11 +622,11 @@ async fn resend_failed_needs_a_scope_and_at_most_7_days() {
         vec!["resend-failed", "--since", "8d", "--all"],
         vec!["resend-failed", "--since", "soon", "--all"],
     ] {
-        let run = webhook(&s, &args, None, None).await;
+        let run = plain(&s, &args).await;
         assert_eq!(run.code, 2, "{args:?}: {}", run.all());
     }
-    let run = webhook(&s, &["resend-failed", "--since", "8d", "--all"], None, None).await;
-    assert!(run.stderr.contains("7 days"), "{}", run.stderr);
+    let run = plain(&s, &["resend-failed", "--since", "8d", "--all"]).await;
+    run.assert_stderr_has("7 days");
     assert!(api.requests().is_empty());
 }
 
@@ -709,37 +642,17 @@ async fn qlik_error_shapes_give_precise_messages_and_exit_codes() {
         json!([{"code": "WEBHOOKS-7", "title": "Invalid URL",
                 "detail": "url must be a fully qualified domain name", "status": "400"}]),
     );
-    let run = webhook(
-        &s,
-        &[
-            "create",
-            "--name",
-            "relay",
-            "--url",
-            RELAY_URL,
-            "--event-type",
-            RELOAD,
-        ],
-        Some(SECRET),
-        None,
-    )
-    .await;
-    assert_eq!(run.code, 65, "{}", run.all());
-    assert!(
-        run.stderr.contains(
-            "creating webhook \"relay\": HTTP 400 Bad Request: Invalid URL: url must be a fully qualified domain name (code WEBHOOKS-7)"
-        ),
-        "{}",
-        run.stderr
-    );
+    let run = create_relay(&s, &["--event-type", RELOAD]).await;
+    run.assert_code(65);
+    run.assert_stderr_has("creating webhook \"relay\": HTTP 400 Bad Request: Invalid URL: url must be a fully qualified domain name (code WEBHOOKS-7)");
     assert_no_secrets(&run, &api.jwt());
 
     // 403: the JWT is fine but lacks rights; exit 77.
     api.fail_next(403, json!(null));
-    let run = webhook(&s, &["list"], None, None).await;
-    assert_eq!(run.code, 77, "{}", run.all());
-    assert!(run.stderr.contains("HTTP 403 Forbidden"), "{}", run.stderr);
-    assert!(run.stderr.contains("TenantAdmin"), "{}", run.stderr);
+    let run = plain(&s, &["list"]).await;
+    run.assert_code(77);
+    run.assert_stderr_has("HTTP 403 Forbidden");
+    run.assert_stderr_has("TenantAdmin");
 
     // 401: a JWT the tenant does not accept; exit 77, and the JWT is not shown.
     let wrong_jwt = "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJ3cm9uZy11c2VyIn0.d3JvbmctdG9rZW4tc2lnbmF0dXJl";
@@ -751,16 +664,8 @@ async fn qlik_error_shapes_give_precise_messages_and_exit_codes() {
     ] {
         let run = webhook(&bad, &args, Some(SECRET), None).await;
         assert_eq!(run.code, 77, "{args:?}: {}", run.all());
-        assert!(
-            run.stderr.contains("HTTP 401 Unauthorized"),
-            "{}",
-            run.stderr
-        );
-        assert!(
-            run.stderr.contains("did not accept the JWT"),
-            "{}",
-            run.stderr
-        );
+        run.assert_stderr_has("HTTP 401 Unauthorized");
+        run.assert_stderr_has("did not accept the JWT");
         assert_no_secrets(&run, wrong_jwt);
     }
 
@@ -768,30 +673,16 @@ async fn qlik_error_shapes_give_precise_messages_and_exit_codes() {
     for _ in 0..3 {
         api.fail_next(503, json!(null));
     }
-    let run = webhook(&s, &["list"], None, None).await;
-    assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("after 3 attempts"), "{}", run.stderr);
+    let run = plain(&s, &["list"]).await;
+    run.assert_code(1);
+    run.assert_stderr_has("after 3 attempts");
 
     // 429 on create is retried after Retry-After, and creates one webhook.
     let before = api.webhooks().len();
     api.fail_next(200, json!(null)); // the duplicate check's list
     api.rate_limit_next("0");
-    let run = webhook(
-        &s,
-        &[
-            "create",
-            "--name",
-            "relay",
-            "--url",
-            RELAY_URL,
-            "--event-type",
-            RELOAD,
-        ],
-        Some(SECRET),
-        None,
-    )
-    .await;
-    assert_eq!(run.code, 0, "{}", run.all());
+    let run = create_relay(&s, &["--event-type", RELOAD]).await;
+    run.assert_code(0);
     assert_eq!(api.webhooks().len(), before + 1);
 }
 
@@ -801,25 +692,18 @@ async fn several_tenants_need_tenant_and_use_that_tenants_jwt() {
     let second = FakeWebhooks::start().await;
     second.add_webhook(json!({"name": "on the second tenant", "url": RELAY_URL, "enabled": true}));
     let s = setup(&first, &first.jwt(), Some(&second));
-    let run = webhook(&s, &["list"], None, None).await;
-    assert_eq!(run.code, 2, "{}", run.all());
-    assert!(
-        run.stderr.contains("--tenant") && run.stderr.contains(OTHER_TENANT),
-        "{}",
-        run.stderr
-    );
+    let run = plain(&s, &["list"]).await;
+    run.assert_code(2);
+    run.assert_stderr_has("--tenant");
+    run.assert_stderr_has(OTHER_TENANT);
 
-    let run = webhook(&s, &["list", "--tenant", OTHER_TENANT], None, None).await;
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stdout.contains("on the second tenant"),
-        "{}",
-        run.stdout
-    );
+    let run = plain(&s, &["list", "--tenant", OTHER_TENANT]).await;
+    run.assert_code(0);
+    run.assert_stdout_has("on the second tenant");
     assert!(first.requests().is_empty());
 
-    let run = webhook(&s, &["list", "--tenant", "nope"], None, None).await;
-    assert_eq!(run.code, 2, "{}", run.all());
+    let run = plain(&s, &["list", "--tenant", "nope"]).await;
+    run.assert_code(2);
 }
 
 #[tokio::test]

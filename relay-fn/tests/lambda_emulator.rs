@@ -234,16 +234,20 @@ async fn response(
     finish(&state, &id, Outcome::Response(body.to_vec()))
 }
 
+/// The `Lambda-Runtime-Function-Error-Type` the runtime reported, if any.
+fn error_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+}
+
 async fn error(
     State(state): State<Arc<EmulatorState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let error_type = headers
-        .get("lambda-runtime-function-error-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let error_type = error_type(&headers).map(str::to_owned);
     finish(
         &state,
         &id,
@@ -259,10 +263,7 @@ async fn init_error(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let error_type = headers
-        .get("lambda-runtime-function-error-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let error_type = error_type(&headers).unwrap_or("");
     *state.init_error.lock().expect("lock") =
         Some(format!("{error_type} {}", String::from_utf8_lossy(&body)));
     state.init_error_reported.notify_waiters();
@@ -462,10 +463,7 @@ async fn malformed_invocations_are_answered_and_the_runtime_keeps_serving() {
     let mut subscriber = Subscriber::connect(&broker, &format!("{root}/#")).await;
     let emulator = Emulator::start().await;
     let mut relay = emulator.spawn_relay(&relay_env(broker.url(), &root));
-    let good = common::event_files()
-        .into_iter()
-        .find(|f| f.expect == Expect::Published)
-        .expect("a good event");
+    let good = common::first_event(Expect::Published);
     let malformed: [&[u8]; 5] = [
         b"{}",
         b"this is not JSON",
@@ -527,11 +525,7 @@ async fn broker_down_answers_503() {
     );
     env.push(("PUBLISH_TIMEOUT_MS", "1000".to_owned()));
     let mut relay = emulator.spawn_relay(&env);
-    let files = common::event_files();
-    let good = files
-        .iter()
-        .find(|f| f.expect == Expect::Published)
-        .expect("a good event");
+    let good = common::first_event(Expect::Published);
     for attempt in 1..=2 {
         let answer = http_answer(&emulator.invoke(&mut relay, &good.raw).await, &good.name);
         assert_eq!(
@@ -543,10 +537,7 @@ async fn broker_down_answers_503() {
         );
     }
     // Checks before publishing are unaffected by the broker.
-    let bad = files
-        .iter()
-        .find(|f| f.expect == Expect::BadSignature)
-        .expect("a bad-signature event");
+    let bad = common::first_event(Expect::BadSignature);
     let answer = http_answer(&emulator.invoke(&mut relay, &bad.raw).await, &bad.name);
     assert_eq!(answer.status, 401);
     assert!(relay.exited().is_none());
@@ -619,11 +610,7 @@ async fn managed_instances_take_several_invocations_at_once() {
     env.push(("PUBLISH_TIMEOUT_MS", "1500".to_owned()));
     env.push(("AWS_LAMBDA_MAX_CONCURRENCY", "4".to_owned()));
     let mut relay = emulator.spawn_relay(&env);
-    let files = common::event_files();
-    let good = files
-        .iter()
-        .find(|f| f.expect == Expect::Published)
-        .expect("a good event");
+    let good = common::first_event(Expect::Published);
     let outcomes: Vec<_> = (0..4).map(|_| emulator.queue(&good.raw)).collect();
     for outcome in outcomes {
         let outcome = tokio::time::timeout(WAIT, outcome)

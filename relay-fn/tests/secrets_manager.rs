@@ -190,6 +190,24 @@ fn assert_nothing_printed(relay: &Process, secrets: &[&str]) {
     }
 }
 
+/// A relay reading `arn` from `endpoint` (MQTT to a broker, topics under `root`) must not
+/// start: `assert_startup_fails` with `WEBHOOK_SECRET_ARN` and `kind`.
+async fn assert_secret_stops_startup(endpoint: &str, arn: &str, root: &str, kind: &str) {
+    let mut relay = common::relay(&relay_env(endpoint, arn, testkit::embedded().url(), root));
+    assert_startup_fails(&mut relay, "WEBHOOK_SECRET_ARN", kind, &ALL_SECRETS).await;
+}
+
+/// The relay answered 200; otherwise its output is shown (secrets redacted).
+#[track_caller]
+fn assert_ok(response: &common::HttpResponse, relay: &Process) {
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        relay.output_redacted(&ALL_SECRETS)
+    );
+}
+
 /// Start-up must fail: non-zero exit, stderr naming `variable` and `kind`, no secret printed.
 async fn assert_startup_fails(relay: &mut Process, variable: &str, kind: &str, secrets: &[&str]) {
     let status = relay.wait_exit(secrets).await;
@@ -275,12 +293,7 @@ async fn plain_secret_string_is_the_secret_list() {
     .await;
     let body = testkit::sample("reload-finished-failed.cloudevents.json");
     let response = post_webhook(addr, &body, &testkit::signature(&body)).await;
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        relay.output_redacted(&ALL_SECRETS)
-    );
+    assert_ok(&response, &relay);
     let reply = response.json();
     assert_eq!(
         reply["topic"],
@@ -299,17 +312,11 @@ async fn missing_secret_stops_startup_naming_the_variable_and_error_kind() {
         message: "Secrets Manager can't find the specified secret.".to_owned(),
     })
     .await;
-    let mut relay = common::relay(&relay_env(
+    assert_secret_stops_startup(
         &fake.endpoint,
         SECRET_ARN,
-        testkit::embedded().url(),
         "relay-sm-missing",
-    ));
-    assert_startup_fails(
-        &mut relay,
-        "WEBHOOK_SECRET_ARN",
         "ResourceNotFoundException",
-        &ALL_SECRETS,
     )
     .await;
     fake.assert_read_once();
@@ -326,17 +333,11 @@ async fn denied_secret_stops_startup_naming_the_variable_and_error_kind() {
         ),
     })
     .await;
-    let mut relay = common::relay(&relay_env(
+    assert_secret_stops_startup(
         &fake.endpoint,
         SECRET_ARN,
-        testkit::embedded().url(),
         "relay-sm-denied",
-    ));
-    assert_startup_fails(
-        &mut relay,
-        "WEBHOOK_SECRET_ARN",
         "AccessDeniedException",
-        &ALL_SECRETS,
     )
     .await;
     fake.assert_read_once();
@@ -500,12 +501,7 @@ async fn moto_server_secret_is_resolved() {
         start_http_relay(relay_env(&endpoint, &arn, mqtt_url, &root), &ALL_SECRETS).await;
     let body = testkit::hybrid_sample();
     let response = post_webhook(addr, &body, &testkit::signature(&body)).await;
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        relay.output_redacted(&ALL_SECRETS)
-    );
+    assert_ok(&response, &relay);
     let response = post_webhook(addr, &body, &qlik_events::sign(WRONG_SECRET, &body)).await;
     assert_eq!(response.status, 401);
     assert_nothing_printed(&relay, &ALL_SECRETS);
@@ -513,17 +509,11 @@ async fn moto_server_secret_is_resolved() {
 
     // A secret moto does not have: its real ResourceNotFoundException stops the start.
     let missing = format!("{arn}-gone");
-    let mut relay = common::relay(&relay_env(
+    assert_secret_stops_startup(
         &endpoint,
         &missing,
-        testkit::embedded().url(),
         "relay-sm-moto-missing",
-    ));
-    assert_startup_fails(
-        &mut relay,
-        "WEBHOOK_SECRET_ARN",
         "ResourceNotFoundException",
-        &ALL_SECRETS,
     )
     .await;
 }

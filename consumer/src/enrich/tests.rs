@@ -1,7 +1,7 @@
 //! `build_context` is pure: these tests feed it events and enrichments and check every field a
 //! Butler template reads.
 
-use qlik_events::Envelope;
+use qlik_events::{Envelope, ReloadEvent};
 use secrecy::SecretString;
 use url::Url;
 
@@ -30,6 +30,18 @@ fn tenant(url: &str) -> TenantConfig {
         watchdog_relay_url: None,
         key_path: "Butler.qlikSenseCloud.event.mqtt.tenant".to_owned(),
     }
+}
+
+/// The context for the tenant at acme.eu.qlikcloud.com, 10 script log lines at each end.
+fn context_at_acme(envelope: &Envelope, reload: &ReloadEvent, e: &Enrichment) -> AlertContext {
+    build_context(
+        envelope,
+        reload,
+        &tenant("https://acme.eu.qlikcloud.com"),
+        e,
+        10,
+        10,
+    )
 }
 
 fn full_enrichment() -> Enrichment {
@@ -159,20 +171,14 @@ fn app_reload_event_with_full_enrichment() {
 fn serializes_with_butler_field_names_and_shapes() {
     let envelope = Envelope::parse(APP_RELOAD.as_bytes()).expect("envelope");
     let reload = envelope.reload().expect("reload event");
-    let ctx = build_context(
-        &envelope,
-        &reload,
-        &tenant("https://acme.eu.qlikcloud.com"),
-        &full_enrichment(),
-        10,
-        10,
-    )
-    .with_generic_urls(&[crate::config::GenericUrl {
-        id: "docs".to_owned(),
-        link_text: "Docs".to_owned(),
-        comment: String::new(),
-        url: "https://example.com".to_owned(),
-    }]);
+    let ctx = context_at_acme(&envelope, &reload, &full_enrichment()).with_generic_urls(&[
+        crate::config::GenericUrl {
+            id: "docs".to_owned(),
+            link_text: "Docs".to_owned(),
+            comment: String::new(),
+            url: "https://example.com".to_owned(),
+        },
+    ]);
     let json = serde_json::to_value(&ctx).expect("json");
     for key in [
         "appName",
@@ -246,14 +252,7 @@ fn reload_finished_event_without_enrichment_still_has_the_essentials() {
         what: Resource::ScriptLog,
         reason: "HTTP 503 after 4 attempt(s)".to_owned(),
     });
-    let ctx = build_context(
-        &envelope,
-        &reload,
-        &tenant("https://acme.eu.qlikcloud.com"),
-        &enrichment,
-        10,
-        10,
-    );
+    let ctx = context_at_acme(&envelope, &reload, &enrichment);
     assert_eq!(ctx.app_id, APP);
     // No name in this event type and none from the API: the id stands in.
     assert_eq!(ctx.app_name, APP);
@@ -291,14 +290,7 @@ fn a_duration_past_the_end_of_the_calendar_leaves_the_stop_time_unknown() {
         assert_ne!(body, RELOAD, "the sample has durationSeconds: 13");
         let envelope = Envelope::parse(body.as_bytes()).expect("envelope");
         let reload = envelope.reload().expect("reload event");
-        let ctx = build_context(
-            &envelope,
-            &reload,
-            &tenant("https://acme.eu.qlikcloud.com"),
-            &Enrichment::default(),
-            10,
-            10,
-        );
+        let ctx = context_at_acme(&envelope, &reload, &Enrichment::default());
         assert_eq!(
             ctx.execution_start_time.start_time_utc,
             "2026-11-30T07:06:12Z"
@@ -340,14 +332,7 @@ fn app_url_percent_encodes_the_app_id() {
     body["toplevelresourceid"] = hostile.into();
     let envelope = Envelope::parse(body.to_string().as_bytes()).expect("envelope");
     let reload = envelope.reload().expect("reload");
-    let ctx = build_context(
-        &envelope,
-        &reload,
-        &tenant("https://acme.eu.qlikcloud.com"),
-        &Enrichment::default(),
-        10,
-        10,
-    );
+    let ctx = context_at_acme(&envelope, &reload, &Enrichment::default());
     assert_eq!(ctx.app_id, hostile);
     assert_eq!(
         ctx.app_url,

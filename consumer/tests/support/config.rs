@@ -91,6 +91,15 @@ impl Destinations {
             ..Default::default()
         }
     }
+
+    /// The same, enriched through the fake `tenant` (its URL and JWT).
+    pub fn through(self, tenant: &super::fake_tenant::FakeTenant) -> Destinations {
+        Destinations {
+            tenant_url: Some(tenant.url()),
+            jwt: Some(tenant.jwt()),
+            ..self
+        }
+    }
 }
 
 pub fn write_config(broker: &testkit::TestBroker, d: &Destinations) -> Setup {

@@ -134,6 +134,23 @@ pub async fn publish(broker: &testkit::TestBroker, topic: &str, payload: Vec<u8>
     let _ = client.disconnect().await;
 }
 
+/// Publishes one `sample` event of `TENANT`'s app `app_id`, with id `event_id`, to the set-up's
+/// topic; returns once the broker acknowledged it.
+pub async fn publish_event(
+    broker: &testkit::TestBroker,
+    setup: &super::config::Setup,
+    sample: Sample,
+    event_id: &str,
+    app_id: &str,
+) {
+    publish(
+        broker,
+        &setup.topic,
+        event(sample, event_id, TENANT, app_id),
+    )
+    .await;
+}
+
 /// Publishes every payload on one connection, in order, and returns once all are acknowledged.
 pub async fn burst(broker: &testkit::TestBroker, topic: &str, payloads: Vec<Vec<u8>>) {
     burst_with(broker, topic, payloads, 1, WAIT).await;

@@ -160,6 +160,13 @@ impl Receiver {
         format!("http://{}/{path}", self.addr)
     }
 
+    /// A receiver that answers every request with an error until `set_mode` says otherwise.
+    pub async fn failing() -> Receiver {
+        let receiver = Receiver::start().await;
+        receiver.set_mode(Mode::Fail);
+        receiver
+    }
+
     pub fn set_mode(&self, mode: Mode) {
         self.shared.mode.store(mode as u8, Ordering::SeqCst);
     }

@@ -19,6 +19,19 @@ pub struct Running {
     early: std::collections::VecDeque<RunEvent>,
 }
 
+/// The alert and the outcome at each destination of an event that must have been alerted on.
+pub fn alerted(
+    handled: Handled,
+) -> (
+    Box<consumer::alert::Alert>,
+    Vec<(String, consumer::delivery::Outcome)>,
+) {
+    match handled {
+        Handled::Alerted { alert, outcomes } => (alert, outcomes),
+        other => panic!("expected an alert, got {other:?}"),
+    }
+}
+
 /// Starts the pipeline in this process and returns once it is subscribed.
 pub async fn start(setup: &Setup) -> Running {
     let config = setup.config();

@@ -152,6 +152,14 @@ pub fn event_files() -> Vec<EventFile> {
         .collect()
 }
 
+/// The first event file (by name) that should give `expect`.
+pub fn first_event(expect: Expect) -> EventFile {
+    event_files()
+        .into_iter()
+        .find(|f| f.expect == expect)
+        .unwrap_or_else(|| panic!("no event file gives {expect:?}"))
+}
+
 /// The topic the relay must publish `body` to under Butler's default scheme and `root`.
 pub fn expected_topic(root: &str, body: &[u8]) -> String {
     let envelope = qlik_events::Envelope::parse(body).expect("event body is a Qlik envelope");
