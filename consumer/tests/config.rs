@@ -1246,4 +1246,7 @@ fn the_configuration_reference_lists_every_consumer_key_with_its_default() {
     let broker = consumer::config::BrokerConfig::extension_keys();
     assert_eq!(broker.len(), 10, "{broker:?}");
     assert_documented("### Broker: beside Butler's keys", broker);
+    let smtp = consumer::config::SmtpConfig::extension_keys();
+    assert_eq!(smtp.len(), 2, "{smtp:?}");
+    assert_documented("Extension keys in `Butler.emailNotification.smtp`", smtp);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use super::keys::{Custom, KeyDoc, Kind, SECONDS, Span};
 use super::node::{Node, Problems};
 use super::secret::{Absent, Env, SecretSource, resolve_secret};
 
@@ -146,6 +147,29 @@ pub(crate) fn email_wanted(qsc: &Node<'_>) -> bool {
     })
 }
 
+// The consumer's own keys beside Butler's in `emailNotification.smtp`, each declared once:
+// the parser reads them by these names, and `SmtpConfig::extension_keys` documents them.
+const CA_FILE: Custom = Custom {
+    key: "tls.caFile",
+    default: "system roots",
+};
+const TIMEOUT: Span = Span {
+    key: "timeoutSeconds",
+    default: 30,
+    min: 1,
+    max: 600,
+    unit: SECONDS,
+};
+
+impl SmtpConfig {
+    /// The consumer's own keys in the SMTP block, with their defaults.
+    pub fn extension_keys() -> Vec<KeyDoc> {
+        let mut keys = vec![CA_FILE.doc("")];
+        keys.extend(TIMEOUT.docs("", ""));
+        keys
+    }
+}
+
 /// `Butler.emailNotification.smtp` (and Butler's master switch `Butler.emailNotification.enable`,
 /// without which Butler sends no email either).
 pub(crate) fn parse_smtp(email: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<SmtpConfig> {
@@ -182,7 +206,7 @@ pub(crate) fn parse_smtp(email: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Op
         );
     }
     let reject_unauthorized = tls.child("rejectUnauthorized").bool_or(p, true);
-    let ca_file = tls.child("caFile").existing_file(p);
+    let ca_file = CA_FILE.at(&s).existing_file(p);
     let auth_node = s.child("auth");
     auth_node.expect_map(p, false);
     let auth_enabled = auth_node.child("enable").bool_or(p, false);
@@ -220,7 +244,7 @@ pub(crate) fn parse_smtp(email: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Op
     } else {
         None
     };
-    let timeout = Duration::from_secs(s.child("timeoutSeconds").u64_or(p, 30, 1, 600));
+    let timeout = TIMEOUT.read(&s.child(TIMEOUT.key), p);
     Some(SmtpConfig {
         host: host?,
         port: port?,
