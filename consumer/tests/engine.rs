@@ -98,42 +98,6 @@ async fn delivered_ids(receiver: &mut Receiver, n: usize) -> Vec<String> {
     out
 }
 
-async fn metrics(port: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("metrics server answers")
-        .text()
-        .await
-        .expect("metrics body")
-}
-
-/// The value of the sample whose name and labels are exactly `series`, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-/// Waits until `/metrics` shows `series` with a value `ok` accepts; returns the value.
-async fn wait_for_metric(port: u16, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = metrics(port).await;
-        if let Some(v) = sample(&text, series).filter(|v| ok(*v)) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "metric `{series}` never reached the expected value:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until a line of the binary's log contains every one of `needles`; returns it.
 async fn wait_for_log(consumer: &mut Binary, needles: &[&str]) -> String {
     consumer

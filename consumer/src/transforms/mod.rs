@@ -73,6 +73,7 @@ pub struct Transforms {
     claims: Claims,
     enricher: Enricher,
     delivery: Arc<Deliveries>,
+    foreign: tenant_filter::ForeignTenants,
 }
 
 impl Transforms {
@@ -93,6 +94,7 @@ impl Transforms {
             claims,
             enricher,
             delivery,
+            foreign: tenant_filter::ForeignTenants::default(),
         }
     }
 
@@ -125,12 +127,27 @@ impl Transforms {
             }
         };
         let Some(tenant) = tenant_filter::tenant_for(&self.config, &envelope) else {
-            tracing::warn!(
-                topic,
-                event_id = %envelope.id,
-                tenant = %envelope.tenant_id,
-                "event from a tenant that is not configured, dropped"
-            );
+            if self
+                .foreign
+                .log_now(&envelope.tenant_id, std::time::Instant::now())
+            {
+                let (configured, hint) = tenant_filter::configured(&self.config);
+                tracing::warn!(
+                    topic,
+                    event_id = %envelope.id,
+                    tenant = %envelope.tenant_id,
+                    configured = %configured,
+                    hint = hint.as_deref().unwrap_or(""),
+                    "events from a tenant that is not configured are dropped (logged once an \
+                     hour per tenant; counted in qscloud_consumer_events_total as ignored)"
+                );
+            } else {
+                tracing::debug!(
+                    event_id = %envelope.id,
+                    tenant = %envelope.tenant_id,
+                    "event from a tenant that is not configured, dropped"
+                );
+            }
             return Ok(Handled::UnknownTenant {
                 event_id: envelope.id,
                 tenant_id: envelope.tenant_id,

@@ -1,7 +1,7 @@
 //! The consumer run in-process (the pipeline with an observer) or as the real binary.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use consumer::pipeline::{RunEvent, RunOptions};
 use consumer::transforms::Handled;
@@ -175,4 +175,41 @@ pub async fn run_command(setup: &Setup, args: &[&str]) -> (i32, String, String) 
 
 pub fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("read file")).expect("JSON file")
+}
+
+/// The consumer's `/metrics` text.
+pub async fn metrics(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics server answers")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// The value of the sample whose name and labels are exactly `series`, if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Waits until `/metrics` shows `series` with a value `ok` accepts; returns the value.
+pub async fn wait_for_metric(port: u16, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = metrics(port).await;
+        if let Some(v) = sample(&text, series).filter(|v| ok(*v)) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metric `{series}` never reached the expected value:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
