@@ -137,9 +137,11 @@ impl Consumer {
             .await
     }
 
-    /// Metrics, the destinations' workers, then the source (`connect`), and the loop that moves
-    /// messages from it through the transforms to their acknowledgement. The metrics server is
-    /// up before the subscription, so a probe never finds it missing once subscribed.
+    /// Metrics, the ids of tenants given by hostname ([`resolve_tenant_ids`]), the
+    /// destinations' workers, then the source (`connect`), and the loop that moves messages from
+    /// it through the transforms to their acknowledgement. The metrics server is up before the
+    /// subscription, so a probe never finds it missing once subscribed, and says why the
+    /// consumer is not ready while a tenant id is being resolved.
     async fn drive(
         self,
         connect: impl FnOnce() -> Result<Source, SourceError>,
