@@ -19,6 +19,7 @@ pub mod sinks;
 pub mod source;
 pub mod state;
 pub mod tenant_api;
+pub mod tenant_id;
 pub mod transforms;
 pub mod watchdog;
 pub mod webhooks;

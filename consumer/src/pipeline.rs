@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use crate::config::ConsumerConfig;
 use crate::delivery::parked_message::{ParkMessageError, ParkedMessage, park_message};
 use crate::delivery::{DeadLetter, Deliveries, DeliveryError, WorkerSettings};
-use crate::metrics::server::{self as metrics_server, Probe, ServeError};
+use crate::metrics::server::{self as metrics_server, NotReady, Probe, ServeError};
 use crate::sinks::{self, BuildError, Purpose};
 use crate::source::{Message, Received, Source, SourceConfig, SourceError};
 use crate::state::{Claims, StateBackend, StoreError};
@@ -51,6 +51,10 @@ pub enum RunError {
     StoreCheck(#[from] crate::state::redis_store::ServerCheckError),
     #[error(transparent)]
     Metrics(#[from] ServeError),
+    /// A tenant's configured `id` cannot be resolved to its tenant id (JWT refused, an
+    /// answer without `tenantId`): the configuration must change.
+    #[error("{0}")]
+    TenantId(crate::config::Problem),
     #[error("state directory {path}: {reason}")]
     StateDir { path: String, reason: String },
     #[error("{error}; and {park}; message left unacknowledged, stopping")]
@@ -133,9 +137,11 @@ impl Consumer {
             .await
     }
 
-    /// Metrics, the destinations' workers, then the source (`connect`), and the loop that moves
-    /// messages from it through the transforms to their acknowledgement. The metrics server is
-    /// up before the subscription, so a probe never finds it missing once subscribed.
+    /// Metrics, the ids of tenants given by hostname ([`resolve_tenant_ids`]), the
+    /// destinations' workers, then the source (`connect`), and the loop that moves messages from
+    /// it through the transforms to their acknowledgement. The metrics server is up before the
+    /// subscription, so a probe never finds it missing once subscribed, and says why the
+    /// consumer is not ready while a tenant id is being resolved.
     async fn drive(
         self,
         connect: impl FnOnce() -> Result<Source, SourceError>,
@@ -148,6 +154,7 @@ impl Consumer {
             sinks,
             enricher,
         } = self;
+        tokio::pin!(shutdown);
         let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
         tracing::info!(
             sinks = %names.join(", "),
@@ -172,6 +179,7 @@ impl Consumer {
                 Err(e) => return Err(e.into()),
             }
         }
+        let not_ready = NotReady::default();
         let _metrics = match config.consumer.ha.metrics_listen {
             Some(addr) => Some(
                 metrics_server::start(
@@ -179,11 +187,29 @@ impl Consumer {
                     Probe {
                         store: store.redis().cloned(),
                         dead_letter_dir: config.consumer.dead_letter_dir.clone(),
+                        not_ready: not_ready.clone(),
                     },
                 )
                 .await?,
             ),
             None => None,
+        };
+        // Tenants given by hostname get their ids before anything subscribes: nothing is
+        // acknowledged for a tenant whose id is unknown (the broker keeps the messages in the
+        // persistent session meanwhile). The destinations are built again for those ids.
+        let (config, sinks, enricher) = if config.tenants.iter().any(|t| t.needs_tenant_id()) {
+            let resolved = tokio::select! {
+                resolved = resolve_tenant_ids(&config, &not_ready) => resolved?,
+                () = &mut shutdown => {
+                    tracing::info!("stopped before every tenant id was resolved");
+                    return Ok(());
+                }
+            };
+            let sinks = resolved.build_sinks(Purpose::Run)?;
+            let enricher = Enricher::new(&resolved)?;
+            (Arc::new(resolved), sinks, enricher)
+        } else {
+            (config, sinks, enricher)
         };
         let (deliveries, mut workers) = Deliveries::start(sinks, &worker_settings(&config, &store));
         if let Some(watchdog) = crate::watchdog::Watchdog::new(
@@ -232,6 +258,74 @@ impl Consumer {
         }
         result
     }
+}
+
+/// First pause between two attempts to resolve a tenant id; it doubles up to [`RESOLVE_MAX`].
+const RESOLVE_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RESOLVE_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `config` with every tenant given by hostname resolved ([`crate::tenant_id`]), trying again
+/// (1 s doubling to 60 s) while the tenant API is unavailable, each failure logged with its
+/// reason and shown by `/healthz` (`not_ready`). A refused JWT or an answer without a tenant id
+/// is final ([`RunError::TenantId`]).
+async fn resolve_tenant_ids(
+    config: &ConsumerConfig,
+    not_ready: &NotReady,
+) -> Result<ConsumerConfig, RunError> {
+    use crate::tenant_id;
+    let pending: Vec<(usize, &crate::config::TenantConfig)> = config
+        .tenants
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.needs_tenant_id())
+        .collect();
+    for (_, tenant) in &pending {
+        not_ready.set(
+            &tenant.id,
+            format!(
+                "tenant {}: tenant id not resolved yet (not asked yet)",
+                tenant.id
+            ),
+        );
+    }
+    let mut resolved = Vec::new();
+    for (index, tenant) in pending {
+        let mut pause = RESOLVE_FIRST;
+        loop {
+            match tenant_id::resolve(tenant, &config.consumer.enrichment).await {
+                Ok(id) => {
+                    tracing::info!(
+                        tenant = %tenant.id,
+                        tenant_id = %id,
+                        key = %tenant.key_path,
+                        "tenant id resolved: {} → {id}",
+                        tenant.id
+                    );
+                    not_ready.clear(&tenant.id);
+                    resolved.push((index, id));
+                    break;
+                }
+                Err(e) if e.is_final() => {
+                    return Err(RunError::TenantId(tenant_id::problem(tenant, &e)));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        tenant = %tenant.id,
+                        key = %tenant.key_path,
+                        retry_in = ?pause,
+                        "tenant id not resolved yet, nothing is subscribed meanwhile: {e}"
+                    );
+                    not_ready.set(
+                        &tenant.id,
+                        format!("tenant {}: tenant id not resolved yet ({e})", tenant.id),
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RESOLVE_MAX);
+                }
+            }
+        }
+    }
+    tenant_id::apply(config, &resolved).map_err(RunError::TenantId)
 }
 
 /// Runs a consumer: [`Consumer::build`], then [`Consumer::run`].

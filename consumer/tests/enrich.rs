@@ -35,6 +35,7 @@ fn fast() -> EnrichmentConfig {
 fn tenant_for(fake: &FakeTenant, jwt: &str) -> TenantConfig {
     TenantConfig {
         id: fake_tenant::TENANT_ID.to_owned(),
+        configured_id: None,
         tenant_url: url::Url::parse(&fake.url()).expect("url"),
         auth_type: AuthType::Jwt,
         jwt: SecretString::from(jwt.to_owned()),

@@ -110,6 +110,7 @@ fn mutated(sample: usize, mask: u64, values: &[Value]) -> Vec<u8> {
 fn tenant() -> TenantConfig {
     TenantConfig {
         id: "Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ".to_owned(),
+        configured_id: None,
         tenant_url: url::Url::parse("https://acme.eu.qlikcloud.com").expect("url"),
         auth_type: AuthType::Jwt,
         jwt: SecretString::from("a.b.c"),

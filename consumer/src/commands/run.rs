@@ -3,7 +3,7 @@
 use anyhow::Context;
 
 use consumer::exit;
-use consumer::pipeline::{self, RunOptions};
+use consumer::pipeline::{self, RunError, RunOptions};
 
 use super::load;
 use crate::ConfigArgs;
@@ -13,12 +13,22 @@ pub async fn run(args: &ConfigArgs) -> anyhow::Result<u8> {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
-    pipeline::run(
+    match pipeline::run(
         config,
         qlik_events::shutdown_signal(),
         RunOptions::default(),
     )
     .await
-    .context("consumer run failed")?;
-    Ok(exit::OK)
+    {
+        // A tenant id that cannot be resolved is a configuration problem, named by its key.
+        Err(RunError::TenantId(problem)) => {
+            tracing::error!("configuration invalid: {problem}");
+            eprintln!("Configuration has 1 problem:\n  {problem}\nConfiguration NOT OK");
+            Ok(exit::CONFIG_INVALID)
+        }
+        result => {
+            result.context("consumer run failed")?;
+            Ok(exit::OK)
+        }
+    }
 }

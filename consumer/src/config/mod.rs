@@ -24,7 +24,9 @@ pub use crate::settings::{
 };
 pub use parse::QSC;
 pub use report::{EXIT_CONFIG_INVALID, EXIT_OK, check_config, check_config_with_env, summary};
-pub use tenant::{AuthType, TENANT, TENANT_JWT_ENV, TENANTS, TenantConfig, tenant_jwt_env_var};
+pub use tenant::{
+    AuthType, TENANT, TENANT_JWT_ENV, TENANTS, TenantConfig, is_tenant_id, tenant_jwt_env_var,
+};
 
 pub use crate::sinks::script_log_disk::SCRIPT_LOG;
 pub use crate::sinks::{Destinations, TenantAlerts};

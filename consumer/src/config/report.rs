@@ -24,7 +24,11 @@ pub fn check_config_with_env(
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut dyn Write,
 ) -> i32 {
-    let (ok, text) = match super::load_with_env(path, extensions, env) {
+    // A tenant given by hostname is resolved to its id through the tenant API, as `run` does.
+    let loaded = super::load_with_env(path, extensions, env).and_then(|config| {
+        resolve_tenant_ids(&config).map_err(|problems| super::ConfigErrors { problems })
+    });
+    let (ok, text) = match loaded {
         // What would stop `run` at start-up is reported here, before deployment: the broker's
         // CA and client certificate files are read, and the destinations are built, compiling
         // their templates. Building has no side effect: no destination connects before it sends.
@@ -66,6 +70,33 @@ pub fn check_config_with_env(
     // A failed write to stdout (closed pipe) should not turn a valid config into a failure.
     let _ = out.write_all(text.as_bytes());
     if ok { EXIT_OK } else { EXIT_CONFIG_INVALID }
+}
+
+/// `config` with every tenant given by hostname resolved ([`crate::tenant_id::resolve_all`]);
+/// without one, no call and no runtime. The resolution runs on a thread of its own with its own
+/// runtime, so this works from synchronous and asynchronous callers alike.
+fn resolve_tenant_ids(config: &ConsumerConfig) -> Result<ConsumerConfig, Vec<super::Problem>> {
+    if !config.tenants.iter().any(|t| t.needs_tenant_id()) {
+        return Ok(config.clone());
+    }
+    let failed = |reason: String| {
+        vec![super::Problem {
+            path: super::TENANT.to_owned(),
+            message: format!("cannot resolve the tenant ids: {reason}"),
+        }]
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| failed(e.to_string()))?
+                    .block_on(crate::tenant_id::resolve_all(config))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(failed("the resolution panicked".to_owned())))
+    })
 }
 
 /// A summary of what the consumer will do, with every secret masked: JWTs and passwords show

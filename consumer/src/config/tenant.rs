@@ -34,11 +34,30 @@ pub fn tenant_jwt_env_var(tenant_id: &str) -> String {
     format!("QLIK_TENANT_JWT_{suffix}")
 }
 
+/// Whether a configured `id` is taken as a Qlik tenant id as it is: it consists only of the
+/// characters of tenant ids — ASCII letters, digits, `-` and `_` (Qlik's ids are 32 of them, e.g.
+/// `Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ`; the length is not required, so stand-ins keep working).
+/// Anything else — a hostname such as `tenant.region.qlikcloud.com` (Butler's documentation
+/// shows one), a URL — is resolved to the tenant id through the tenant API
+/// ([`crate::tenant_id`]).
+pub fn is_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// One Qlik Cloud tenant: Butler's `tenant` block, or one entry of the `tenants` extension list.
 #[derive(Debug, Clone)]
 pub struct TenantConfig {
-    /// `id`: the tenant id Qlik puts in events (e.g. `Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ`).
+    /// `id`: the tenant id Qlik puts in events (e.g. `Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ`). When
+    /// the configuration gives a hostname instead ([`is_tenant_id`] is false), this holds that
+    /// hostname until [`crate::tenant_id`] resolved it, then the tenant id, and
+    /// [`Self::configured_id`] keeps the hostname.
     pub id: String,
+    /// The configured `id` when it was not a tenant id and [`Self::id`] was resolved from it
+    /// (e.g. `tenant.region.qlikcloud.com`); `None` when `id` is used as configured.
+    pub configured_id: Option<String>,
     /// `tenantUrl`: base of the REST API and of `appUrl`. https, or http on a loopback host.
     pub tenant_url: Url,
     /// `authType`: only `jwt` exists.
@@ -65,6 +84,32 @@ pub struct TenantConfig {
 }
 
 impl TenantConfig {
+    /// Whether [`Self::id`] is not a tenant id yet and must be resolved through the tenant API.
+    pub fn needs_tenant_id(&self) -> bool {
+        self.configured_id.is_none() && !is_tenant_id(&self.id)
+    }
+
+    /// This tenant with its id resolved: `id` becomes `tenant_id` everywhere (its alerts
+    /// included), and the configured value is kept in [`Self::configured_id`].
+    pub fn with_tenant_id(&self, tenant_id: &str) -> TenantConfig {
+        let mut tenant = self.clone();
+        if tenant.configured_id.is_none() {
+            tenant.configured_id = Some(self.id.clone());
+        }
+        tenant.id = tenant_id.to_owned();
+        tenant.alert = self.alert.for_tenant(tenant_id);
+        tenant
+    }
+
+    /// For log lines and messages: `tenant.region.qlikcloud.com → <id>` when the id was
+    /// resolved, else the id.
+    pub fn display_name(&self) -> String {
+        match &self.configured_id {
+            Some(configured) => format!("{configured} → {}", self.id),
+            None => self.id.clone(),
+        }
+    }
+
     /// `tenantUrl` without a trailing slash, the way Butler prints it in templates.
     pub fn tenant_url_str(&self) -> String {
         self.tenant_url.as_str().trim_end_matches('/').to_owned()
@@ -72,7 +117,12 @@ impl TenantConfig {
 
     /// This tenant's lines in the `check-config` summary.
     pub(crate) fn summary(&self, s: &mut String) {
-        let _ = writeln!(s, "  - {} at {}", self.id, self.tenant_url_str());
+        let _ = writeln!(
+            s,
+            "  - {} at {}",
+            self.display_name(),
+            self.tenant_url_str()
+        );
         let _ = writeln!(s, "      key: {}", self.key_path);
         if let Some(comment) = &self.comment {
             let _ = writeln!(s, "      comment: {comment}");
@@ -170,6 +220,7 @@ fn parse_tenant(t: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<TenantCo
     let (jwt, jwt_source) = jwt?;
     Some(TenantConfig {
         id: id?,
+        configured_id: None,
         tenant_url: tenant_url?,
         auth_type: auth_type?,
         jwt,

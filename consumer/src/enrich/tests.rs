@@ -19,6 +19,7 @@ const APP: &str = "7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f";
 fn tenant(url: &str) -> TenantConfig {
     TenantConfig {
         id: "Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ".to_owned(),
+        configured_id: None,
         tenant_url: Url::parse(url).expect("url"),
         auth_type: AuthType::Jwt,
         jwt: SecretString::from("a.b.c"),

@@ -6,9 +6,10 @@
 //! can act on it. A PING alone is not enough: a store out of memory, or demoted to a read-only
 //! replica, answers PINGs while refusing every write the consumer needs.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -27,6 +28,34 @@ use crate::state::RedisStore;
 pub struct Probe {
     pub store: Option<RedisStore>,
     pub dead_letter_dir: PathBuf,
+    /// Why the consumer cannot start its work yet (tenants whose id is not resolved).
+    pub not_ready: NotReady,
+}
+
+/// Reasons, by subject, why the consumer is not ready besides the broker and the store: set
+/// while a tenant given by hostname waits for its id ([`crate::tenant_id`]), cleared once known.
+#[derive(Clone, Default, Debug)]
+pub struct NotReady(Arc<Mutex<BTreeMap<String, String>>>);
+
+impl NotReady {
+    /// `subject` is not ready, for `reason` (replaces an earlier reason of the same subject).
+    pub fn set(&self, subject: &str, reason: impl Into<String>) {
+        self.lock().insert(subject.to_owned(), reason.into());
+    }
+
+    /// `subject` is ready.
+    pub fn clear(&self, subject: &str) {
+        self.lock().remove(subject);
+    }
+
+    /// Every reason, in subject order.
+    pub fn reasons(&self) -> Vec<String> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +123,27 @@ async fn healthz(State(probe): State<Arc<Probe>>) -> impl IntoResponse {
 
 /// What `/healthz` answers: the status and its JSON body.
 pub async fn health(probe: &Probe) -> (StatusCode, serde_json::Value) {
-    health_of(super::global().broker_connected(), probe.store.as_ref()).await
+    let (status, body) = health_of(super::global().broker_connected(), probe.store.as_ref()).await;
+    with_not_ready(status, body, &probe.not_ready.reasons())
+}
+
+/// `reasons` (see [`NotReady`]) added to an answer: any makes it 503.
+fn with_not_ready(
+    status: StatusCode,
+    mut body: serde_json::Value,
+    reasons: &[String],
+) -> (StatusCode, serde_json::Value) {
+    if reasons.is_empty() {
+        return (status, body);
+    }
+    let mut all: Vec<String> = body["reason"]
+        .as_str()
+        .map(|r| vec![r.to_owned()])
+        .unwrap_or_default();
+    all.extend(reasons.iter().cloned());
+    body["status"] = json!("unavailable");
+    body["reason"] = json!(all.join("; "));
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 /// [`health`] with the broker's state given, so it can be tested beside other tests that
@@ -184,5 +233,29 @@ mod tests {
         let (status, body) = report(false, &StoreHealth::File);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["store"], "file");
+    }
+
+    #[test]
+    fn a_tenant_without_its_id_makes_the_consumer_unready_with_the_reason() {
+        let not_ready = NotReady::default();
+        let why = "tenant tenant.region.qlikcloud.com: tenant id not resolved yet (HTTP 503)";
+        not_ready.set("tenant.region.qlikcloud.com", why);
+        let (ok, body) = report(true, &StoreHealth::File);
+        let (status, body) = with_not_ready(ok, body, &not_ready.reasons());
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["reason"], why);
+        let (down, body) = report(false, &StoreHealth::File);
+        let (_, body) = with_not_ready(down, body, &not_ready.reasons());
+        let reason = body["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("MQTT broker") && reason.contains(why),
+            "{body}"
+        );
+        not_ready.clear("tenant.region.qlikcloud.com");
+        let (ok, body) = report(true, &StoreHealth::File);
+        assert_eq!(
+            with_not_ready(ok, body, &not_ready.reasons()).0,
+            StatusCode::OK
+        );
     }
 }

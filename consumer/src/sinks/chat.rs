@@ -227,6 +227,12 @@ impl<F: ChatFormat> ChatAlert<F> {
 }
 
 impl<F: ChatFormat> Destination for ChatAlert<F> {
+    fn for_tenant(&self, tenant_id: &str) -> Option<Arc<dyn Destination>> {
+        let mut alert = self.clone();
+        alert.tenant_id = tenant_id.to_owned();
+        Some(Arc::new(alert))
+    }
+
     fn summary(&self, _config: &Context<'_>) -> Option<String> {
         Some(format!(
             "{} ({}) → {}",

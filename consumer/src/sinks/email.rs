@@ -279,6 +279,12 @@ fn template_in(dir: &Path, name: &str, key: &str, p: &mut Problems) -> Option<Pa
 }
 
 impl Destination for EmailAlert {
+    fn for_tenant(&self, tenant_id: &str) -> Option<Arc<dyn Destination>> {
+        let mut alert = self.clone();
+        alert.tenant_id = tenant_id.to_owned();
+        Some(Arc::new(alert))
+    }
+
     fn summary(&self, config: &Context<'_>) -> Option<String> {
         let smtp = config.smtp?;
         Some(format!(

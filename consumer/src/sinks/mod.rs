@@ -238,6 +238,12 @@ pub trait Destination: Any + fmt::Debug + Send + Sync {
         client: &reqwest::Client,
     ) -> Result<SharedSink, BuildError>;
 
+    /// For Butler's per-tenant alerts: this destination for the tenant whose id was resolved
+    /// to `tenant_id` (a hostname was configured). `None`: it does not depend on the tenant id.
+    fn for_tenant(&self, _tenant_id: &str) -> Option<Arc<dyn Destination>> {
+        None
+    }
+
     /// [`Self::build`] for a [`Purpose`]. Only a destination whose connections carry an
     /// identity of their own (MQTT's client id) builds differently.
     fn build_for(
@@ -281,6 +287,17 @@ impl DestinationList {
     pub fn all<T: Destination>(&self) -> impl Iterator<Item = &T> {
         self.iter()
             .filter_map(|d| (d as &dyn Any).downcast_ref::<T>())
+    }
+
+    /// These destinations for the tenant whose id was resolved to `tenant_id`
+    /// ([`Destination::for_tenant`]).
+    pub fn for_tenant(&self, tenant_id: &str) -> DestinationList {
+        DestinationList(
+            self.0
+                .iter()
+                .map(|(kind, d)| (*kind, d.for_tenant(tenant_id).unwrap_or_else(|| d.clone())))
+                .collect(),
+        )
     }
 
     /// The first destination of type `T`.

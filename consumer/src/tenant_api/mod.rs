@@ -23,7 +23,7 @@ use url::Url;
 
 pub use body::{Body, Overflow};
 pub use error::ApiError;
-pub use responses::{AppInfo, AppItem, ReloadInfo, UserInfo};
+pub use responses::{AppInfo, AppItem, Me, ReloadInfo, UserInfo};
 pub use send::Call;
 
 use crate::config::{EnrichmentConfig, TenantConfig};

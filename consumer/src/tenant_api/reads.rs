@@ -3,7 +3,7 @@
 use reqwest::Method;
 
 use super::responses::AppResponse;
-use super::{ApiError, AppInfo, AppItem, Call, Overflow, ReloadInfo, TenantClient, UserInfo};
+use super::{ApiError, AppInfo, AppItem, Call, Me, Overflow, ReloadInfo, TenantClient, UserInfo};
 
 impl TenantClient {
     /// `GET /api/v1/reloads/{reloadId}`.
@@ -52,6 +52,18 @@ impl TenantClient {
             .append_pair("limit", "100");
         let body: serde_json::Value = self.get_json(url).await?;
         Ok(AppItem::from_items(&body, app_id))
+    }
+
+    /// `GET /api/v1/users/me`: the JWT's own user, whose `tenantId` is the id of the tenant
+    /// the JWT belongs to (what events carry). A [`ApiError::Body`] when the answer has none.
+    pub async fn users_me(&self) -> Result<Me, ApiError> {
+        let me: Me = self.get_json(self.url(&["users", "me"])).await?;
+        match me.tenant_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => Ok(me),
+            _ => Err(ApiError::Body(
+                "no `tenantId` in the answer of /api/v1/users/me".to_owned(),
+            )),
+        }
     }
 
     /// `GET /api/v1/users/{userId}`.

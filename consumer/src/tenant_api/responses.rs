@@ -118,6 +118,14 @@ pub struct UserInfo {
     pub picture: Option<String>,
 }
 
+/// `GET /api/v1/users/me`: the JWT's user; only the ids are read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Me {
+    pub id: Option<String>,
+    #[serde(rename = "tenantId")]
+    pub tenant_id: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! A fake Qlik Cloud tenant REST API on 127.0.0.1 for tests: realistic responses for the five
-//! endpoints the consumer calls, a Bearer JWT check (401 on anything else), and scripted faults
+//! endpoints the consumer calls for alerts and `users/me` (a tenant given by hostname), a Bearer JWT check (401 on anything else), and scripted faults
 //! per endpoint (status codes, `Retry-After`, slow answers, hangs), and an optional latency on
 //! every answer (a tenant far away: [`FakeTenant::set_latency`]).
 //!
@@ -51,6 +51,8 @@ pub enum Route {
     Items,
     /// `GET /api/v1/users/{id}`
     User,
+    /// `GET /api/v1/users/me`: the JWT's user, with the `tenantId` a hostname resolves to.
+    Me,
     /// Anything else (answered 404).
     Other,
 }
@@ -498,6 +500,7 @@ fn route_of(path: &str) -> (Route, Vec<String>) {
         ["api", "v1", "apps", _, "reloads", "logs", _] => Route::ScriptLog,
         ["api", "v1", "apps", _] => Route::App,
         ["api", "v1", "items"] => Route::Items,
+        ["api", "v1", "users", "me"] => Route::Me,
         ["api", "v1", "users", _] => Route::User,
         _ => Route::Other,
     };
@@ -632,6 +635,7 @@ async fn handle(state: Arc<Shared>, req: Request<Body>) -> Response {
                 &json!({"data": items, "links": {"self": {"href": format!("/api/v1/items?{}", query.unwrap_or_default())}}}),
             )
         }
+        (Route::Me, _) => json_response(StatusCode::OK, &user_json(&data)),
         (Route::User, [.., id]) => match data.for_user(id) {
             Some(user) => json_response(StatusCode::OK, &user_json(&user)),
             None => qlik_error(StatusCode::NOT_FOUND),
