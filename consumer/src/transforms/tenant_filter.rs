@@ -50,20 +50,22 @@ impl ForeignTenants {
     }
 }
 
-/// What is configured, for the log line: each tenant's id (and the hostname it was configured
-/// by), and a hint when a tenant is given by hostname.
+/// What is configured, for the log line: each tenant's id (with the hostname it was configured
+/// by), and a hint when a tenant was given by hostname: its events carry the id it resolved to,
+/// so an event of another id is another tenant's.
 pub fn configured(config: &ConsumerConfig) -> (String, Option<String>) {
-    let ids: Vec<String> = config.tenants.iter().map(|t| t.id.clone()).collect();
-    let by_host: Vec<&str> = config
+    let ids: Vec<String> = config.tenants.iter().map(|t| t.display_name()).collect();
+    let by_host: Vec<String> = config
         .tenants
         .iter()
-        .filter(|t| t.id.contains('.'))
-        .map(|t| t.id.as_str())
+        .filter(|t| t.configured_id.is_some())
+        .map(|t| t.display_name())
         .collect();
     let hint = (!by_host.is_empty()).then(|| {
         format!(
-            "{} is a hostname, but events carry the tenant's id (a 32-character code): set `id` \
-             to it (see docs/configuration.md, tenants)",
+            "configured by hostname and resolved through the tenant API: {}; an event of another \
+             id comes from another tenant (a webhook of a tenant not configured here, or a JWT of \
+             the wrong tenant)",
             by_host.join(", ")
         )
     });
