@@ -398,24 +398,3 @@ async fn with_the_tenant_api_down_the_preview_says_what_is_missing() {
     );
     assert_eq!(webhook.requests(), 0);
 }
-
-#[tokio::test]
-#[ignore = "prints a preview for a person to look at"]
-async fn show() {
-    let broker = testkit::embedded();
-    let tenant = FakeTenant::start().await;
-    let mut setup = write_config(
-        &broker,
-        &Destinations {
-            slack: Some("http://127.0.0.1:9/services/x".into()),
-            slack_formatted: true,
-            teams: Some("http://127.0.0.1:9/teams".into()),
-            mqtt_topic: Some("alerts/{tenantId}/{appId}".into()),
-            script_log: true,
-            ..Destinations::one_webhook("http://127.0.0.1:9/hook").through(&tenant)
-        },
-    );
-    add_email(&mut setup, 9);
-    let (code, out, err) = preview(&setup, &sample_event(&setup), &[]).await;
-    println!("{code}\n{out}\n{err}");
-}
