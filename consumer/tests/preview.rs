@@ -398,3 +398,47 @@ async fn with_the_tenant_api_down_the_preview_says_what_is_missing() {
     );
     assert_eq!(webhook.requests(), 0);
 }
+
+#[tokio::test]
+async fn a_template_that_renders_no_json_fails_its_destination_only() {
+    let broker = testkit::embedded();
+    let tenant = FakeTenant::start().await;
+    let teams = Receiver::start().await;
+    let mut setup = write_config(
+        &broker,
+        &Destinations {
+            teams: Some(teams.url("webhookb2/teams-token")),
+            teams_formatted: true,
+            ..Destinations::one_webhook("http://127.0.0.1:9/hook").through(&tenant)
+        },
+    );
+    // Compiles, but what it renders is not JSON (a missing comma).
+    let bad = setup.dir.path().join("bad-teams.handlebars");
+    std::fs::write(
+        &bad,
+        "{\n  \"type\": \"message\"\n  \"text\": \"{{appName}}\"\n}\n",
+    )
+    .expect("write template");
+    let bad_path = bad.display().to_string();
+    setup.edit(|config| {
+        config.tenant(
+            "alert.teamsNotification.reloadAppFailure.templateFile",
+            bad_path.as_str(),
+        );
+    });
+    let event = sample_event(&setup);
+    let (code, stdout, stderr) = preview(&setup, &event, &[]).await;
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "preview: teams:{TENANT}: Teams template: rendered template is not a JSON object"
+        )),
+        "{stderr}"
+    );
+    assert!(section(&stdout, &format!("teams:{TENANT}")).starts_with("FAILED: "));
+    assert!(
+        section(&stdout, "log").contains("Sales dashboard"),
+        "{stdout}"
+    );
+    assert_eq!(teams.requests(), 0);
+}
