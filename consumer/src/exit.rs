@@ -7,10 +7,11 @@ pub const OK: u8 = 0;
 /// A runtime failure: broker refused the subscription, state directory not writable, an alert
 /// could neither be delivered nor parked; for `webhook`: tenant unreachable, timeouts, HTTP 5xx
 /// after retries, an unexpected answer; for `webhook status`: a webhook to the relay is
-/// disabled or missing.
+/// disabled or missing; for `preview`: a destination did not render (a template error).
 pub const FAILURE: u8 = 1;
 /// Command-line usage error (clap's own code; also a missing or invalid webhook secret, several
-/// tenants and no `--tenant`, `--since` beyond 7 days).
+/// tenants and no `--tenant`, `--since` beyond 7 days; for `preview`: an event that is not a
+/// failed reload of a configured tenant, or a `--destination` that names none).
 pub const USAGE: u8 = 2;
 /// `webhook`: Qlik refused the request as invalid (HTTP 400/409/422; its message is printed)
 /// (`EX_DATAERR`).

@@ -17,10 +17,12 @@ use commands::webhook;
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0   success (replay: nothing left parked)
+  0   success (replay: nothing left parked; preview: every destination rendered)
   1   runtime failure (subscription refused, state directory not writable, alert neither
-      delivered nor parked); webhook status: a webhook to the relay is disabled or missing
-  2   command-line usage error
+      delivered nor parked); webhook status: a webhook to the relay is disabled or missing;
+      preview: a destination did not render (its name and the template error are printed)
+  2   command-line usage error; preview: the event is not a failed reload of a configured
+      tenant (unreadable, not a Qlik event, another tenant, not a failed reload)
   65  webhook: Qlik refused the request as invalid
   66  webhook: no webhook with that id or name
   75  replay: some alerts could not be delivered and are still parked;
@@ -105,6 +107,22 @@ enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// Run one Qlik event (a JSON file) through parsing, tenant match, enrichment and every
+    /// destination's templates, and print what each destination would receive. Sends nothing,
+    /// stores nothing (no dedupe entry, no rate-limit window, no parked file, no MQTT
+    /// connection). For editing Butler's Handlebars templates.
+    #[command(after_help = AFTER_HELP)]
+    Preview {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The event: a JSON file in the legacy, hybrid or CloudEvents envelope.
+        #[arg(long, value_name = "EVENT.json")]
+        event: PathBuf,
+        /// Only this destination: its name (`slack:<tenantId>`, `email:<tenantId>/<address>`,
+        /// `webhook:ops`, `mqtt`, `log`, `script-log-disk`) or the start of it (`slack`).
+        #[arg(long, value_name = "NAME")]
+        destination: Option<String>,
+    },
     /// Register the relay's webhooks in Qlik Cloud through the tenant API (create, list,
     /// delete, enable, disable), and resend failed deliveries after an outage.
     #[command(subcommand, after_help = webhook::AFTER_HELP)]
@@ -149,6 +167,11 @@ fn main() -> ExitCode {
             Command::Replay { config, sink, list } => {
                 commands::replay::run(config, sink.as_deref(), *list).await
             }
+            Command::Preview {
+                config,
+                event,
+                destination,
+            } => commands::preview::run(config, event, destination.as_deref()).await,
             Command::Webhook(command) => Ok(webhook::run(command).await),
             Command::CheckConfig(_) => Ok(exit::OK),
         }

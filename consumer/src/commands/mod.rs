@@ -1,6 +1,7 @@
 //! One module per `consumer` command; `main.rs` parses the command line and dispatches here.
 
 pub mod check_config;
+pub mod preview;
 pub mod replay;
 pub mod run;
 pub mod webhook;

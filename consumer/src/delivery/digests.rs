@@ -278,6 +278,10 @@ mod tests {
         async fn send(&self, _alert: &Alert) -> Result<(), SinkError> {
             Ok(())
         }
+
+        fn preview(&self, _alert: &Alert) -> Result<crate::sinks::Preview, SinkError> {
+            Ok(crate::sinks::Preview::Nothing("test sink".into()))
+        }
     }
 
     #[tokio::test]

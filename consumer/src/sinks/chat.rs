@@ -24,7 +24,8 @@ use serde_json::Value;
 
 use super::template::{Markup, escape_for, render_json, render_text};
 use super::{
-    BuildError, Context, Destination, SharedSink, Sink, SinkError, TenantApi, digest_context, http,
+    BuildError, Context, Destination, Preview, SharedSink, Sink, SinkError, TenantApi,
+    digest_context, http,
 };
 use crate::alert::Alert;
 use crate::digest::{Digest, DigestSettings};
@@ -233,6 +234,10 @@ impl<F: ChatFormat> Destination for ChatAlert<F> {
         Some(Arc::new(alert))
     }
 
+    fn sink_name(&self) -> String {
+        format!("{}:{}", F::SINK, self.tenant_id)
+    }
+
     fn summary(&self, _config: &Context<'_>) -> Option<String> {
         Some(format!(
             "{} ({}) → {}",
@@ -311,7 +316,7 @@ pub struct ChatSink<F> {
 impl<F: ChatFormat> ChatSink<F> {
     pub fn new(alert: ChatAlert<F>, client: reqwest::Client) -> Result<Self, BuildError> {
         Ok(Self {
-            name: format!("{}:{}", F::SINK, alert.tenant_id),
+            name: alert.sink_name(),
             template: alert.read_template()?,
             digest_template: alert.read_digest_template()?,
             digest: None,
@@ -420,6 +425,10 @@ impl<F: ChatFormat> Sink for ChatSink<F> {
             http::DEFAULT_TIMEOUT,
         )
         .await
+    }
+
+    fn preview(&self, alert: &Alert) -> Result<Preview, SinkError> {
+        self.message(alert).map(Preview::Json)
     }
 }
 

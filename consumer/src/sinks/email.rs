@@ -32,7 +32,9 @@ use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executo
 use secrecy::ExposeSecret;
 
 use super::template::{check, one_line, render_html, render_text};
-use super::{Context, BuildError, Destination, Kind, SharedSink, Sink, SinkError};
+use super::{
+    BuildError, Context, Destination, EmailPreview, Kind, Preview, SharedSink, Sink, SinkError,
+};
 use crate::alert::Alert;
 use crate::digest::{Digest, DigestSettings};
 use crate::settings::{
@@ -285,6 +287,10 @@ impl Destination for EmailAlert {
         Some(Arc::new(alert))
     }
 
+    fn sink_name(&self) -> String {
+        format!("email:{}", self.tenant_id)
+    }
+
     fn summary(&self, config: &Context<'_>) -> Option<String> {
         let smtp = config.smtp?;
         Some(format!(
@@ -522,6 +528,23 @@ fn message_id(alert: &Alert, recipient: &str, from: &Mailbox) -> String {
     format!("<{event}.{hash:016x}@{}>", from.email.domain())
 }
 
+/// An email's rendered subject and parts.
+#[derive(Clone)]
+struct Rendered {
+    subject: String,
+    html: String,
+    text: String,
+}
+
+/// `Message-ID` and the priority headers of one recipient's email.
+struct ExtraHeaders {
+    message_id: String,
+    x_priority: &'static str,
+    importance: &'static str,
+}
+
+const AUTO_SUBMITTED: &str = "auto-generated";
+
 fn permanent(what: &str) -> impl Fn(super::template::TemplateError) -> SinkError + '_ {
     move |e| SinkError::Permanent(format!("email {what}: {e}"))
 }
@@ -529,7 +552,7 @@ fn permanent(what: &str) -> impl Fn(super::template::TemplateError) -> SinkError
 impl EmailSink {
     pub fn new(config: EmailConfig) -> Result<Self, BuildError> {
         Ok(Self {
-            name: format!("email:{}", config.alert.tenant_id),
+            name: config.alert.sink_name(),
             transport: transport(&config.smtp)?,
             config,
             digest: None,
@@ -548,6 +571,12 @@ impl EmailSink {
 
     /// The email this sink sends for an alert (or a digest part) to one recipient.
     pub fn message(&self, alert: &Alert, recipient: &str) -> Result<Message, SinkError> {
+        let rendered = self.render(alert)?;
+        self.build_message(alert, recipient, rendered)
+    }
+
+    /// Subject, HTML and text of the email for an alert, a digest part or a notice.
+    fn render(&self, alert: &Alert) -> Result<Rendered, SinkError> {
         let c = &self.config;
         let (subject, html, text) = match (&alert.notice, &alert.digest) {
             (Some(n), _) => notice::render(n),
@@ -564,22 +593,72 @@ impl EmailSink {
                 (one_line(&subject), html, text)
             }
         };
+        Ok(Rendered {
+            subject,
+            html,
+            text,
+        })
+    }
+
+    /// The headers besides `From`, `To` and `Subject`, in the order they are set.
+    fn extra_headers(&self, alert: &Alert, recipient: &str) -> ExtraHeaders {
+        let (x_priority, importance) = priority_headers(self.config.alert.priority);
+        ExtraHeaders {
+            message_id: message_id(alert, recipient, &self.config.from),
+            x_priority,
+            importance,
+        }
+    }
+
+    fn build_message(
+        &self,
+        alert: &Alert,
+        recipient: &str,
+        rendered: Rendered,
+    ) -> Result<Message, SinkError> {
+        let c = &self.config;
         let to = recipient.parse::<Address>().map_err(|_| {
             SinkError::Permanent(format!("email: not an email address: {recipient:?}"))
         })?;
-        let (x_priority, importance) = priority_headers(c.alert.priority);
+        let extra = self.extra_headers(alert, recipient);
         Message::builder()
             .from(c.from.clone())
             .to(Mailbox::new(None, to))
-            .subject(subject)
-            .message_id(Some(message_id(alert, recipient, &c.from)))
-            .header(XPriority(x_priority.to_owned()))
-            .header(XMsMailPriority(importance.to_owned()))
-            .header(Importance(importance.to_owned()))
+            .subject(rendered.subject)
+            .message_id(Some(extra.message_id))
+            .header(XPriority(extra.x_priority.to_owned()))
+            .header(XMsMailPriority(extra.importance.to_owned()))
+            .header(Importance(extra.importance.to_owned()))
             // RFC 3834: automatic mail, so out-of-office replies are not sent back to it.
-            .header(AutoSubmitted("auto-generated".to_owned()))
-            .multipart(MultiPart::alternative_plain_html(text, html))
+            .header(AutoSubmitted(AUTO_SUBMITTED.to_owned()))
+            .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))
             .map_err(|e| SinkError::Permanent(format!("email: cannot build the message: {e}")))
+    }
+
+    /// The email [`Self::message`] builds, as headers and parts (the message is built too, so
+    /// what would fail to build fails here).
+    fn preview_email(&self, alert: &Alert, recipient: &str) -> Result<EmailPreview, SinkError> {
+        let rendered = self.render(alert)?;
+        self.build_message(alert, recipient, rendered.clone())?;
+        let extra = self.extra_headers(alert, recipient);
+        let headers = [
+            ("From", self.config.from.to_string()),
+            ("To", recipient.to_owned()),
+            ("Subject", rendered.subject),
+            ("Message-ID", extra.message_id),
+            ("X-Priority", extra.x_priority.to_owned()),
+            ("X-MSMail-Priority", extra.importance.to_owned()),
+            ("Importance", extra.importance.to_owned()),
+            ("Auto-Submitted", AUTO_SUBMITTED.to_owned()),
+        ];
+        Ok(EmailPreview {
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+            text: rendered.text,
+            html: rendered.html,
+        })
     }
 
     fn describe_server(&self) -> String {
@@ -671,11 +750,7 @@ impl Sink for EmailSink {
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
-        let Some(recipient) = alert.recipient.as_deref() else {
-            return Err(SinkError::Permanent(
-                "email alert without a recipient".to_owned(),
-            ));
-        };
+        let recipient = recipient_of(alert)?;
         let message = self.message(alert, recipient)?;
         self.transport
             .send(message)
@@ -683,6 +758,19 @@ impl Sink for EmailSink {
             .map(|_| ())
             .map_err(|e| classify(&e, format!("{}, to {recipient}", self.describe_server())))
     }
+
+    fn preview(&self, alert: &Alert) -> Result<Preview, SinkError> {
+        let recipient = recipient_of(alert)?;
+        Ok(Preview::Email(Box::new(self.preview_email(alert, recipient)?)))
+    }
+}
+
+/// The recipient delivery set on this copy of the alert.
+fn recipient_of(alert: &Alert) -> Result<&str, SinkError> {
+    alert
+        .recipient
+        .as_deref()
+        .ok_or_else(|| SinkError::Permanent("email alert without a recipient".to_owned()))
 }
 
 mod digest;

@@ -7,11 +7,16 @@
 
 use std::sync::Arc;
 
-use super::{Context, BuildError, Destination, Kind, SharedSink, Sink, SinkError, TenantApi};
+use super::{
+    BuildError, Context, Destination, Kind, Preview, SharedSink, Sink, SinkError, TenantApi,
+};
 use crate::alert::Alert;
 use crate::settings::{Node, Problems};
 
 pub(crate) const KIND: Kind = Kind::Global(parse);
+
+/// The sink's name.
+const LOG_SINK: &str = "log";
 
 /// Extension `Butler.qlikSenseCloud.consumer.destinations.log.enable` (default true). No
 /// further settings.
@@ -30,6 +35,10 @@ fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
 }
 
 impl Destination for LogDestination {
+    fn sink_name(&self) -> String {
+        LOG_SINK.to_owned()
+    }
+
     fn summary(&self, _config: &Context<'_>) -> Option<String> {
         Some("log".to_owned())
     }
@@ -54,9 +63,134 @@ impl LogSink {
     }
 }
 
+/// What one alert's line holds: [`Sink::send`] logs it, [`Sink::preview`] shows it.
+enum Line<'a> {
+    Notice {
+        event_id: &'a str,
+        tenant: &'a str,
+        title: &'a str,
+        text: &'a str,
+    },
+    Digest {
+        event_id: &'a str,
+        tenant: &'a str,
+        digest: String,
+    },
+    Reload {
+        event_id: &'a str,
+        tenant: &'a str,
+        app_id: &'a str,
+        app_name: &'a str,
+        reload_id: &'a str,
+        status: &'a str,
+        error_code: &'a str,
+        error_message: &'a str,
+        app_url: &'a str,
+    },
+}
+
+const NOTICE: &str = "notice from the consumer";
+const DIGEST: &str = "Qlik Cloud app reloads failed (digest)";
+const RELOAD: &str = "Qlik Cloud app reload failed";
+
+impl<'a> Line<'a> {
+    fn of(alert: &'a Alert) -> Self {
+        let event_id = alert.event_id.as_str();
+        let tenant = alert.tenant_id.as_str();
+        if let Some(notice) = &alert.notice {
+            return Line::Notice {
+                event_id,
+                tenant,
+                title: &notice.title,
+                text: &notice.text,
+            };
+        }
+        if let Some(digest) = &alert.digest {
+            return Line::Digest {
+                event_id,
+                tenant,
+                digest: digest.describe(),
+            };
+        }
+        Line::Reload {
+            event_id,
+            tenant,
+            app_id: alert.app_id.as_deref().unwrap_or(""),
+            app_name: alert.field("appName").unwrap_or(""),
+            reload_id: alert.reload_id.as_deref().unwrap_or(""),
+            status: alert.field("status").unwrap_or(""),
+            error_code: alert.field("errorCode").unwrap_or(""),
+            error_message: alert.field("errorMessage").unwrap_or(""),
+            app_url: alert.field("appUrl").unwrap_or(""),
+        }
+    }
+
+    /// The message and the fields, each value in its escaped (`Debug`) form, as the line
+    /// records it.
+    fn preview(&self) -> Preview {
+        let field = |name: &str, value: &dyn std::fmt::Debug| (name.to_owned(), format!("{value:?}"));
+        let (message, fields) = match self {
+            Line::Notice {
+                event_id,
+                tenant,
+                title,
+                text,
+            } => (
+                NOTICE,
+                vec![
+                    field("event_id", event_id),
+                    field("tenant", tenant),
+                    field("title", title),
+                    field("text", text),
+                ],
+            ),
+            Line::Digest {
+                event_id,
+                tenant,
+                digest,
+            } => (
+                DIGEST,
+                vec![
+                    field("event_id", event_id),
+                    field("tenant", tenant),
+                    field("digest", digest),
+                ],
+            ),
+            Line::Reload {
+                event_id,
+                tenant,
+                app_id,
+                app_name,
+                reload_id,
+                status,
+                error_code,
+                error_message,
+                app_url,
+            } => (
+                RELOAD,
+                vec![
+                    field("event_id", event_id),
+                    field("tenant", tenant),
+                    field("app_id", app_id),
+                    field("app_name", app_name),
+                    field("reload_id", reload_id),
+                    field("status", status),
+                    field("error_code", error_code),
+                    field("error_message", error_message),
+                    field("app_url", app_url),
+                ],
+            ),
+        };
+        Preview::Log {
+            message: message.to_owned(),
+            fields,
+        }
+    }
+}
+
 impl Sink for LogSink {
     fn name(&self) -> &str {
-        "log"
+        LOG_SINK
     }
 
     /// Everything, notices from the consumer included: the log is read by people too.
@@ -68,43 +202,62 @@ impl Sink for LogSink {
     /// layer's choice) is still one line, not a line per app.
     /// A notice from the consumer itself is one line too, with its title and text as fields.
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
-        if let Some(notice) = &alert.notice {
+        match Line::of(alert) {
             // `?`: the text has line breaks of its own and values from Qlik (a webhook's name,
             // its `disabledReason`); quoted and escaped, they stay on this line.
-            tracing::warn!(
+            Line::Notice {
+                event_id,
+                tenant,
+                title,
+                text,
+            } => tracing::warn!(
                 target: "consumer::alert",
-                event_id = ?alert.event_id,
-                tenant = ?alert.tenant_id,
-                title = ?notice.title,
-                text = ?notice.text,
-                "notice from the consumer"
-            );
-            return Ok(());
-        }
-        if let Some(digest) = &alert.digest {
-            tracing::warn!(
+                event_id = ?event_id,
+                tenant = ?tenant,
+                title = ?title,
+                text = ?text,
+                "{NOTICE}"
+            ),
+            Line::Digest {
+                event_id,
+                tenant,
+                digest,
+            } => tracing::warn!(
                 target: "consumer::alert",
-                event_id = ?alert.event_id,
-                tenant = ?alert.tenant_id,
-                digest = %digest.describe(),
-                "Qlik Cloud app reloads failed (digest)"
-            );
-            return Ok(());
+                event_id = ?event_id,
+                tenant = ?tenant,
+                digest = %digest,
+                "{DIGEST}"
+            ),
+            Line::Reload {
+                event_id,
+                tenant,
+                app_id,
+                app_name,
+                reload_id,
+                status,
+                error_code,
+                error_message,
+                app_url,
+            } => tracing::warn!(
+                target: "consumer::alert",
+                event_id = ?event_id,
+                tenant = ?tenant,
+                app_id,
+                app_name,
+                reload_id,
+                status,
+                error_code,
+                error_message,
+                app_url,
+                "{RELOAD}"
+            ),
         }
-        tracing::warn!(
-            target: "consumer::alert",
-            event_id = ?alert.event_id,
-            tenant = ?alert.tenant_id,
-            app_id = alert.app_id.as_deref().unwrap_or(""),
-            app_name = alert.field("appName").unwrap_or(""),
-            reload_id = alert.reload_id.as_deref().unwrap_or(""),
-            status = alert.field("status").unwrap_or(""),
-            error_code = alert.field("errorCode").unwrap_or(""),
-            error_message = alert.field("errorMessage").unwrap_or(""),
-            app_url = alert.field("appUrl").unwrap_or(""),
-            "Qlik Cloud app reload failed"
-        );
         Ok(())
+    }
+
+    fn preview(&self, alert: &Alert) -> Result<Preview, SinkError> {
+        Ok(Line::of(alert).preview())
     }
 }
 

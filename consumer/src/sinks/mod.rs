@@ -18,7 +18,10 @@ use crate::settings::{BrokerConfig, DigestConfig, Node, Problems, SmtpConfig};
 
 pub mod chat;
 pub mod http;
+pub mod preview;
 pub mod template;
+
+pub use preview::{EmailPreview, Preview};
 
 /// Declares each destination's module and lists its [`Kind`] in [`REGISTRY`].
 macro_rules! registry {
@@ -103,6 +106,11 @@ pub trait Sink: Send + Sync {
     /// One delivery attempt. An alert with [`Alert::digest`] set is a digest part: the
     /// destination sends its digest message.
     fn send(&self, alert: &Alert) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// What [`Self::send`] would send for this alert, rendered by the same code, sending and
+    /// storing nothing (`consumer preview`). For a sink with [`Self::recipients`], the alert
+    /// carries the recipient, as in delivery.
+    fn preview(&self, alert: &Alert) -> Result<Preview, SinkError>;
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -129,6 +137,7 @@ pub trait DynSink: Send + Sync {
     fn digest(&self) -> Option<DigestSettings>;
     fn digest_fits(&self, digest: &Digest) -> bool;
     fn send_boxed<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn preview(&self, alert: &Alert) -> Result<Preview, SinkError>;
 }
 
 impl<S: Sink> DynSink for S {
@@ -158,6 +167,10 @@ impl<S: Sink> DynSink for S {
 
     fn send_boxed<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(Sink::send(self, alert))
+    }
+
+    fn preview(&self, alert: &Alert) -> Result<Preview, SinkError> {
+        Sink::preview(self, alert)
     }
 }
 
@@ -215,6 +228,10 @@ pub struct Context<'a> {
 
 /// One configured destination: its settings, validated at load time.
 pub trait Destination: Any + fmt::Debug + Send + Sync {
+    /// The name of the sink [`Self::build`] makes ([`Sink::name`]), e.g. `slack:<tenant>`, so
+    /// a destination that does not build can be named as its sink would be.
+    fn sink_name(&self) -> String;
+
     /// The line under "Destinations for failed reloads:" in `check-config` (secrets masked);
     /// `None`: not listed.
     fn summary(&self, config: &Context<'_>) -> Option<String>;
@@ -266,6 +283,8 @@ pub enum Purpose {
     Run,
     /// `consumer replay`.
     Replay,
+    /// `consumer preview`: sinks that render and never send (nothing connects).
+    Preview,
 }
 
 /// Destinations in the order they were read, with typed access for whoever needs one kind.

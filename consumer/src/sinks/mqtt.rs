@@ -17,12 +17,17 @@ use std::time::Duration;
 use qlik_events::mqtt::{ConfirmedPublisher, Connector, PublishError};
 use tokio::sync::Mutex;
 
-use super::{Context, BuildError, Destination, Kind, Purpose, SharedSink, Sink, SinkError};
+use super::{
+    BuildError, Context, Destination, Kind, Preview, Purpose, SharedSink, Sink, SinkError,
+};
 use crate::alert::Alert;
 use crate::settings::{Node, Problems, block_enabled, rate_limit};
 use crate::digest::DigestSettings;
 
 pub(crate) const KIND: Kind = Kind::Global(parse);
+
+/// The sink's name.
+const MQTT_SINK: &str = "mqtt";
 
 /// Extension `mqtt`: re-publish of alerts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +68,10 @@ fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
 }
 
 impl Destination for MqttDestination {
+    fn sink_name(&self) -> String {
+        MQTT_SINK.to_owned()
+    }
+
     fn summary(&self, _config: &Context<'_>) -> Option<String> {
         let retained = if self.retain { " (retained)" } else { "" };
         Some(format!(
@@ -108,6 +117,8 @@ impl MqttSinkConfig {
         let role = match purpose {
             Purpose::Run => "alerts",
             Purpose::Replay => "replay",
+            // Never connects; named apart all the same.
+            Purpose::Preview => "preview",
         };
         broker.client_id = format!("{}-{role}", config.broker.client_id);
         Self {
@@ -150,6 +161,11 @@ impl MqttSink {
             .replace("{appId}", &sanitize(alert.app_id.as_deref().unwrap_or("")))
     }
 
+    /// What is published for an alert: its topic and JSON payload.
+    fn message(&self, alert: &Alert) -> (String, serde_json::Value) {
+        (self.topic_for(alert), alert.payload())
+    }
+
     async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), SinkError> {
         let broker = self.config.broker.display_url();
         let connection = ConfirmedPublisher::start(&self.connector);
@@ -175,7 +191,7 @@ impl MqttSink {
 
 impl Sink for MqttSink {
     fn name(&self) -> &str {
-        "mqtt"
+        MQTT_SINK
     }
 
     fn rate_limit(&self) -> Duration {
@@ -187,11 +203,21 @@ impl Sink for MqttSink {
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
-        let payload = serde_json::to_vec(&alert.payload())
+        let (topic, payload) = self.message(alert);
+        let payload = serde_json::to_vec(&payload)
             .map_err(|e| SinkError::Permanent(format!("alert does not serialize: {e}")))?;
-        let topic = self.topic_for(alert);
         let _one_at_a_time = self.busy.lock().await;
         self.publish(&topic, &payload).await
+    }
+
+    /// The topic and payload, without connecting.
+    fn preview(&self, alert: &Alert) -> Result<Preview, SinkError> {
+        let (topic, payload) = self.message(alert);
+        Ok(Preview::Mqtt {
+            topic,
+            retain: self.config.retain,
+            payload,
+        })
     }
 }
 

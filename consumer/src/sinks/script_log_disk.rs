@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use super::{Context, BuildError, Destination, Kind, SharedSink, Sink, SinkError};
+use super::{BuildError, Context, Destination, Kind, Preview, SharedSink, Sink, SinkError};
 use crate::alert::Alert;
 use crate::settings::{Node, Problems, block_enabled};
 use crate::state::write_atomically;
@@ -22,6 +22,9 @@ use crate::state::write_atomically;
 pub const SCRIPT_LOG: &str = "Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure";
 
 pub(crate) const KIND: Kind = Kind::Global(parse);
+
+/// The sink's name.
+const SCRIPT_LOG_SINK: &str = "script-log-disk";
 
 /// `Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure` (`enable`, `logDirectory`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,10 @@ fn parse(butler: &Node<'_>, p: &mut Problems) -> Vec<Arc<dyn Destination>> {
 }
 
 impl Destination for ScriptLogDiskConfig {
+    fn sink_name(&self) -> String {
+        SCRIPT_LOG_SINK.to_owned()
+    }
+
     fn summary(&self, _config: &Context<'_>) -> Option<String> {
         Some(format!(
             "script log to disk under {}",
@@ -134,30 +141,66 @@ fn placeholder(alert: &Alert) -> String {
     )
 }
 
+/// What is written for an alert: the script log, or (`false`) what the event says instead.
+struct File {
+    path: PathBuf,
+    content: String,
+    script_log: bool,
+}
+
+impl ScriptLogDiskSink {
+    /// The file for an alert; `None` for a digest, which carries no script log (its apps' logs
+    /// were stored when each alert came).
+    fn file(&self, alert: &Alert) -> Option<File> {
+        if alert.digest.is_some() {
+            return None;
+        }
+        let (content, script_log) = match &alert.script_log {
+            Some(log) => (log.to_string(), true),
+            None => (placeholder(alert), false),
+        };
+        Some(File {
+            path: self.path_for(alert),
+            content,
+            script_log,
+        })
+    }
+}
+
 impl Sink for ScriptLogDiskSink {
     fn name(&self) -> &str {
-        "script-log-disk"
+        SCRIPT_LOG_SINK
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
-        // A digest carries no script log, and its apps' logs were stored when each alert came.
-        if alert.digest.is_some() {
+        let Some(file) = self.file(alert) else {
             return Ok(());
-        }
-        let path = self.path_for(alert);
-        let content = match &alert.script_log {
-            Some(log) => log.to_string(),
-            None => {
-                tracing::warn!(
-                    "{}: no script log to store; writing what the event says instead",
-                    alert.describe()
-                );
-                placeholder(alert)
-            }
         };
-        write_atomically(&path, content.as_bytes())
+        if !file.script_log {
+            tracing::warn!(
+                "{}: no script log to store; writing what the event says instead",
+                alert.describe()
+            );
+        }
+        write_atomically(&file.path, file.content.as_bytes())
             .await
-            .map_err(|e| SinkError::Transient(format!("{}: {e}", path.display())))
+            .map_err(|e| SinkError::Transient(format!("{}: {e}", file.path.display())))
+    }
+
+    fn preview(&self, alert: &Alert) -> Result<Preview, SinkError> {
+        Ok(match self.file(alert) {
+            None => Preview::Nothing("a digest carries no script log".to_owned()),
+            Some(file) => Preview::File {
+                bytes: file.content.len(),
+                what: if file.script_log {
+                    "the script log from the tenant API".to_owned()
+                } else {
+                    "no script log (it could not be fetched): what the event says instead"
+                        .to_owned()
+                },
+                path: file.path,
+            },
+        })
     }
 }
 

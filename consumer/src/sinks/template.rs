@@ -280,11 +280,18 @@ fn classify(error: &handlebars::RenderError) -> TemplateError {
     }
 }
 
-/// Checks that a template compiles, for start-up and `check-config`.
+/// Checks that a template compiles, for start-up, `check-config` and `preview`. The message is
+/// one line and names where Handlebars stopped (`line 3, column 14: …`).
 pub fn check(template: &str) -> Result<(), TemplateError> {
     handlebars::Template::compile(&without_triple_stash(template))
         .map(|_| ())
-        .map_err(|e| TemplateError::Compile(e.to_string()))
+        .map_err(|e| {
+            let reason = one_line(&e.reason().to_string());
+            TemplateError::Compile(match e.pos() {
+                Some((line, column)) => format!("line {line}, column {column}: {reason}"),
+                None => reason,
+            })
+        })
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::{Context, BuildError, Destination, Kind, SharedSink, Sink, SinkError, http};
+use super::{
+    BuildError, Context, Destination, Kind, Preview, SharedSink, Sink, SinkError, http,
+};
 use crate::alert::Alert;
 use crate::settings::{Node, Problems, SecretUrl, parse_digest_settings, rate_limit};
 use crate::digest::DigestSettings;
@@ -140,6 +142,10 @@ pub fn idempotency_key_for(tenant_id: &str, event_id: &str) -> String {
 }
 
 impl Destination for WebhookDestination {
+    fn sink_name(&self) -> String {
+        format!("webhook:{}", self.name)
+    }
+
     fn summary(&self, _config: &Context<'_>) -> Option<String> {
         let headers: Vec<String> = self
             .headers
@@ -180,10 +186,23 @@ pub struct WebhookSink {
 impl WebhookSink {
     pub fn new(config: WebhookDestination, client: reqwest::Client) -> Self {
         Self {
-            name: format!("webhook:{}", config.name),
+            name: config.sink_name(),
             config,
             client,
         }
+    }
+}
+
+impl WebhookSink {
+    /// What is posted for an alert: the JSON body and the headers (the configured ones, then
+    /// `Idempotency-Key`).
+    fn request(&self, alert: &Alert) -> (serde_json::Value, Vec<(String, SecretString)>) {
+        let mut headers = self.config.headers.clone();
+        headers.push((
+            "Idempotency-Key".to_owned(),
+            SecretString::from(idempotency_key(alert)),
+        ));
+        (alert.payload(), headers)
     }
 }
 
@@ -201,19 +220,24 @@ impl Sink for WebhookSink {
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
-        let mut headers = self.config.headers.clone();
-        headers.push((
-            "Idempotency-Key".to_owned(),
-            SecretString::from(idempotency_key(alert)),
-        ));
+        let (body, headers) = self.request(alert);
         http::post_json(
             &self.client,
             &self.config.url,
-            &alert.payload(),
+            &body,
             &headers,
             self.config.timeout,
         )
         .await
+    }
+
+    /// The body and the header names; the values stay unshown (they may be secrets).
+    fn preview(&self, alert: &Alert) -> Result<Preview, SinkError> {
+        let (body, headers) = self.request(alert);
+        Ok(Preview::Http {
+            body,
+            header_names: headers.into_iter().map(|(name, _)| name).collect(),
+        })
     }
 }
 
