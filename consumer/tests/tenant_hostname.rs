@@ -62,6 +62,21 @@ async fn a_tenant_given_by_hostname_is_resolved_and_alerts_end_to_end() {
     );
     assert!(!stdout.contains(&tenant.jwt()), "{stdout}");
 
+    // `preview` resolves the hostname as `run` does: the event of the real id matches.
+    let event_file = setup.dir.path().join("event.json");
+    let sample = event(
+        Sample::CloudEventsAppReload,
+        "preview-evt",
+        TENANT,
+        fake_tenant::APP_ID,
+    );
+    std::fs::write(&event_file, sample).expect("event file");
+    let path = event_file.display().to_string();
+    let (code, stdout, stderr) = run_command(&setup, &["preview", "--event", &path]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("webhook:ops"), "{stdout}");
+    assert_eq!(webhook.drain_delivered().len(), 0, "preview sends nothing");
+
     let mut consumer = start(&setup).await;
     let id = testkit::unique("evt");
     publish_event(
