@@ -81,6 +81,8 @@ for _ in $(seq 100); do
 done
 
 echo "== Checking the consumer's config, then starting it"
+# The JWT is in the file; a token in the caller's environment would take its place, so none is.
+unset QLIK_TENANT_JWT QLIK_TENANT_JWT_XQ7VR2MK9PLS4TNB8WYC1ZDE5FGH3JKQ
 "$consumer_bin" check-config --config "$work/butler.yaml"
 "$consumer_bin" run --config "$work/butler.yaml" > "$work/consumer.log" 2>&1 &
 consumer_pid=$!
