@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Stand-ins, all on 127.0.0.1: Mosquitto on 127.0.0.1:1883 when it answers (else the embedded
-//! rumqttd), the tests' fake tenant (`consumer/tests/support/fake_tenant.rs`) for enrichment,
+//! rumqttd), the tests' fake tenant (`testkit::fake_tenant`) for enrichment,
 //! once answering at once and once after 100 ms, webhook receivers that count alerts by event
 //! id, and a webhook that accepts requests and never answers. Their own capacity is measured
 //! first (requests/s, and the time one request takes on a kept-alive connection, which would
@@ -36,10 +36,6 @@
 //! `subscribed with QoS 1`), `BENCH_LOG_DIR` (keep each consumer's log there), `BENCH_BROKER`
 //! (`mosquitto` or `embedded`; default Mosquitto when it answers).
 
-#[path = "../tests/support/fake_tenant.rs"]
-#[allow(dead_code)]
-mod fake_tenant;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,10 +46,10 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::serve::ListenerExt;
-use fake_tenant::FakeTenant;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use testkit::butler::{Config, Tenant, Webhook};
+use testkit::fake_tenant::{self, FakeTenant};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;

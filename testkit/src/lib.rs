@@ -5,6 +5,7 @@
 
 pub mod butler;
 pub mod emf;
+pub mod fake_tenant;
 pub mod process;
 
 use std::net::{SocketAddr, TcpStream};

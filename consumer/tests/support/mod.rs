@@ -7,11 +7,14 @@
 
 pub mod config;
 pub mod events;
-pub mod fake_tenant;
 pub mod fake_webhooks;
 pub mod receivers;
 pub mod run;
 pub mod smtp_server;
+
+/// The tenant API fake lives in `testkit`, so `scripts/demo.sh` can serve it too.
+#[allow(unused_imports)]
+pub use testkit::fake_tenant;
 
 use std::time::Duration;
 

@@ -3,9 +3,10 @@
 //! per endpoint (status codes, `Retry-After`, slow answers, hangs), and an optional latency on
 //! every answer (a tenant far away: [`FakeTenant::set_latency`]).
 //!
+//! Also served on its own for `scripts/demo.sh`: `cargo run -q -p testkit --example fake-tenant`.
+//!
 //! ```ignore
-//! mod support;
-//! use support::fake_tenant::{FakeTenant, Fault, Route};
+//! use testkit::fake_tenant::{FakeTenant, Fault, Route};
 //!
 //! let tenant = FakeTenant::start().await;
 //! tenant.fail_next(Route::ScriptLog, [Fault::Status(503)]);   // one 503, then normal answers
@@ -284,6 +285,11 @@ impl FakeTenant {
     }
 
     pub async fn start_with(data: TenantData) -> Self {
+        Self::start_on(0, data).await
+    }
+
+    /// Starts on 127.0.0.1:`port` (0: an ephemeral port), panicking when it cannot bind.
+    pub async fn start_on(port: u16, data: TenantData) -> Self {
         let shared = Arc::new(Shared {
             token: Mutex::new(JWT.to_owned()),
             data: Mutex::new(data),
@@ -297,9 +303,9 @@ impl FakeTenant {
             released: Notify::new(),
             latency: Mutex::new(Duration::ZERO),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().expect("local addr");
         let state = shared.clone();
         let app = Router::new().fallback(move |req: Request<Body>| {
