@@ -132,14 +132,38 @@ find "$work/scriptlogs" -name '*.log' | sort | sed "s|$work/|  |"
 first=$(find "$work/scriptlogs" -name '*.log' | sort | head -n 1)
 [ -n "$first" ] && { head -n 3 "$first"; echo "..."; tail -n 3 "$first"; } | sed 's/^/    | /'
 
-# ---- consumer preview goes here --------------------------------------------------------------
-# A later change ends the demo with `consumer preview` of the Slack message for one sample event
-# (issue 18); it is not part of the demo yet.
-# ----------------------------------------------------------------------------------------------
+echo
+echo "== consumer preview: what a Slack channel would get for the first sample, sending nothing"
+# The demo has no Slack; an extension file adds the tenant's Slack alert (Butler's keys, the
+# shipped template) for the preview only. Preview renders with the real parsing, tenant API and
+# templates, and sends and stores nothing, so the webhook URL is never called.
+cat > "$work/preview-slack.yaml" <<YAML
+Butler:
+  qlikSenseCloud:
+    event:
+      mqtt:
+        tenant:
+          alert:
+            slackNotification:
+              reloadAppFailure:
+                enable: true
+                webhookURL: https://hooks.slack.com/services/T00000000/B00000000/never-called
+                messageType: formatted
+                templateFile: $PWD/consumer/templates/slack-failed-reload-qscloud.handlebars
+YAML
+"$consumer_bin" preview --config "$work/butler.yaml" --extensions "$work/preview-slack.yaml" \
+  --event testdata/qlik-samples/app-reload-failed.cloudevents.json --destination slack \
+  > "$work/preview-slack.txt"
+head -n 40 "$work/preview-slack.txt" | sed 's/^/  /'
+echo "  … (the whole message is in preview-slack.txt)"
+grep -q "Sales dashboard" "$work/preview-slack.txt" || {
+  echo "demo: the Slack preview should name the app" >&2
+  exit 1
+}
 
 echo
 echo "Everything the demo wrote is in $work (relay.log, consumer.log, alert-receiver.out, alerts/,"
-echo "fake-tenant.out, scriptlogs/, state/)."
+echo "fake-tenant.out, preview-slack.txt, scriptlogs/, state/)."
 alerts=$(grep -c "app reload failed" "$work/consumer.log" || true)
 duplicates=$(grep -c "already alerted on" "$work/consumer.log" || true)
 if [ "$alerts" -ne 2 ] || [ "$duplicates" -ne 1 ]; then
