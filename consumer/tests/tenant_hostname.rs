@@ -26,16 +26,33 @@ fn by_hostname(broker: &testkit::TestBroker, tenant: &FakeTenant, webhook: &str)
 
 /// `consumer run`, without waiting for anything.
 fn spawn_run(setup: &Setup) -> Binary {
-    let mut command = tokio::process::Command::new(binary());
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&setup.butler)
-        .arg("--extensions")
-        .arg(&setup.extensions)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    Binary::spawn(command)
+    Binary::spawn(run_command_for(setup))
+}
+
+/// Starts the consumer in this process, publishes one failed reload of the fake tenant's app
+/// and returns the consumer with what it alerted.
+async fn alert_one(
+    broker: &testkit::TestBroker,
+    setup: &Setup,
+) -> (
+    Running,
+    (
+        Box<consumer::alert::Alert>,
+        Vec<(String, consumer::delivery::Outcome)>,
+    ),
+) {
+    let mut consumer = start(setup).await;
+    let id = testkit::unique("evt");
+    publish_event(
+        broker,
+        setup,
+        Sample::CloudEventsAppReload,
+        &id,
+        fake_tenant::APP_ID,
+    )
+    .await;
+    let alerted = alerted(consumer.handled().await);
+    (consumer, alerted)
 }
 
 async fn healthz(port: u16) -> (u16, serde_json::Value) {
@@ -77,17 +94,7 @@ async fn a_tenant_given_by_hostname_is_resolved_and_alerts_end_to_end() {
     assert!(stdout.contains("webhook:ops"), "{stdout}");
     assert_eq!(webhook.drain_delivered().len(), 0, "preview sends nothing");
 
-    let mut consumer = start(&setup).await;
-    let id = testkit::unique("evt");
-    publish_event(
-        &broker,
-        &setup,
-        Sample::CloudEventsAppReload,
-        &id,
-        fake_tenant::APP_ID,
-    )
-    .await;
-    let (alert, outcomes) = alerted(consumer.handled().await);
+    let (consumer, (alert, outcomes)) = alert_one(&broker, &setup).await;
     assert_eq!(alert.tenant_id, TENANT);
     assert!(
         outcomes.iter().any(|(name, _)| name == "webhook:ops"),
@@ -214,17 +221,7 @@ async fn a_tenant_id_used_as_today_makes_no_call_to_users_me() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(!stdout.contains(&format!("→ {TENANT}")), "{stdout}");
 
-    let mut consumer = start(&setup).await;
-    let id = testkit::unique("evt");
-    publish_event(
-        &broker,
-        &setup,
-        Sample::CloudEventsAppReload,
-        &id,
-        fake_tenant::APP_ID,
-    )
-    .await;
-    let (alert, _) = alerted(consumer.handled().await);
+    let (consumer, (alert, _)) = alert_one(&broker, &setup).await;
     assert_eq!(alert.tenant_id, TENANT);
     webhook.delivered().await;
     consumer.stop().await;

@@ -125,8 +125,8 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_consumer")
 }
 
-/// Runs `consumer run` and returns once its log says it is subscribed.
-pub async fn spawn_binary(setup: &Setup) -> Binary {
+/// The `consumer run` command for `setup`, logging at info without colours.
+pub fn run_command_for(setup: &Setup) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary());
     command
         .arg("run")
@@ -136,7 +136,12 @@ pub async fn spawn_binary(setup: &Setup) -> Binary {
         .arg(&setup.extensions)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
-    let mut binary = Binary::spawn(command);
+    command
+}
+
+/// Runs `consumer run` and returns once its log says it is subscribed.
+pub async fn spawn_binary(setup: &Setup) -> Binary {
+    let mut binary = Binary::spawn(run_command_for(setup));
     binary.wait_for_line("subscribed with QoS 1").await;
     binary
 }
