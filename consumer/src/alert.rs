@@ -132,19 +132,13 @@ impl Alert {
     pub fn for_digest(tenant_id: &str, recipient: Option<&str>, digest: Digest) -> Alert {
         let mut context = digest.context();
         context.insert("tenantId".into(), tenant_id.into());
+        let event_id = format!("digest-{}-{}of{}", digest.window, digest.part, digest.parts);
         Alert {
-            event_id: format!("digest-{}-{}of{}", digest.window, digest.part, digest.parts),
-            event_type: DIGEST_EVENT_TYPE.to_owned(),
-            tenant_id: tenant_id.to_owned(),
-            app_id: None,
-            reload_id: None,
             event_time: Some(digest.window_end.clone()),
-            app_tags: Vec::new(),
-            script_log: None,
             context,
             recipient: recipient.map(str::to_owned),
             digest: Some(digest),
-            notice: None,
+            ..Alert::new(&event_id, DIGEST_EVENT_TYPE, tenant_id)
         }
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::alert::Alert;
 use crate::delivery::parked_message::MESSAGES_DIR;
 use crate::state::{
-    create_private_dir, fnv1a, now_rfc3339, write_atomically, write_atomically_blocking,
+    create_private_dir, fnv1a, now_rfc3339, now_unix, write_atomically, write_atomically_blocking,
 };
 
 /// The lock file in the dead-letter directory. A dot-file, so it is never taken for a parked
@@ -63,6 +63,22 @@ impl ParkedAlert {
             next_attempt_at: None,
             exhausted: false,
             alert: bounded_for_parking(alert),
+        }
+    }
+
+    /// `alert` held for `sink`: on disk while its destination's worker still tries it, with
+    /// the first redelivery of `schedule` due, so another instance takes it over if this one
+    /// dies. `note` says why it is held.
+    pub fn held(
+        sink: &str,
+        alert: &Alert,
+        attempts: u32,
+        note: &str,
+        schedule: &[Duration],
+    ) -> Self {
+        Self {
+            next_attempt_at: super::schedule::next_attempt(now_unix(), 0, schedule),
+            ..Self::new(sink, alert, attempts, note)
         }
     }
 }

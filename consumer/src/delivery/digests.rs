@@ -14,12 +14,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::dead_letter::{DeadLetter, ParkedAlert};
-use super::schedule::next_attempt;
 use super::worker::Job;
 use crate::alert::Alert;
 use crate::digest::{Digest, DigestEntry, split};
 use crate::sinks::SharedSink;
-use crate::state::{DueDigest, Folding, StateBackend, now_unix};
+use crate::state::{DueDigest, Folding, StateBackend};
 
 /// How often windows are looked at: a digest goes out at most this long after its window.
 const TICK: Duration = Duration::from_secs(1);
@@ -169,15 +168,13 @@ impl Closer {
         for part in parts {
             let description = part.describe();
             let alert = Alert::for_digest(&tenant, recipient.as_deref(), part);
-            let held = ParkedAlert {
-                next_attempt_at: next_attempt(now_unix(), 0, &self.schedule),
-                ..ParkedAlert::new(
-                    &name,
-                    &alert,
-                    0,
-                    "digest: held on disk while its destination's worker delivers it",
-                )
-            };
+            let held = ParkedAlert::held(
+                &name,
+                &alert,
+                0,
+                "digest: held on disk while its destination's worker delivers it",
+                &self.schedule,
+            );
             match self.dead_letter.write(&held).await {
                 Ok(path) => {
                     tracing::info!(

@@ -690,10 +690,13 @@ impl Worker {
                 "held: not delivered within {}s (holdSeconds); delivery goes on",
                 hold.as_secs()
             );
-            let parked = ParkedAlert {
-                next_attempt_at: next_attempt(now_unix(), 0, &self.settings.schedule),
-                ..ParkedAlert::new(&name, &entry.alert, entry.attempts, &held)
-            };
+            let parked = ParkedAlert::held(
+                &name,
+                &entry.alert,
+                entry.attempts,
+                &held,
+                &self.settings.schedule,
+            );
             let path = self.settings.dead_letter.path_for(&name, &entry.alert);
             // Ours while we try it; another instance takes it over only if we die.
             self.take_lease(&path).await;

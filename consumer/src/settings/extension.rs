@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::keys::{
-    Count, Custom, Dir, Flag, HOURS, Kind, MILLIS, OptUrl, SECONDS, SecondsList, Section, Size,
-    Span, Sub, section, to_u32,
+    Count, Custom, Dir, Flag, HOURS, Kind, MILLIS, OptUrl, SECONDS, SecondsList, Section, Span,
+    Sub, section, to_u32, to_usize,
 };
 use super::node::{Node, Problems};
 use super::secret::Env;
@@ -151,7 +151,7 @@ section! {
         /// delay between retries when the tenant sends no `Retry-After`, doubling (ms)
         pub initial_backoff: Duration = Span { key: "initialBackoffMs", default: 500, min: 1, max: 60_000, unit: MILLIS },
         /// a longer script log keeps only its end, where the error is (bytes)
-        pub max_script_log_bytes: usize = Size { key: "maxScriptLogBytes", default: 16 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024 },
+        pub max_script_log_bytes: usize = Count { key: "maxScriptLogBytes", default: 16 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, as_type: to_usize },
         /// all tenant API calls for one event end by then; what has not arrived is listed in the
         /// alert's `missing` (seconds)
         pub deadline: Duration = Span { key: "deadlineSeconds", default: 20, min: 1, max: 600, unit: SECONDS },
@@ -173,11 +173,12 @@ const DEAD_LETTER_DIRECTORY: Custom = Custom {
     key: "deadLetterDirectory",
     default: "<stateDirectory>/dead-letter",
 };
-const CONCURRENCY: Size = Size {
+const CONCURRENCY: Count<usize> = Count {
     key: "concurrency",
     default: DEFAULT_CONCURRENCY,
     min: 1,
     max: 1024,
+    as_type: to_usize,
 };
 const SHUTDOWN_GRACE: Span = Span {
     key: "shutdownGraceSeconds",

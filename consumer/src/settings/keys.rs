@@ -63,7 +63,7 @@ pub(crate) struct Count<T> {
     pub as_type: fn(u64) -> T,
 }
 
-impl<T: Copy + Into<u64>> Kind for Count<T> {
+impl<T: Copy + std::fmt::Display> Kind for Count<T> {
     type Value = T;
     fn key(&self) -> &'static str {
         self.key
@@ -75,30 +75,6 @@ impl<T: Copy + Into<u64>> Kind for Count<T> {
         (self.as_type)(self.default)
     }
     fn show(&self, value: &T) -> String {
-        (*value).into().to_string()
-    }
-}
-
-/// A count that is a `usize` (an amount of memory or of things held at once).
-pub(crate) struct Size {
-    pub key: &'static str,
-    pub default: u64,
-    pub min: u64,
-    pub max: u64,
-}
-
-impl Kind for Size {
-    type Value = usize;
-    fn key(&self) -> &'static str {
-        self.key
-    }
-    fn read(&self, node: &Node<'_>, p: &mut Problems) -> usize {
-        usize::try_from(node.u64_or(p, self.default, self.min, self.max)).unwrap_or(usize::MAX)
-    }
-    fn default_value(&self) -> usize {
-        usize::try_from(self.default).unwrap_or(usize::MAX)
-    }
-    fn show(&self, value: &usize) -> String {
         value.to_string()
     }
 }
@@ -392,4 +368,9 @@ pub(crate) use section;
 /// `Count::as_type` for a `u32` field (bounds keep it in range).
 pub(crate) fn to_u32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `Count::as_type` for a `usize` field (an amount of memory or of things held at once).
+pub(crate) fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }

@@ -125,8 +125,8 @@ impl<'a> Line<'a> {
         }
     }
 
-    /// The message and the fields, each value in its escaped (`Debug`) form, as the line
-    /// records it.
+    /// The message and the fields, each value in the form the line records it (escaped with
+    /// `Debug`, the digest's description as it is).
     fn preview(&self) -> Preview {
         let field = |name: &str, value: &dyn std::fmt::Debug| (name.to_owned(), format!("{value:?}"));
         let (message, fields) = match self {
@@ -153,7 +153,8 @@ impl<'a> Line<'a> {
                 vec![
                     field("event_id", event_id),
                     field("tenant", tenant),
-                    field("digest", digest),
+                    // Recorded with `%` (its own one-line description), not `?`.
+                    ("digest".to_owned(), digest.to_string()),
                 ],
             ),
             Line::Reload {

@@ -18,6 +18,22 @@ struct Note {
     until: u64,
 }
 
+/// The notes in `path`; none when it is missing or unreadable.
+fn load(path: &Path) -> BTreeMap<String, Note> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// A note's value while its retention lasts.
+fn live(notes: &BTreeMap<String, Note>, key: &str) -> Option<String> {
+    notes
+        .get(key)
+        .filter(|n| n.until > now_unix())
+        .map(|n| n.value.clone())
+}
+
 pub(super) struct LocalNotes {
     /// `None`: memory only.
     path: Option<PathBuf>,
@@ -29,11 +45,7 @@ impl LocalNotes {
     /// makes again).
     pub(super) fn open(state_dir: Option<&Path>) -> Self {
         let path = state_dir.map(|d| d.join(NOTES_FILE));
-        let notes = path
-            .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
+        let notes = path.as_deref().map(load).unwrap_or_default();
         Self {
             path,
             notes: tokio::sync::Mutex::new(notes),
@@ -43,20 +55,11 @@ impl LocalNotes {
     /// Reads a note straight from the state directory, without a store (for commands that run
     /// beside a consumer, such as `consumer webhook status`).
     pub(super) fn read(state_dir: &Path, key: &str) -> Option<String> {
-        let bytes = std::fs::read(state_dir.join(NOTES_FILE)).ok()?;
-        let notes: BTreeMap<String, Note> = serde_json::from_slice(&bytes).ok()?;
-        notes
-            .get(key)
-            .filter(|n| n.until > now_unix())
-            .map(|n| n.value.clone())
+        live(&load(&state_dir.join(NOTES_FILE)), key)
     }
 
     pub(super) async fn get(&self, key: &str) -> Option<String> {
-        let notes = self.notes.lock().await;
-        notes
-            .get(key)
-            .filter(|n| n.until > now_unix())
-            .map(|n| n.value.clone())
+        live(&*self.notes.lock().await, key)
     }
 
     pub(super) async fn set(&self, key: &str, value: &str, retention: Duration) {
