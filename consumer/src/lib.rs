@@ -6,12 +6,14 @@
 //! [`webhooks`] commands), [`state`] for what is kept on disk, and the [`exit`] codes.
 
 pub mod alert;
+pub mod check;
 pub mod config;
 pub mod delivery;
 pub mod digest;
 pub mod enrich;
 pub mod exit;
 pub mod metrics;
+pub mod metrics_server;
 pub mod pipeline;
 pub mod script_log;
 pub mod settings;

@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use crate::config::ConsumerConfig;
 use crate::delivery::parked_message::{ParkMessageError, ParkedMessage, park_message};
 use crate::delivery::{DeadLetter, Deliveries, DeliveryError, WorkerSettings};
-use crate::metrics::server::{self as metrics_server, NotReady, Probe, ServeError};
+use crate::metrics_server::{self, NotReady, Probe, ServeError};
 use crate::sinks::{self, BuildError, Purpose};
 use crate::source::{Message, Received, Source, SourceConfig, SourceError};
 use crate::state::{Claims, StateBackend, StoreError};

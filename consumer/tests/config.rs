@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use consumer::config::{
-    self, ConfigErrors, ConsumerConfig, EXIT_CONFIG_INVALID, EXIT_OK, SecretSource,
-};
+use consumer::check::{EXIT_CONFIG_INVALID, EXIT_OK, check_config_with_env};
+use consumer::config::{self, ConfigErrors, ConsumerConfig, SecretSource};
 use consumer::sinks::chat::MessageType;
 use consumer::sinks::email::EmailAlert;
 use consumer::sinks::log::LogDestination;
@@ -130,7 +129,7 @@ impl Fixture {
     fn check(&self, butler: &Value, ext: Option<&Value>, env: &[(&str, &str)]) -> (i32, String) {
         let (main, ext, env) = self.files(butler, ext, env);
         let mut out = Vec::new();
-        let code = config::check_config_with_env(
+        let code = check_config_with_env(
             &main,
             ext.as_deref(),
             &|name| env.get(name).cloned(),
@@ -1092,7 +1091,7 @@ fn check_config_reads_the_broker_certificates_as_run_does() {
     // The file exists (so loading accepts it) but holds no certificate.
     std::fs::write(fx.dir.path().join("ca.pem"), "not a certificate").expect("ca");
     let (code, out) = fx.check(&fx.butler(), Some(&fx.extensions()), &env);
-    assert_eq!(code, config::EXIT_CONFIG_INVALID, "{out}");
+    assert_eq!(code, EXIT_CONFIG_INVALID, "{out}");
     assert!(
         out.contains("Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker")
             && out.contains("ca.pem")

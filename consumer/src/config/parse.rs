@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use serde_yaml_ng::Value;
 
+use super::consumer::{ConsumerConfig, GenericUrl};
 use super::tenant::parse_tenants;
-use super::{ConsumerConfig, GenericUrl, Problem};
 use crate::settings::ConsumerSettings;
 use crate::settings::Env;
+use crate::settings::Problem;
 use crate::settings::parse_forward;
 use crate::settings::{Node, Problems};
 use crate::settings::{email_wanted, parse_smtp};

@@ -8,8 +8,6 @@
 //! Labels never carry untrusted values: `tenant` is a configured tenant id (events from other
 //! tenants count under `unknown`), `sink` a configured sink name.
 
-pub mod server;
-
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 

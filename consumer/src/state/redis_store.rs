@@ -795,7 +795,7 @@ mod fault_tests {
 
     use super::*;
     use crate::metrics::global;
-    use crate::metrics::server::health_of;
+    use crate::metrics_server::health_of;
     use crate::settings::StateStoreConfig;
 
     const WAIT: Duration = Duration::from_secs(10);

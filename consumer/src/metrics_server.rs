@@ -98,7 +98,7 @@ async fn metrics(State(probe): State<Arc<Probe>>) -> impl IntoResponse {
         .ok()
         .and_then(Result::ok)
         .unwrap_or(0);
-    let metrics = super::global();
+    let metrics = crate::metrics::global();
     metrics.set_parked(parked);
     if let Some(store) = &probe.store {
         store.ping(Duration::from_secs(1)).await;
@@ -123,7 +123,11 @@ async fn healthz(State(probe): State<Arc<Probe>>) -> impl IntoResponse {
 
 /// What `/healthz` answers: the status and its JSON body.
 pub async fn health(probe: &Probe) -> (StatusCode, serde_json::Value) {
-    let (status, body) = health_of(super::global().broker_connected(), probe.store.as_ref()).await;
+    let (status, body) = health_of(
+        crate::metrics::global().broker_connected(),
+        probe.store.as_ref(),
+    )
+    .await;
     with_not_ready(status, body, &probe.not_ready.reasons())
 }
 
