@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Checks the relative links of the documentation: every `[text](path)` and `[text](path#anchor)`
-# in README.md, docs/*.md and infra/**/*.md (or in the Markdown files given as arguments) must
-# point to a file or directory that exists and, when it has an anchor into a Markdown file, to a
-# heading of that file. Anchors follow GitHub's rules: the heading's text, lower-cased, with
-# punctuation other than `-` and `_` dropped, spaces turned into `-`, and `-1`, `-2`, … added to
-# repeated headings. Links with a scheme (https:, mailto:) are not fetched.
+# in README.md, CHANGELOG.md, docs/*.md and infra/**/*.md (or in the Markdown files given as
+# arguments) must point to a file or directory that exists and, when it has an anchor into a
+# Markdown file, to a heading of that file. Anchors follow GitHub's rules: the heading's text,
+# lower-cased, with punctuation other than `-` and `_` dropped, spaces turned into `-`, and `-1`,
+# `-2`, … added to repeated headings. Links with a scheme (https:, mailto:) are not fetched.
 #
 # Usage: scripts/check-doc-links.sh [FILE.md …]
 # Exit: 0 all links resolve, 1 some do not (each printed as FILE:LINE: target: reason).
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$#" -eq 0 ]; then
-    set -- README.md docs/*.md
+    set -- README.md CHANGELOG.md docs/*.md
     while IFS= read -r f; do set -- "$@" "$f"; done < <(find infra -name '*.md' | sort)
 fi
 
