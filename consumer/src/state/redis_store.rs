@@ -3,10 +3,16 @@
 //! connection manager (it reconnects by itself).
 //!
 //! Keys, all under `qscloud-consumer:`:
-//! - `event:<tenantId>/<eventId>`: `claim:<token>` while an instance handles the event (expires
-//!   after the lease unless renewed), then `done` for the dedupe retention.
-//! - `seen:<key>`: other dedupe keys (e.g. tenant + reload id), `1` for the retention.
+//! - `event:<claim key>`: `claim:<token>` while an instance handles it (expires after the lease
+//!   unless renewed), then `done` for the dedupe retention. The claim key is the reload's
+//!   (`reload:<tenantId>/<reloadId>`) when the event names one, so a reload reported by both event
+//!   types (two event ids) is handled once; else
+//!   `<tenantId>/<eventId>`.
+//! - `seen:<key>`: other dedupe keys, `1` for the retention.
 //! - `rate:<sink>:<key>`: an open rate-limit window; it expires when the window closes.
+//! - `digest-window:<destination>`, `digest-entries:<destination>`, `digests:due`: open digest
+//!   windows, their folded alerts and the index of windows by closing time (`redis_backend.rs`);
+//!   `lease:<name>`: who closes a due window.
 //! - `epoch`: set once per store lifetime; seeing it change tells that the store forgot
 //!   everything (a restart without persistence), which is logged and counted, never silent.
 //!
