@@ -274,3 +274,52 @@ async fn an_unreachable_broker_and_a_clean_session_have_their_own_exit_codes() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn the_warning_of_a_consumer_with_the_hostname_client_id_asks_for_a_fixed_one() {
+    let broker = testkit::embedded();
+    let mut setup = write_config(&broker, &Destinations::default());
+    // No clientId: the default, derived from the hostname, which the test sets.
+    setup.edit(|config| {
+        config.extension(
+            "mqttConfig.qlikSenseCloud.event.mqttForward.broker",
+            serde_json::json!({"tls": false}),
+        );
+    });
+    let host = testkit::unique("host");
+    let client_id = format!("qscloud-consumer-{host}");
+
+    let mut command = run_command_for(&setup);
+    command.env("HOSTNAME", &host);
+    let mut consumer = Binary::spawn(command);
+    let warning = consumer
+        .wait_for_line(&format!(
+            "the broker had no session for client id {client_id}"
+        ))
+        .await;
+    assert!(
+        warning.contains("derived from the hostname") && warning.contains("fixed broker.clientId"),
+        "{warning}"
+    );
+    consumer.wait_for_line("subscribed with QoS 1").await;
+    consumer.terminate().await;
+
+    // The session commands use the same client id, and find the session `run` left.
+    let output = tokio::process::Command::new(binary())
+        .args(["session", "status", "--config"])
+        .arg(&setup.butler)
+        .arg("--extensions")
+        .arg(&setup.extensions)
+        .env("HOSTNAME", &host)
+        .output()
+        .await
+        .expect("consumer runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "session present on the broker for client id {client_id}"
+        )),
+        "{stdout}"
+    );
+}
