@@ -213,10 +213,14 @@ impl NewSessionWarning {
     /// persistence) were dropped by the broker, not queued.
     fn log(&self, first: bool) {
         let client_id = self.client_id.as_str();
-        let when = if first {
-            "before now"
+        let (when, order) = if first {
+            (
+                "before now",
+                " (run `consumer session create` before registering the webhook, so the session exists from the start)",
+            )
         } else {
-            "while the consumer was disconnected"
+            // The broker lost or expired the session while the consumer was away.
+            ("while the consumer was disconnected", "")
         };
         let advice = if self.host_derived {
             "; this client id is derived from the hostname (the default), which changes with the host (containers): set a fixed broker.clientId"
@@ -225,7 +229,7 @@ impl NewSessionWarning {
         };
         tracing::warn!(
             client_id,
-            "the broker had no session for client id {client_id}: events published {when} were not kept for it (run `consumer session create` before registering the webhook, so the session exists from the start){advice}"
+            "the broker had no session for client id {client_id}: events published {when} were not kept for it{order}{advice}"
         );
     }
 }

@@ -204,7 +204,9 @@ impl SessionTarget {
                 session,
                 manual_acks: true,
                 request_queue: 16,
-                receive_maximum: Some(u16::try_from(self.source.window.max(1)).unwrap_or(1)),
+                // Nothing is acknowledged here, so an MQTT 5 broker need push only one queued
+                // message; it stays queued all the same.
+                receive_maximum: Some(1),
             },
         )?;
         loop {
