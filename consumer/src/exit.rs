@@ -13,17 +13,23 @@ pub const FAILURE: u8 = 1;
 /// tenants and no `--tenant`, `--since` beyond 7 days; for `preview`: an event that is not a
 /// failed reload of a configured tenant, or a `--destination` that names none).
 pub const USAGE: u8 = 2;
-/// `webhook`: Qlik refused the request as invalid (HTTP 400/409/422; its message is printed)
-/// (`EX_DATAERR`).
+/// `webhook`: Qlik refused the request as invalid (HTTP 400/409/422; its message is printed);
+/// `webhook create`: a webhook already sends other event types to the same URL (`--force`
+/// creates anyway) (`EX_DATAERR`).
 pub const REJECTED: u8 = 65;
-/// `webhook`: no webhook with that id or name (HTTP 404) (`EX_NOINPUT`).
+/// `webhook`: no webhook with that id or name (HTTP 404); `session status`: the broker holds
+/// no session for the consumer's client id (`EX_NOINPUT`).
 pub const NOT_FOUND: u8 = 66;
+/// `session`: the MQTT broker cannot be reached (refused connection, timeout, TLS handshake
+/// failed) (`EX_UNAVAILABLE`).
+pub const UNAVAILABLE: u8 = 69;
 /// Something is left to do and a later run may succeed (`EX_TEMPFAIL`): `replay` left parked
 /// alerts that still fail, `webhook resend-failed` could not resend some deliveries,
 /// `webhook status` has no check to report yet (or the last one could not reach the tenant).
 pub const TRY_AGAIN_LATER: u8 = 75;
-/// `webhook`: the tenant did not accept the JWT (401) or its user lacks the rights (403)
-/// (`EX_NOPERM`).
+/// `webhook`: the tenant did not accept the JWT (401) or its user lacks the rights (403);
+/// `session`: the broker refused the connection (user name, password, client id) or the
+/// subscription (ACL) (`EX_NOPERM`).
 pub const NO_PERMISSION: u8 = 77;
 /// The configuration is invalid (`EX_CONFIG`), so scripts can tell it apart from usage errors
 /// and runtime failures; every problem is printed with its key path.

@@ -23,11 +23,15 @@ Exit codes:
       preview: a destination did not render (its name and the template error are printed)
   2   command-line usage error; preview: the event is not a failed reload of a configured
       tenant (unreadable, not a Qlik event, another tenant, not a failed reload)
-  65  webhook: Qlik refused the request as invalid
-  66  webhook: no webhook with that id or name
+  65  webhook: Qlik refused the request as invalid; webhook create: a webhook already sends
+      other event types to the same URL (--force creates anyway)
+  66  webhook: no webhook with that id or name; session status: the broker holds no session
+      for the client id
+  69  session: the MQTT broker cannot be reached
   75  replay: some alerts could not be delivered and are still parked;
       webhook resend-failed: some resends failed; webhook status: nothing known yet
-  77  webhook: the tenant did not accept the JWT, or its user lacks the rights
+  77  webhook: the tenant did not accept the JWT, or its user lacks the rights; session: the
+      broker refused the connection or the subscription
   78  configuration invalid (every problem is printed with its key path)
 
 Environment:
@@ -127,6 +131,10 @@ enum Command {
     /// delete, enable, disable), and resend failed deliveries after an outage.
     #[command(subcommand, after_help = webhook::AFTER_HELP)]
     Webhook(webhook::WebhookCommand),
+    /// The consumer's persistent session on the broker: create it before registering the
+    /// webhook (the broker keeps events only for a session that exists), or check it.
+    #[command(subcommand, after_help = commands::session::AFTER_HELP)]
+    Session(commands::session::SessionCommand),
 }
 
 fn init_logging(format: LogFormat) {
@@ -173,6 +181,7 @@ fn main() -> ExitCode {
                 destination,
             } => commands::preview::run(config, event, destination.as_deref()).await,
             Command::Webhook(command) => Ok(webhook::run(command).await),
+            Command::Session(command) => Ok(commands::session::run(command).await),
             Command::CheckConfig(_) => Ok(exit::OK),
         }
     });

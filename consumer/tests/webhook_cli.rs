@@ -210,11 +210,114 @@ async fn create_sends_one_filtered_webhook_for_app_reloads_and_one_for_reloads()
     run.assert_stdout_has("secret:       set (not shown)");
     run.assert_stderr_has("2 webhook(s) created");
 
-    // A second create to the same URL warns about double deliveries.
+    // A request for one of the types meets the other one's webhook to the same URL: a
+    // changed set-up, so nothing is created without --force.
     let again = create_relay(&s, &["--event-type", RELOAD]).await;
-    again.assert_code(0);
-    again.assert_stderr_has("already sends com.qlik.v1.reload.finished");
+    again.assert_code(65);
+    again.assert_stderr_has("already sends com.qlik.v1.app.reload.finished to this URL");
+    assert_eq!(posts(&api, "/api/v1/webhooks").len(), 2, "nothing created");
     assert_no_secrets(&again, &api.jwt());
+}
+
+fn relay_hooks(api: &FakeWebhooks) -> Vec<Value> {
+    api.webhooks()
+        .into_iter()
+        .filter(|h| h["url"] == RELAY_URL)
+        .collect()
+}
+
+#[tokio::test]
+async fn create_twice_makes_the_webhooks_once_and_force_makes_them_again() {
+    let api = FakeWebhooks::start().await;
+    let s = setup(&api, &api.jwt(), None);
+    let first = create_relay(&s, &[]).await;
+    first.assert_code(0);
+    assert_eq!(relay_hooks(&api).len(), 2);
+    // The broker in this configuration does not answer: said, and the create goes on.
+    first.assert_stderr_has("cannot tell whether the consumer's session exists");
+    first.assert_stderr_has("cannot reach the MQTT broker");
+
+    let second = create_relay(&s, &[]).await;
+    second.assert_code(0);
+    assert_eq!(relay_hooks(&api).len(), 2, "{}", second.all());
+    assert_eq!(
+        posts(&api, "/api/v1/webhooks").len(),
+        2,
+        "no create request"
+    );
+    for hook in relay_hooks(&api) {
+        let id = hook["id"].as_str().expect("id");
+        second.assert_stdout_has(&format!("existing webhook {id}"));
+        second.assert_stderr_has(&format!(
+            "webhook {id} \"{}\" already sends",
+            hook["name"].as_str().expect("name")
+        ));
+    }
+    second.assert_stderr_has("0 webhook(s) created, 2 already there");
+    assert_no_secrets(&second, &api.jwt());
+
+    // A disabled one is named as such, with the command that enables it.
+    let id = relay_hooks(&api)[1]["id"].as_str().expect("id").to_owned();
+    plain(&s, &["disable", "--id", &id]).await.assert_code(0);
+    let third = create_relay(&s, &["--json"]).await;
+    third.assert_code(0);
+    third.assert_stderr_has(&format!(
+        "DISABLED: enable it with `consumer webhook enable --id {id}`"
+    ));
+    let listed: Value = serde_json::from_str(&third.stdout).expect("JSON array");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    assert_eq!(relay_hooks(&api).len(), 2);
+
+    let forced = create_relay(&s, &["--force"]).await;
+    forced.assert_code(0);
+    assert_eq!(relay_hooks(&api).len(), 4, "{}", forced.all());
+    forced.assert_stderr_has("events will arrive twice");
+}
+
+#[tokio::test]
+async fn create_completes_a_half_made_set_up_and_refuses_other_event_types_to_the_url() {
+    let api = FakeWebhooks::start().await;
+    let s = setup(&api, &api.jwt(), None);
+    let app = api.add_webhook(json!({
+        "name": "relay (app reload failed)", "url": RELAY_URL, "eventTypes": [APP_RELOAD],
+        "filter": "data.status eq \"error\"", "enabled": true, "secret": SECRET,
+    }));
+    let run = create_relay(&s, &[]).await;
+    run.assert_code(0);
+    let creates = posts(&api, "/api/v1/webhooks");
+    assert_eq!(creates.len(), 1, "only the missing one: {creates:?}");
+    assert_eq!(creates[0]["eventTypes"], json!([RELOAD]));
+    run.assert_stdout_has(&format!("existing webhook {app}"));
+    run.assert_stderr_has("1 webhook(s) created, 1 already there");
+
+    // One webhook with both types to the same URL is not what a default create makes.
+    let api = FakeWebhooks::start().await;
+    let s = setup(&api, &api.jwt(), None);
+    let both = api.add_webhook(json!({
+        "name": "old relay", "url": RELAY_URL, "eventTypes": [APP_RELOAD, RELOAD],
+        "enabled": true, "secret": SECRET,
+    }));
+    let run = create_relay(&s, &[]).await;
+    run.assert_code(65);
+    assert!(
+        posts(&api, "/api/v1/webhooks").is_empty(),
+        "nothing created"
+    );
+    run.assert_stderr_has(&format!(
+        "webhook {both} \"old relay\" (enabled) already sends"
+    ));
+    run.assert_stderr_has("--force");
+    run.assert_stderr_has(&format!("consumer webhook delete --id {both}"));
+    assert_no_secrets(&run, &api.jwt());
+
+    // The same types in one webhook, as --no-filter asks, are that webhook.
+    let run = create_relay(&s, &["--no-filter"]).await;
+    run.assert_code(0);
+    assert!(posts(&api, "/api/v1/webhooks").is_empty());
+
+    let run = create_relay(&s, &["--force"]).await;
+    run.assert_code(0);
+    assert_eq!(posts(&api, "/api/v1/webhooks").len(), 2);
 }
 
 #[tokio::test]
@@ -740,6 +843,8 @@ async fn help_documents_the_commands_and_exit_codes() {
         "--event-type",
         "--disabled",
         "--filter",
+        "--force",
+        "session create",
     ] {
         assert!(help.contains(word), "{word}: {help}");
     }

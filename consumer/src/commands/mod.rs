@@ -4,6 +4,7 @@ pub mod check_config;
 pub mod preview;
 pub mod replay;
 pub mod run;
+pub mod session;
 pub mod webhook;
 
 use consumer::config::{self, ConsumerConfig};

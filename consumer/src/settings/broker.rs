@@ -73,6 +73,12 @@ impl BrokerConfig {
         settings
     }
 
+    /// Whether the client id is the default derived from this host's name: it changes when
+    /// the host does (a new container), and with it the broker's session.
+    pub fn client_id_is_host_derived(&self) -> bool {
+        self.client_id == default_client_id(&|name| std::env::var(name).ok())
+    }
+
     /// The MQTT 5 session expiry to request: `None` (session ends with the connection) when
     /// `cleanSession` is true.
     pub fn session_expiry_v5(&self) -> Option<Duration> {

@@ -17,6 +17,7 @@
 //! event loop waits for the pipeline, and TCP pushes back on the broker.
 
 mod backoff;
+pub mod session;
 
 use std::time::Duration;
 
@@ -57,6 +58,9 @@ pub struct SourceConfig {
     pub backoff: Backoff,
     /// Messages in hand at once: the channel's capacity, and the MQTT 5 receive maximum.
     pub window: usize,
+    /// The client id is the host-derived default (`qscloud-consumer-<hostname>`), which
+    /// changes with the host: named in the warning about a new session.
+    pub host_derived_client_id: bool,
 }
 
 impl SourceConfig {
@@ -68,6 +72,7 @@ impl SourceConfig {
             filter: config.topics.subscription_filter(),
             backoff: Backoff::default(),
             window: config.consumer.concurrency,
+            host_derived_client_id: config.broker.client_id_is_host_derived(),
         }
     }
 }
@@ -143,6 +148,10 @@ impl Source {
         let connection = Connection {
             client,
             eventloop,
+            new_session_warning: (!config.clean_session).then(|| NewSessionWarning {
+                client_id: config.broker.client_id.clone(),
+                host_derived: config.host_derived_client_id,
+            }),
             broker: config.broker.display_url(),
             filter: config.filter,
             backoff: config.backoff,
@@ -188,6 +197,41 @@ struct Connection {
     filter: String,
     backoff: Backoff,
     tx: mpsc::Sender<SourceEvent>,
+    /// Set with a persistent session: what to say when the broker had none.
+    new_session_warning: Option<NewSessionWarning>,
+}
+
+/// The client id, for the warning that the broker started a new session.
+struct NewSessionWarning {
+    client_id: String,
+    host_derived: bool,
+}
+
+impl NewSessionWarning {
+    /// The broker kept nothing for this client id before this CONNACK: events published
+    /// before it (first start, changed client id, expired session, broker restarted without
+    /// persistence) were dropped by the broker, not queued.
+    fn log(&self, first: bool) {
+        let client_id = self.client_id.as_str();
+        let (when, order) = if first {
+            (
+                "before now",
+                " (run `consumer session create` before registering the webhook, so the session exists from the start)",
+            )
+        } else {
+            // The broker lost or expired the session while the consumer was away.
+            ("while the consumer was disconnected", "")
+        };
+        let advice = if self.host_derived {
+            "; this client id is derived from the hostname (the default), which changes with the host (containers): set a fixed broker.clientId"
+        } else {
+            ""
+        };
+        tracing::warn!(
+            client_id,
+            "the broker had no session for client id {client_id}: events published {when} were not kept for it{order}{advice}"
+        );
+    }
 }
 
 impl Connection {
@@ -196,6 +240,7 @@ impl Connection {
         let filter = self.filter.as_str();
         let mut failures = 0u32;
         let mut subscribed_once = false;
+        let mut connected_once = false;
         loop {
             let event = tokio::select! {
                 event = self.eventloop.poll() => event,
@@ -212,6 +257,10 @@ impl Connection {
                     self.backoff.reset();
                     tracing::info!(broker, session_present, "connected to MQTT broker");
                     crate::metrics::global().set_broker_connected(true);
+                    if !session_present && let Some(warning) = &self.new_session_warning {
+                        warning.log(!connected_once);
+                    }
+                    connected_once = true;
                     // A resumed session still holds the subscription; a new one (first start,
                     // expired session, broker restart without persistence) needs it again.
                     if !session_present || !subscribed_once {

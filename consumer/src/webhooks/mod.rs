@@ -11,6 +11,7 @@
 
 mod api;
 mod error;
+mod existing;
 mod plan;
 mod records;
 mod resend;
@@ -19,6 +20,7 @@ mod since;
 
 pub use api::WebhooksApi;
 pub use error::{QlikError, WebhookError, WebhookErrorKind};
+pub use existing::{Existing, existing};
 pub use plan::{FilterChoice, Plan, PlanError, plan};
 pub use records::{DeliveryRequest, DeliveryResponse, NewWebhook, Webhook, WebhookDelivery};
 pub use resend::{ResendAction, ResendCounts, resend_plan};

@@ -11,7 +11,9 @@ Exit codes:
   1   runtime failure (tenant unreachable, timeouts, HTTP 5xx after retries, unexpected answer)
   2   command-line usage error (also: no or invalid secret, several tenants and no --tenant,
       --since beyond 7d)
-  65  Qlik refused the request as invalid (HTTP 400/409/422; Qlik's title and detail are printed)
+  65  Qlik refused the request as invalid (HTTP 400/409/422; Qlik's title and detail are printed);
+      create: a webhook already sends other event types to the same URL (nothing is created;
+      --force creates anyway, or delete it first)
   66  not found: no webhook with that id or name (HTTP 404)
   75  resend-failed: some resends failed (run it again later)
   77  the tenant did not accept the JWT (401) or its user lacks the rights (403: tenant-level
@@ -44,6 +46,10 @@ pub enum WebhookCommand {
     /// com.qlik.v1.app.reload.finished with the filter data.status eq "error" (Qlik accepts
     /// that filter only when it is the webhook's one event type) and one for
     /// com.qlik.v1.reload.finished without a filter (the consumer keeps the failures).
+    /// Idempotent: webhooks that already send the same event types to the URL are reported,
+    /// not created again (--force creates anyway). Also says whether the consumer's session
+    /// exists on the broker: create it first (`consumer session create`), or the events sent
+    /// before the consumer's first start are lost.
     #[command(after_help = AFTER_HELP)]
     Create {
         #[command(flatten)]
@@ -85,7 +91,12 @@ pub enum WebhookCommand {
         /// Create the webhooks disabled.
         #[arg(long)]
         disabled: bool,
-        /// Print the created webhooks as JSON.
+        /// Create even when webhooks to the same URL exist. Without it, a webhook that already
+        /// sends the same event types to the URL is reported and not created again (exit 0),
+        /// and one that sends other event types to it stops the command (exit 65).
+        #[arg(long)]
+        force: bool,
+        /// Print the webhooks to the relay (the ones found and the ones created) as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -7,7 +7,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use consumer::config::ConsumerConfig;
 use consumer::exit;
+use consumer::source::session::{SessionState, SessionTarget};
 use consumer::webhooks::{self, NewWebhook, Webhook, WebhooksApi};
 
 use super::Failure;
@@ -162,31 +164,47 @@ pub(super) async fn create(
     api: &WebhooksApi,
     request: &CreateRequest<'_>,
     plans: &[webhooks::Plan],
+    force: bool,
     json: bool,
 ) -> Result<u8, Failure> {
-    // Two webhooks sending the same event type to the same URL deliver everything twice.
-    if let Ok(existing) = api.list().await {
-        for plan in plans {
-            for hook in existing.iter().filter(|h| h.targets(request.url)) {
-                let shared: Vec<&String> = plan
-                    .event_types
-                    .iter()
-                    .filter(|t| hook.event_types.contains(t))
-                    .collect();
-                if !shared.is_empty() {
-                    eprintln!(
-                        "warning: webhook {} \"{}\" already sends {} to this URL; events will arrive twice (the consumer drops duplicates by event id). Delete one with: consumer webhook delete --id {}",
-                        hook.id,
-                        hook.name,
-                        join(&shared),
-                        hook.id
-                    );
-                }
+    let existing = match api.list().await {
+        Ok(existing) => existing,
+        // With --force nothing depends on the list but a warning.
+        Err(e) if force => {
+            eprintln!("warning: cannot list the tenant's webhooks to look for duplicates: {e}");
+            Vec::new()
+        }
+        Err(e) => {
+            let mut failure = Failure::from(e);
+            failure.message = format!(
+                "cannot list the tenant's webhooks to look for existing ones, so nothing was created: {} (--force creates without looking)",
+                failure.message
+            );
+            return Err(failure);
+        }
+    };
+    let found = webhooks::existing(plans, request.url, &existing);
+    let mut kept: Vec<Webhook> = Vec::new();
+    let mut to_create: Vec<&webhooks::Plan> = Vec::new();
+    if force {
+        warn_duplicates(plans, request.url, &existing);
+        to_create.extend(plans);
+    } else {
+        if !found.conflicting.is_empty() {
+            return Err(conflict(&found.conflicting, plans));
+        }
+        for (plan, matched) in plans.iter().zip(&found.matched) {
+            if matched.is_empty() {
+                to_create.push(plan);
+            }
+            for hook in matched {
+                report_existing(hook, plan, json);
+                kept.push((*hook).clone());
             }
         }
     }
     let mut created: Vec<Webhook> = Vec::new();
-    for plan in plans {
+    for plan in to_create {
         let hook = NewWebhook {
             name: format!("{}{}", request.name, plan.name_suffix),
             description: request.description.map(str::to_owned),
@@ -211,25 +229,28 @@ pub(super) async fn create(
                 if !created.is_empty() {
                     let ids: Vec<&str> = created.iter().map(|h| h.id.as_str()).collect();
                     failure.message.push_str(&format!(
-                        "\n(already created: {}; delete with `consumer webhook delete --id …` before retrying, or keep it)",
+                        "\n(already created: {}; run the same command again to create the rest, or delete them with `consumer webhook delete --id …`)",
                         ids.join(", ")
                     ));
                     if json {
-                        print_json(&created)?;
+                        kept.extend(created);
+                        print_json(&kept)?;
                     }
                 }
                 return Err(failure);
             }
         }
     }
+    let created_count = created.len();
     if json {
-        print_json(&created)?;
+        kept.extend(created);
+        print_json(&kept)?;
     } else {
         eprintln!(
-            "{} webhook(s) created on tenant {}{}",
-            created.len(),
+            "{created_count} webhook(s) created, {} already there, on tenant {}{}",
+            kept.len(),
             api.tenant_id(),
-            if request.enabled {
+            if request.enabled || created_count == 0 {
                 ""
             } else {
                 " (disabled: enable with `consumer webhook enable --id …`)"
@@ -237,6 +258,110 @@ pub(super) async fn create(
         );
     }
     Ok(exit::OK)
+}
+
+/// A webhook that already does what one planned webhook would: reported, not created again.
+fn report_existing(hook: &Webhook, plan: &webhooks::Plan, json: bool) {
+    let state = if hook.enabled {
+        "enabled".to_owned()
+    } else {
+        format!(
+            "DISABLED: enable it with `consumer webhook enable --id {}`",
+            hook.id
+        )
+    };
+    eprintln!(
+        "webhook {} \"{}\" already sends {} to this URL ({state}); not created again",
+        hook.id,
+        hook.name,
+        hook.event_types.join(", ")
+    );
+    let filter = |f: &Option<String>| f.clone().filter(|f| !f.is_empty());
+    if filter(&hook.filter) != filter(&plan.filter) {
+        eprintln!(
+            "  its filter is {}, this request's {}: delete it and create again to change it",
+            filter(&hook.filter).unwrap_or_else(|| "(none)".to_owned()),
+            filter(&plan.filter).unwrap_or_else(|| "(none)".to_owned()),
+        );
+    }
+    if !json {
+        println!("existing webhook {}", hook.id);
+        print_webhook(hook, false);
+    }
+}
+
+/// Webhooks to the URL with other event types: nothing is created, since creating beside
+/// them would send some events twice or leave an old set-up half replaced.
+fn conflict(conflicting: &[&Webhook], plans: &[webhooks::Plan]) -> Failure {
+    let wanted: Vec<String> = plans.iter().map(|p| p.event_types.join(" + ")).collect();
+    let mut message = String::from("nothing created: ");
+    for hook in conflicting {
+        message.push_str(&format!(
+            "webhook {} \"{}\" ({}) already sends {} to this URL; ",
+            hook.id,
+            hook.name,
+            if hook.enabled { "enabled" } else { "disabled" },
+            hook.event_types.join(", "),
+        ));
+    }
+    message.push_str(&format!(
+        "this request would create {} webhook(s) for {}. Delete the old one(s) first (consumer webhook delete --id {}), or add --force to create anyway",
+        plans.len(),
+        wanted.join(" and "),
+        conflicting
+            .iter()
+            .map(|h| h.id.as_str())
+            .collect::<Vec<_>>()
+            .join(" / --id "),
+    ));
+    Failure {
+        code: exit::REJECTED,
+        message,
+    }
+}
+
+/// With `--force`: two webhooks sending the same event type to the same URL deliver
+/// everything twice.
+fn warn_duplicates(plans: &[webhooks::Plan], url: &str, existing: &[Webhook]) {
+    for plan in plans {
+        for hook in existing.iter().filter(|h| h.targets(url)) {
+            let shared: Vec<&String> = plan
+                .event_types
+                .iter()
+                .filter(|t| hook.event_types.contains(t))
+                .collect();
+            if !shared.is_empty() {
+                eprintln!(
+                    "warning: webhook {} \"{}\" already sends {} to this URL; events will arrive twice (the consumer drops duplicates by event id). Delete one with: consumer webhook delete --id {}",
+                    hook.id,
+                    hook.name,
+                    join(&shared),
+                    hook.id
+                );
+            }
+        }
+    }
+}
+
+/// Says whether the consumer's persistent session exists on the broker: events Qlik sends
+/// before it exists are dropped by the broker. Never fails the create.
+pub(super) async fn session_note(config: &ConsumerConfig) {
+    let target = SessionTarget::from_config(config);
+    let client_id = target.client_id();
+    match target.status().await {
+        Ok(SessionState::Running) => eprintln!(
+            "consumer session: the consumer is running and subscribed (client id {client_id})"
+        ),
+        Ok(SessionState::Present) => eprintln!(
+            "consumer session: the broker holds the session of client id {client_id}; events are kept for the consumer"
+        ),
+        Ok(SessionState::Absent) => eprintln!(
+            "warning: the broker holds no session for the consumer's client id {client_id}: events Qlik sends before the consumer first runs will be lost. Run `consumer session create` (or start the consumer once) now"
+        ),
+        Err(e) => eprintln!(
+            "warning: cannot tell whether the consumer's session exists ({e}); check with `consumer session status` before events matter"
+        ),
+    }
 }
 
 fn join(items: &[&String]) -> String {

@@ -143,6 +143,7 @@ async fn dispatch(command: &WebhookCommand, redactor: &mut Redactor) -> Result<u
             level,
             header_env,
             disabled,
+            force,
             json,
             ..
         } => {
@@ -172,7 +173,8 @@ async fn dispatch(command: &WebhookCommand, redactor: &mut Redactor) -> Result<u
                 },
                 headers: &headers,
             };
-            create::create(&api, &request, &plans, *json).await
+            create::session_note(&config).await;
+            create::create(&api, &request, &plans, *force, *json).await
         }
         WebhookCommand::List { json, .. } => manage::list(&api, *json).await,
         WebhookCommand::Delete { id, name, .. } => {
