@@ -24,7 +24,7 @@ Exit codes:
   2   command-line usage error; preview: the event is not a failed reload of a configured
       tenant (unreadable, not a Qlik event, another tenant, not a failed reload)
   65  webhook: Qlik refused the request as invalid; webhook create: a webhook already sends
-      other event types to the same URL (--force creates anyway)
+      some of the event types to the same URL, grouped otherwise (--force creates anyway)
   66  webhook: no webhook with that id or name; session status: the broker holds no session
       for the client id
   69  session: the MQTT broker cannot be reached

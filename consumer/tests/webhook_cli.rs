@@ -210,11 +210,12 @@ async fn create_sends_one_filtered_webhook_for_app_reloads_and_one_for_reloads()
     run.assert_stdout_has("secret:       set (not shown)");
     run.assert_stderr_has("2 webhook(s) created");
 
-    // A request for one of the types meets the other one's webhook to the same URL: a
-    // changed set-up, so nothing is created without --force.
+    // A request for one of the types finds its webhook; the other one's, for other event
+    // types only, is pointed out and left alone.
     let again = create_relay(&s, &["--event-type", RELOAD]).await;
-    again.assert_code(65);
-    again.assert_stderr_has("already sends com.qlik.v1.app.reload.finished to this URL");
+    again.assert_code(0);
+    again.assert_stdout_has("existing webhook");
+    again.assert_stderr_has("also sends com.qlik.v1.app.reload.finished to this URL");
     assert_eq!(posts(&api, "/api/v1/webhooks").len(), 2, "nothing created");
     assert_no_secrets(&again, &api.jwt());
 }

@@ -11,9 +11,13 @@ pub struct Existing<'a> {
     /// Per plan, in plan order: the webhooks that already send exactly its event types to the
     /// URL (usually none or one). A plan with any is not created again.
     pub matched: Vec<Vec<&'a Webhook>>,
-    /// Webhooks to the URL whose event types are those of no plan: creating beside them would
-    /// send some events twice, or leave an old set-up half replaced.
+    /// Webhooks to the URL that share some event types with the request but not as one plan
+    /// has them: creating beside them would send those events twice, or leave an old set-up
+    /// half replaced.
     pub conflicting: Vec<&'a Webhook>,
+    /// Webhooks to the URL for other event types only (the relay forwards any event): they
+    /// neither satisfy nor hinder the request.
+    pub unrelated: Vec<&'a Webhook>,
 }
 
 impl Existing<'_> {
@@ -28,26 +32,39 @@ impl Existing<'_> {
 pub fn existing<'a>(plans: &[Plan], url: &str, hooks: &'a [Webhook]) -> Existing<'a> {
     let mut matched = vec![Vec::new(); plans.len()];
     let mut conflicting = Vec::new();
+    let mut unrelated = Vec::new();
     for hook in hooks.iter().filter(|h| h.targets(url)) {
         match plans
             .iter()
             .position(|p| same_types(&p.event_types, &hook.event_types))
         {
             Some(i) => matched[i].push(hook),
-            None => conflicting.push(hook),
+            None if plans
+                .iter()
+                .any(|p| overlap(&p.event_types, &hook.event_types)) =>
+            {
+                conflicting.push(hook)
+            }
+            None => unrelated.push(hook),
         }
     }
     Existing {
         matched,
         conflicting,
+        unrelated,
     }
 }
 
+fn set(v: &[String]) -> std::collections::BTreeSet<&str> {
+    v.iter().map(|t| t.trim()).collect()
+}
+
 fn same_types(a: &[String], b: &[String]) -> bool {
-    fn set(v: &[String]) -> std::collections::BTreeSet<&str> {
-        v.iter().map(|t| t.trim()).collect()
-    }
     set(a) == set(b)
+}
+
+fn overlap(a: &[String], b: &[String]) -> bool {
+    !set(a).is_disjoint(&set(b))
 }
 
 #[cfg(test)]
@@ -111,5 +128,17 @@ mod tests {
         .expect("plan");
         let found = existing(&one, URL, &hooks);
         assert!(found.complete() && found.conflicting.is_empty());
+    }
+
+    #[test]
+    fn webhooks_for_other_event_types_only_are_unrelated() {
+        let hooks = [hook("apps", URL, &["com.qlik.v1.app.created"])];
+        let found = existing(&default_plans(), URL, &hooks);
+        assert!(found.conflicting.is_empty());
+        assert_eq!(found.unrelated.len(), 1);
+        assert!(
+            !found.complete(),
+            "the requested webhooks are still to be created"
+        );
     }
 }

@@ -12,8 +12,8 @@ Exit codes:
   2   command-line usage error (also: no or invalid secret, several tenants and no --tenant,
       --since beyond 7d)
   65  Qlik refused the request as invalid (HTTP 400/409/422; Qlik's title and detail are printed);
-      create: a webhook already sends other event types to the same URL (nothing is created;
-      --force creates anyway, or delete it first)
+      create: a webhook already sends some of the event types to the same URL, grouped
+      otherwise (nothing is created; --force creates anyway, or delete it first)
   66  not found: no webhook with that id or name (HTTP 404)
   75  resend-failed: some resends failed (run it again later)
   77  the tenant did not accept the JWT (401) or its user lacks the rights (403: tenant-level
@@ -93,7 +93,8 @@ pub enum WebhookCommand {
         disabled: bool,
         /// Create even when webhooks to the same URL exist. Without it, a webhook that already
         /// sends the same event types to the URL is reported and not created again (exit 0),
-        /// and one that sends other event types to it stops the command (exit 65).
+        /// one that shares some event types, grouped otherwise, stops the command (exit 65), and
+        /// one for other event types only is noted.
         #[arg(long)]
         force: bool,
         /// Print the webhooks to the relay (the ones found and the ones created) as JSON.

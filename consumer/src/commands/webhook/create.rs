@@ -193,6 +193,14 @@ pub(super) async fn create(
         if !found.conflicting.is_empty() {
             return Err(conflict(&found.conflicting, plans));
         }
+        for hook in &found.unrelated {
+            eprintln!(
+                "note: webhook {} \"{}\" also sends {} to this URL (left as it is)",
+                hook.id,
+                hook.name,
+                hook.event_types.join(", ")
+            );
+        }
         for (plan, matched) in plans.iter().zip(&found.matched) {
             if matched.is_empty() {
                 to_create.push(plan);
@@ -290,7 +298,7 @@ fn report_existing(hook: &Webhook, plan: &webhooks::Plan, json: bool) {
     }
 }
 
-/// Webhooks to the URL with other event types: nothing is created, since creating beside
+/// Webhooks to the URL that overlap the request in another grouping: nothing is created, since creating beside
 /// them would send some events twice or leave an old set-up half replaced.
 fn conflict(conflicting: &[&Webhook], plans: &[webhooks::Plan]) -> Failure {
     let wanted: Vec<String> = plans.iter().map(|p| p.event_types.join(" + ")).collect();
