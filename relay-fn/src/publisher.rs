@@ -67,42 +67,22 @@ impl Publisher {
     pub async fn keep_connected(&self) {
         self.kept.store(true, Ordering::Relaxed);
         let mut pause = RECONNECT_FIRST;
-        let mut last: Option<bool> = None;
+        let mut was_up: Option<bool> = None;
         loop {
-            let state = match self.connection().await {
+            let down = match self.connection().await {
                 Ok(connection) => {
                     let mut link = connection.link();
-                    let outcome = link
-                        .wait_for(|s| *s != LinkState::Connecting)
-                        .await
-                        .map(|s| s.clone());
-                    match outcome {
-                        Ok(LinkState::Connected) => {
-                            if last != Some(true) {
-                                tracing::info!(
-                                    broker = %self.settings.display_url(),
-                                    "broker connected"
-                                );
+                    match settled(&mut link, |s| *s != LinkState::Connecting).await {
+                        LinkState::Connected => {
+                            if was_up != Some(true) {
+                                let broker = self.settings.display_url();
+                                tracing::info!(broker = %broker, "broker connected");
                             }
-                            last = Some(true);
+                            was_up = Some(true);
                             pause = RECONNECT_FIRST;
-                            let ended = link
-                                .wait_for(|s| matches!(s, LinkState::Down { .. }))
-                                .await
-                                .map(|s| s.clone());
-                            match ended {
-                                Ok(state) => state,
-                                Err(_) => LinkState::Down {
-                                    error: PublishError::Connection("connection closed".into()),
-                                    refused: None,
-                                },
-                            }
+                            settled(&mut link, |s| matches!(s, LinkState::Down { .. })).await
                         }
-                        Ok(state) => state,
-                        Err(_) => LinkState::Down {
-                            error: PublishError::Connection("connection closed".into()),
-                            refused: None,
-                        },
+                        other => other,
                     }
                 }
                 Err(error) => LinkState::Down {
@@ -110,19 +90,19 @@ impl Publisher {
                     refused: None,
                 },
             };
-            if let LinkState::Down { error, refused } = &state {
-                if last != Some(false) {
-                    tracing::warn!(
-                        broker = %self.settings.display_url(),
-                        error = %error,
-                        refused = refused.as_deref(),
-                        "broker unreachable; /healthz answers 503 until it is back"
-                    );
-                }
-                last = Some(false);
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(RECONNECT_MAX);
+            if let LinkState::Down { error, refused } = &down
+                && was_up != Some(false)
+            {
+                tracing::warn!(
+                    broker = %self.settings.display_url(),
+                    error = %error,
+                    refused = refused.as_deref(),
+                    "broker unreachable; /healthz answers 503 until it is back"
+                );
             }
+            was_up = Some(false);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RECONNECT_MAX);
         }
     }
 
@@ -186,5 +166,19 @@ impl Publisher {
             }
         }
         Err(last_error)
+    }
+}
+
+/// The connection's first state that satisfies `until`; `Down` if the connection is gone.
+async fn settled(
+    link: &mut tokio::sync::watch::Receiver<LinkState>,
+    until: impl FnMut(&LinkState) -> bool,
+) -> LinkState {
+    match link.wait_for(until).await {
+        Ok(state) => state.clone(),
+        Err(_) => LinkState::Down {
+            error: PublishError::Connection("connection closed".into()),
+            refused: None,
+        },
     }
 }
