@@ -16,7 +16,7 @@ use rumqttc::v5::mqttbytes::v5 as v5_packets;
 
 use crate::broker::{BrokerError, BrokerSettings, MqttVersion};
 
-pub use confirmed::{ConfirmedPublisher, PublishError};
+pub use confirmed::{ConfirmedPublisher, LinkState, PublishError};
 
 /// What the broker keeps of this client between connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -90,6 +90,8 @@ pub struct RelayConfig {
     pub broker: Option<BrokerSettings>,
     pub publish_timeout: Duration,
     pub listen_addr: SocketAddr,
+    /// `METRICS_LISTEN_ADDR`: `/healthz` and `/metrics` on their own listener, off `listen_addr`.
+    pub metrics_listen_addr: Option<SocketAddr>,
     pub http_limits: HttpLimits,
 }
 
@@ -185,6 +187,7 @@ impl RelayConfig {
             broker,
             publish_timeout,
             listen_addr: listen_addr(env)?,
+            metrics_listen_addr: metrics_listen_addr(env)?,
             http_limits: http_limits(env)?,
         })
     }
@@ -386,6 +389,29 @@ fn listen_addr(env: &dyn Fn(&str) -> Option<String>) -> Result<SocketAddr, Confi
     })
 }
 
+fn metrics_listen_addr(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(listen) = var(env, "METRICS_LISTEN_ADDR") else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        ConfigError::new(
+            "METRICS_LISTEN_ADDR",
+            format!("`{listen}` is not host:port, e.g. 127.0.0.1:9465"),
+        )
+    })?;
+    if listen_addr(env)? == addr {
+        return Err(ConfigError::new(
+            "METRICS_LISTEN_ADDR",
+            format!(
+                "`{listen}` is LISTEN_ADDR too; give another port, or leave it unset to serve /metrics beside the webhook"
+            ),
+        ));
+    }
+    Ok(Some(addr))
+}
+
 /// Secrets from plain environment variables (local, on-prem). Secrets Manager ARNs are handled
 /// by [`crate::secrets::resolve`], which falls back to this.
 pub fn secrets_from_env(env: &dyn Fn(&str) -> Option<String>) -> Secrets {
@@ -432,6 +458,10 @@ mod tests {
             "longer than Qlik's 7 days of resends"
         );
         assert_eq!(config.http_limits, HttpLimits::default());
+        assert_eq!(
+            config.metrics_listen_addr, None,
+            "/metrics beside the webhook"
+        );
         assert_eq!(config.http_limits.header_timeout, Duration::from_secs(10));
         assert_eq!(config.http_limits.body_timeout, Duration::from_secs(30));
         assert_eq!(config.http_limits.idle_timeout, Duration::from_secs(60));
@@ -469,6 +499,11 @@ mod tests {
         );
         assert_eq!(with(("MQTT_TOPIC_ROOT", "a/#")), "MQTT_TOPIC_ROOT");
         assert_eq!(with(("LISTEN_ADDR", "localhost")), "LISTEN_ADDR");
+        assert_eq!(with(("METRICS_LISTEN_ADDR", "9465")), "METRICS_LISTEN_ADDR");
+        assert_eq!(
+            with(("METRICS_LISTEN_ADDR", DEFAULT_LISTEN_ADDR)),
+            "METRICS_LISTEN_ADDR"
+        );
         assert_eq!(with(("PUBLISH_TIMEOUT_MS", "0")), "PUBLISH_TIMEOUT_MS");
         assert_eq!(with(("MAX_EVENT_AGE_SECS", "-1")), "MAX_EVENT_AGE_SECS");
         assert_eq!(with(("MAX_BODY_BYTES", "2097152")), "MAX_BODY_BYTES");

@@ -135,6 +135,18 @@ impl Rejection {
         }
     }
 
+    /// Every value [`Self::outcome`] takes, so metrics can show each at 0 before it happens.
+    pub const OUTCOMES: [&'static str; 8] = [
+        "method_not_allowed",
+        "payload_too_large",
+        "body_timeout",
+        "bad_signature",
+        "bad_required_header",
+        "not_an_event",
+        "tenant_not_allowed",
+        "event_too_old",
+    ];
+
     /// A short stable label for logs and metrics.
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -537,5 +549,33 @@ mod tests {
             decide(&post(&headers, RELOAD), &p, now()).unwrap().topic,
             format!("qlik/{TENANT}/FAILED/7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f")
         );
+    }
+
+    #[test]
+    fn outcomes_lists_every_rejection_label() {
+        let every = [
+            Rejection::MethodNotAllowed(Method::GET),
+            Rejection::PayloadTooLarge {
+                at_least: 2,
+                limit: 1,
+            },
+            Rejection::TooLargeForBroker {
+                bytes: 2,
+                topic_bytes: 1,
+            },
+            Rejection::BodyTimeout,
+            Rejection::Signature(SignatureError::Mismatch),
+            Rejection::RequiredHeader("x-token".into()),
+            Rejection::Envelope(EnvelopeError::NotObject),
+            Rejection::TenantNotAllowed("t".into()),
+            Rejection::NoEventTime,
+            Rejection::TooOld {
+                age_secs: 2,
+                max_secs: 1,
+            },
+        ];
+        let labels: HashSet<&str> = every.iter().map(Rejection::outcome).collect();
+        let listed: HashSet<&str> = Rejection::OUTCOMES.into_iter().collect();
+        assert_eq!(labels, listed);
     }
 }

@@ -1,4 +1,6 @@
-//! HTTP mode (on-prem, DMZ, container, local development): POST / with the same handler.
+//! HTTP mode (on-prem, DMZ, container, local development): POST / with the same handler,
+//! `GET /healthz` (200 only while the broker connection is up) and `GET /metrics` (Prometheus
+//! text), the last two on `METRICS_LISTEN_ADDR` instead when it is set.
 //!
 //! Its own accept loop rather than `axum::serve`, which sets no timeout at all: a client that
 //! stops in the middle of its headers or body would hold its connection (and a file descriptor)
@@ -18,6 +20,7 @@ use axum::body::Body as AxumBody;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use http::StatusCode;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -27,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// The bounds live with the other settings; re-exported under their old path.
 pub use crate::config::HttpLimits;
 use crate::decision::{Body, WebhookRequest};
+use crate::publisher::LinkState;
 use crate::service::{Relay, Reply};
 
 /// How much of a refused body is still read (and thrown away), so that a client which sends its
@@ -42,20 +46,95 @@ struct AppState {
     body_timeout: Duration,
 }
 
-pub fn router(relay: Arc<Relay>, body_timeout: Duration) -> Router {
-    Router::new()
-        .route("/", any(webhook))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(AppState {
-            relay,
-            body_timeout,
-        })
+/// What one listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// `POST /`, `/healthz` and `/metrics`: one listener for everything.
+    All,
+    /// `POST /` only (the public listener when `METRICS_LISTEN_ADDR` is set).
+    Webhook,
+    /// `/healthz` and `/metrics` only (`METRICS_LISTEN_ADDR`).
+    Operations,
 }
 
-pub async fn serve(relay: Arc<Relay>, addr: SocketAddr, limits: HttpLimits) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
+/// Every route on one listener.
+pub fn router(relay: Arc<Relay>, body_timeout: Duration) -> Router {
+    routes(relay, body_timeout, Routes::All)
+}
+
+pub fn routes(relay: Arc<Relay>, body_timeout: Duration, routes: Routes) -> Router {
+    let mut router = Router::new();
+    if routes != Routes::Operations {
+        router = router.route("/", any(webhook));
+    }
+    if routes != Routes::Webhook {
+        router = router
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics));
+    }
+    router.with_state(AppState {
+        relay,
+        body_timeout,
+    })
+}
+
+/// `/healthz`'s answer for the broker connection's state: a load balancer stops sending
+/// webhooks to a relay that could only answer them with 503. The body names the reason and
+/// nothing more (no address, no broker message): the listener may be public.
+pub fn health(link: &LinkState) -> (StatusCode, &'static str) {
+    match link {
+        LinkState::Connected => (StatusCode::OK, "ok"),
+        LinkState::Connecting => (StatusCode::SERVICE_UNAVAILABLE, "mqtt: connecting"),
+        LinkState::Down {
+            refused: Some(_), ..
+        } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mqtt: broker refused the connection",
+        ),
+        LinkState::Down { .. } => (StatusCode::SERVICE_UNAVAILABLE, "mqtt: broker unreachable"),
+    }
+}
+
+async fn healthz(State(app): State<AppState>) -> Response {
+    let (status, body) = health(&app.relay.publisher.link_state().await);
+    (status, body).into_response()
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    let connected = app.relay.publisher.link_state().await == LinkState::Connected;
+    (
+        [(http::header::CONTENT_TYPE, crate::prometheus::CONTENT_TYPE)],
+        app.relay.exposition.encode(connected),
+    )
+        .into_response()
+}
+
+/// Where HTTP mode listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// `LISTEN_ADDR`: the webhook.
+    pub webhook: SocketAddr,
+    /// `METRICS_LISTEN_ADDR`: `/healthz` and `/metrics` apart from the webhook.
+    pub operations: Option<SocketAddr>,
+}
+
+async fn bind(addr: SocketAddr, variable: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("LISTEN_ADDR: cannot listen on {addr}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{variable}: cannot listen on {addr}: {e}"))
+}
+
+/// HTTP mode: keeps the broker connection up in the background and serves until SIGTERM.
+pub async fn serve(relay: Arc<Relay>, listen: Listen, limits: HttpLimits) -> anyhow::Result<()> {
+    let listener = bind(listen.webhook, "LISTEN_ADDR").await?;
+    let operations = match listen.operations {
+        Some(addr) => Some(bind(addr, "METRICS_LISTEN_ADDR").await?),
+        None => None,
+    };
+    let keeper = tokio::spawn({
+        let relay = relay.clone();
+        async move { relay.publisher.keep_connected().await }
+    });
     tracing::info!(
         address = %listener.local_addr()?,
         header_timeout_s = limits.header_timeout.as_secs(),
@@ -64,7 +143,34 @@ pub async fn serve(relay: Arc<Relay>, addr: SocketAddr, limits: HttpLimits) -> a
         max_connections = limits.max_connections,
         "relay listening for Qlik webhooks (POST /)"
     );
-    serve_listener(listener, relay, limits, shutdown_signal()).await;
+    // One signal, two servers: each waits for the flag to turn.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    match operations {
+        None => {
+            let app = routes(relay, limits.body_timeout, Routes::All);
+            serve_router(listener, app, limits, until_stopped(stopped)).await;
+        }
+        Some(operations) => {
+            tracing::info!(
+                address = %operations.local_addr()?,
+                "relay serving /healthz and /metrics (METRICS_LISTEN_ADDR)"
+            );
+            let webhook = routes(relay.clone(), limits.body_timeout, Routes::Webhook);
+            let ops = routes(relay, limits.body_timeout, Routes::Operations);
+            tokio::join!(
+                serve_router(listener, webhook, limits, until_stopped(stopped.clone())),
+                serve_router(operations, ops, limits, until_stopped(stopped)),
+            );
+        }
+    }
+    keeper.abort();
     Ok(())
 }
 
@@ -75,7 +181,21 @@ pub async fn serve_listener(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = router(relay, limits.body_timeout);
+    serve_router(
+        listener,
+        router(relay, limits.body_timeout),
+        limits,
+        shutdown,
+    )
+    .await;
+}
+
+async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -452,6 +572,34 @@ fn into_response(reply: Reply, close: bool) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publisher::PublishError;
+
+    #[test]
+    fn health_is_ok_only_while_connected_and_never_shows_the_broker_message() {
+        assert_eq!(health(&LinkState::Connected), (StatusCode::OK, "ok"));
+        assert_eq!(
+            health(&LinkState::Connecting),
+            (StatusCode::SERVICE_UNAVAILABLE, "mqtt: connecting")
+        );
+        let error = PublishError::Connection("I/O: connection refused to 10.0.0.5:8883".into());
+        assert_eq!(
+            health(&LinkState::Down {
+                error: error.clone(),
+                refused: None
+            }),
+            (StatusCode::SERVICE_UNAVAILABLE, "mqtt: broker unreachable")
+        );
+        assert_eq!(
+            health(&LinkState::Down {
+                error,
+                refused: Some("BadUserNamePassword".into())
+            }),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mqtt: broker refused the connection"
+            )
+        );
+    }
 
     #[test]
     fn each_stage_has_its_own_deadline() {

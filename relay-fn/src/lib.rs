@@ -7,6 +7,7 @@ pub mod http_server;
 pub mod lambda;
 pub mod logging;
 pub mod metrics;
+pub mod prometheus;
 pub mod publisher;
 pub mod secrets;
 pub mod service;

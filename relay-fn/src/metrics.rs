@@ -6,6 +6,8 @@
 //! `relayed` and `publish_latency_ms` for each published event, `rejected` for each refused
 //! request (also per `outcome`, e.g. `bad_signature`), `broker_unavailable` for each `503`.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value, json};
 
 use crate::env::var;
@@ -16,7 +18,7 @@ pub const NAMESPACE: &str = "QlikCloudRelay";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure<'a> {
     Relayed {
-        publish_latency_ms: u64,
+        publish_latency: Duration,
     },
     /// `outcome` is the rejection's stable label ([`crate::decision::Rejection::outcome`]).
     Rejected {
@@ -56,7 +58,9 @@ impl Emf {
         root.insert("FunctionName".to_owned(), json!(self.function_name));
         let base = vec!["FunctionName"];
         let (dimensions, metrics) = match measure {
-            Measure::Relayed { publish_latency_ms } => {
+            Measure::Relayed { publish_latency } => {
+                let publish_latency_ms =
+                    u64::try_from(publish_latency.as_millis()).unwrap_or(u64::MAX);
                 root.insert("relayed".to_owned(), json!(1));
                 root.insert("publish_latency_ms".to_owned(), json!(publish_latency_ms));
                 (
@@ -121,7 +125,7 @@ mod tests {
         for emf in [Emf::new("qlik-relay-relay"), Emf::from_env(&|_| None)] {
             for measure in [
                 Measure::Relayed {
-                    publish_latency_ms: 12,
+                    publish_latency: Duration::from_millis(12),
                 },
                 Measure::Rejected {
                     outcome: "bad_signature",
@@ -140,7 +144,7 @@ mod tests {
         let relayed = document(
             &emf,
             Measure::Relayed {
-                publish_latency_ms: 12,
+                publish_latency: Duration::from_millis(12),
             },
         );
         assert_eq!(relayed["relayed"], 1);

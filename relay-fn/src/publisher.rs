@@ -3,20 +3,29 @@
 //! Each publish waits for the PUBACK of its own message ([`ConfirmedPublisher`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use qlik_events::BrokerSettings;
 use qlik_events::mqtt::ConfirmedPublisher;
 
-pub use qlik_events::mqtt::PublishError;
+pub use qlik_events::mqtt::{LinkState, PublishError};
 
 /// Requests that may wait for the event loop at once; beyond it a publish fails (503).
 const REQUEST_QUEUE: usize = 1024;
+
+/// Pauses between attempts of [`Publisher::keep_connected`] while the broker cannot be reached:
+/// quick enough that `/healthz` turns back to 200 soon after the broker returns, slow enough
+/// not to hammer a broker that is starting up.
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 pub struct Publisher {
     settings: BrokerSettings,
     attempt_timeout: Duration,
     connection: tokio::sync::Mutex<Option<Arc<ConfirmedPublisher>>>,
+    /// [`Self::keep_connected`] runs: it logs outages itself, once each.
+    kept: AtomicBool,
 }
 
 impl Publisher {
@@ -25,6 +34,7 @@ impl Publisher {
             settings,
             attempt_timeout,
             connection: tokio::sync::Mutex::new(None),
+            kept: AtomicBool::new(false),
         }
     }
 
@@ -36,6 +46,63 @@ impl Publisher {
     pub async fn connect_early(&self) {
         if let Err(e) = self.connection().await {
             tracing::warn!(error = %e, "could not prepare the broker connection");
+        }
+    }
+
+    /// The current connection's state; `Down` before the first one is opened.
+    pub async fn link_state(&self) -> LinkState {
+        match self.connection.lock().await.as_ref() {
+            Some(connection) => connection.link_state(),
+            None => LinkState::Down {
+                error: PublishError::Connection("not connected".into()),
+                refused: None,
+            },
+        }
+    }
+
+    /// HTTP mode: keeps a connection open, whether or not requests come, so that
+    /// [`Self::link_state`] (`/healthz`, the `broker_connected` gauge) follows the broker and
+    /// the first request after an outage finds a connection ready. Logs each change once; runs
+    /// until the task is dropped.
+    pub async fn keep_connected(&self) {
+        self.kept.store(true, Ordering::Relaxed);
+        let mut pause = RECONNECT_FIRST;
+        let mut was_up: Option<bool> = None;
+        loop {
+            let down = match self.connection().await {
+                Ok(connection) => {
+                    let mut link = connection.link();
+                    match settled(&mut link, |s| *s != LinkState::Connecting).await {
+                        LinkState::Connected => {
+                            if was_up != Some(true) {
+                                let broker = self.settings.display_url();
+                                tracing::info!(broker = %broker, "broker connected");
+                            }
+                            was_up = Some(true);
+                            pause = RECONNECT_FIRST;
+                            settled(&mut link, |s| matches!(s, LinkState::Down { .. })).await
+                        }
+                        other => other,
+                    }
+                }
+                Err(error) => LinkState::Down {
+                    error,
+                    refused: None,
+                },
+            };
+            if let LinkState::Down { error, refused } = &down
+                && was_up != Some(false)
+            {
+                tracing::warn!(
+                    broker = %self.settings.display_url(),
+                    error = %error,
+                    refused = refused.as_deref(),
+                    "broker unreachable; /healthz answers 503 until it is back"
+                );
+            }
+            was_up = Some(false);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RECONNECT_MAX);
         }
     }
 
@@ -52,7 +119,9 @@ impl Publisher {
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
             if connection.is_dead() {
-                tracing::info!("broker connection was lost; reconnecting");
+                if !self.kept.load(Ordering::Relaxed) {
+                    tracing::info!("broker connection was lost; reconnecting");
+                }
             } else if self.is_stale(connection) {
                 tracing::info!("broker connection idle past keep-alive (frozen?); reconnecting");
                 connection.close("stale after freeze");
@@ -97,5 +166,19 @@ impl Publisher {
             }
         }
         Err(last_error)
+    }
+}
+
+/// The connection's first state that satisfies `until`; `Down` if the connection is gone.
+async fn settled(
+    link: &mut tokio::sync::watch::Receiver<LinkState>,
+    until: impl FnMut(&LinkState) -> bool,
+) -> LinkState {
+    match link.wait_for(until).await {
+        Ok(state) => state.clone(),
+        Err(_) => LinkState::Down {
+            error: PublishError::Connection("connection closed".into()),
+            refused: None,
+        },
     }
 }

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use crate::decision::{Policy, WebhookRequest, decide};
 use crate::metrics::{Emf, Measure, now_ms};
+use crate::prometheus::Exposition;
 use crate::publisher::Publisher;
 
 /// One request's log line; with EMF on, its metric members ride along in [`crate::logging::MERGE_FIELD`]
@@ -42,6 +43,9 @@ pub struct Relay {
     pub publisher: Publisher,
     /// CloudWatch metrics in the log lines (Lambda with JSON logs).
     pub metrics: Option<Emf>,
+    /// Prometheus metrics, served at `/metrics` in HTTP mode (kept in Lambda too: a few
+    /// atomic increments cost less than a second code path).
+    pub exposition: Exposition,
 }
 
 impl Relay {
@@ -54,11 +58,13 @@ impl Relay {
             policy,
             publisher,
             metrics,
+            exposition: Exposition::new(),
         })
     }
 
-    /// The EMF members of `measure` as JSON text, when metrics are on.
-    fn emf(&self, measure: Measure<'_>) -> Option<String> {
+    /// Counts `measure`, and returns its EMF members as JSON text when EMF is on.
+    fn record(&self, measure: Measure<'_>) -> Option<String> {
+        self.exposition.record(measure);
         let members = self.metrics.as_ref()?.members(measure, now_ms());
         Some(serde_json::Value::Object(members).to_string())
     }
@@ -69,7 +75,7 @@ impl Relay {
             Ok(publication) => publication,
             Err(rejection) => {
                 let status = rejection.status();
-                let emf = self.emf(Measure::Rejected {
+                let emf = self.record(Measure::Rejected {
                     outcome: rejection.outcome(),
                 });
                 request_line!(
@@ -92,11 +98,11 @@ impl Relay {
             .publisher
             .publish(&publication.topic, &publication.payload)
             .await;
-        let publish_latency_ms = publishing.elapsed().as_millis() as u64;
+        let publish_latency = publishing.elapsed();
         let latency_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(()) => {
-                let emf = self.emf(Measure::Relayed { publish_latency_ms });
+                let emf = self.record(Measure::Relayed { publish_latency });
                 request_line!(
                     info,
                     emf,
@@ -118,7 +124,7 @@ impl Relay {
             }
             Err(error) => {
                 // 503 makes Qlik record the delivery as failed, so it can be resent.
-                let emf = self.emf(Measure::BrokerUnavailable);
+                let emf = self.record(Measure::BrokerUnavailable);
                 request_line!(
                     error,
                     emf,

@@ -10,8 +10,9 @@ use qlik_events::{BrokerSettings, TopicRouting, WebhookSecrets};
 use relay_fn::decision::Policy;
 use relay_fn::publisher::Publisher;
 use relay_fn::service::Relay;
+use testkit::proxy::TcpProxy;
 use testkit::{Subscriber, TEST_SECRET, TestBroker};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const TENANT: &str = "Xq7vR2mK9pLs4TnB8wYc1ZdE5fGh3JkQ";
 const QUIET: Duration = Duration::from_millis(500);
@@ -219,60 +220,14 @@ async fn futures_join<F: std::future::Future<Output = T> + Send + 'static, T: Se
     out
 }
 
-/// A TCP proxy whose open connections can all be cut at once, as a broker restart or a NAT
-/// timeout during a Lambda freeze would.
-struct CuttableProxy {
-    addr: SocketAddr,
-    cut: tokio::sync::watch::Sender<u64>,
-    stall: tokio::sync::watch::Sender<u64>,
-}
-
-impl CuttableProxy {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (cut, _) = tokio::sync::watch::channel(0u64);
-        let (stall, _) = tokio::sync::watch::channel(0u64);
-        let (cuts, stalls) = (cut.clone(), stall.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut cut_rx = cuts.subscribe();
-                let mut stall_rx = stalls.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_rx.changed() => {}
-                        _ = stall_rx.changed() => {
-                            // Keep both sockets open but move nothing: a silently dead path.
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                });
-            }
-        });
-        Self { addr, cut, stall }
-    }
-
-    fn stall_all(&self) {
-        self.stall.send_modify(|n| *n += 1);
-    }
-
-    fn cut_all(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-}
-
-/// A relay whose broker connection runs through a [`CuttableProxy`], and a subscriber on its
+/// A relay whose broker connection runs through a [`TcpProxy`], and a subscriber on its
 /// topic tree (connected directly, so it is not affected by what the proxy does).
 async fn relay_behind_proxy(
     broker: &TestBroker,
     attempt_timeout: Duration,
-) -> (CuttableProxy, Subscriber, SocketAddr) {
+) -> (TcpProxy, Subscriber, SocketAddr) {
     let upstream: SocketAddr = format!("{}:{}", broker.host, broker.port).parse().unwrap();
-    let proxy = CuttableProxy::start(upstream).await;
+    let proxy = TcpProxy::start(upstream).await;
     let root = testkit::unique("relaytest");
     let subscriber = Subscriber::connect(broker, &format!("{root}/#")).await;
     let settings = BrokerSettings::new("127.0.0.1", proxy.addr.port(), testkit::unique("relay"));

@@ -25,6 +25,8 @@ async fn start(env: &[(&'static str, &str)]) -> (Process, SocketAddr) {
     all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let mut relay = common::relay(&all);
     relay.wait_for_port(addr, &[]).await;
+    // /healthz (which some tests use as their request) is 200 once the broker accepted the relay.
+    common::await_health(addr, 200).await;
     (relay, addr)
 }
 

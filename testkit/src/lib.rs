@@ -7,6 +7,7 @@ pub mod butler;
 pub mod emf;
 pub mod fake_tenant;
 pub mod process;
+pub mod proxy;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::{ClientOptions, ConnectionError, Connector, MqttClient, MqttEvent, Session};
@@ -33,6 +33,23 @@ pub enum PublishError {
 
 type Waiter = oneshot::Sender<Result<(), PublishError>>;
 
+/// Where one connection stands, as its event loop last reported it. A connection goes from
+/// `Connecting` to `Connected` (the broker's CONNACK) and ends `Down`; it never comes back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LinkState {
+    /// Opened; the broker has not accepted the CONNECT yet.
+    #[default]
+    Connecting,
+    /// The broker accepted the connection.
+    Connected,
+    /// The connection failed or was closed. `refused`: the broker's CONNACK code when it
+    /// refused the client (`NotAuthorized`, `BadUserNamePassword`, …).
+    Down {
+        error: PublishError,
+        refused: Option<String>,
+    },
+}
+
 #[derive(Default)]
 struct Waiters {
     dead: Option<PublishError>,
@@ -41,10 +58,17 @@ struct Waiters {
     /// Sent messages awaiting their PUBACK, by packet id.
     sent: HashMap<u16, Waiter>,
     last_inbound: Option<Instant>,
+    link: watch::Sender<LinkState>,
 }
 
 impl Waiters {
-    fn fail_all(&mut self, error: PublishError) {
+    fn fail_all(&mut self, error: PublishError, refused: Option<String>) {
+        if !matches!(*self.link.borrow(), LinkState::Down { .. }) {
+            self.link.send_replace(LinkState::Down {
+                error: error.clone(),
+                refused,
+            });
+        }
         for waiter in self
             .queued
             .drain(..)
@@ -60,7 +84,8 @@ impl Waiters {
         let event = match event {
             Ok(event) => event,
             Err(error) => {
-                self.fail_all(PublishError::Connection(error.to_string()));
+                let refused = error.connack_refusal().map(str::to_owned);
+                self.fail_all(PublishError::Connection(error.to_string()), refused);
                 return false;
             }
         };
@@ -68,6 +93,9 @@ impl Waiters {
             self.last_inbound = Some(Instant::now());
         }
         match event {
+            MqttEvent::ConnAck { .. } => {
+                self.link.send_replace(LinkState::Connected);
+            }
             MqttEvent::PublishSent(pkid) => {
                 if let Some(waiter) = self.queued.pop_front() {
                     self.sent.insert(pkid, waiter);
@@ -79,7 +107,7 @@ impl Waiters {
                 }
             }
             MqttEvent::DisconnectSent => {
-                self.fail_all(PublishError::Connection("disconnected".to_owned()));
+                self.fail_all(PublishError::Connection("disconnected".to_owned()), None);
                 return false;
             }
             _ => {}
@@ -151,6 +179,17 @@ impl ConfirmedPublisher {
         lock(&self.waiters).dead.is_some()
     }
 
+    /// The connection's state now.
+    pub fn link_state(&self) -> LinkState {
+        lock(&self.waiters).link.borrow().clone()
+    }
+
+    /// Follows the connection's state: `changed()` wakes when the broker accepts it and when it
+    /// goes down.
+    pub fn link(&self) -> watch::Receiver<LinkState> {
+        lock(&self.waiters).link.subscribe()
+    }
+
     /// How long ago the broker last sent anything; `None` before it sent something.
     pub fn silent_for(&self) -> Option<Duration> {
         lock(&self.waiters).last_inbound.map(|t| t.elapsed())
@@ -192,7 +231,7 @@ impl ConfirmedPublisher {
 
     /// Fails every waiting publish with `reason` and stops the connection without a goodbye.
     pub fn close(&self, reason: &str) {
-        lock(&self.waiters).fail_all(PublishError::Connection(reason.to_owned()));
+        lock(&self.waiters).fail_all(PublishError::Connection(reason.to_owned()), None);
         self.driver.abort();
     }
 
@@ -260,7 +299,48 @@ mod tests {
         let expected = PublishError::Connection("I/O: connection reset".into());
         assert_eq!(sent.try_recv(), Ok(Err(expected.clone())));
         assert_eq!(queued.try_recv(), Ok(Err(expected.clone())));
-        assert_eq!(w.dead, Some(expected));
+        assert_eq!(w.dead, Some(expected.clone()));
+        assert_eq!(
+            *w.link.borrow(),
+            LinkState::Down {
+                error: expected,
+                refused: None
+            }
+        );
+    }
+
+    #[test]
+    fn the_link_is_up_from_the_connack_until_the_connection_fails() {
+        let mut w = Waiters::default();
+        let link = w.link.subscribe();
+        assert_eq!(*link.borrow(), LinkState::Connecting);
+        assert!(w.apply(Ok(MqttEvent::ConnAck {
+            session_present: false
+        })));
+        assert_eq!(*link.borrow(), LinkState::Connected);
+        assert!(w.apply(Ok(MqttEvent::OtherIncoming)));
+        assert_eq!(*link.borrow(), LinkState::Connected);
+        let refused = ConnectionError {
+            message: "connection refused: NotAuthorized".into(),
+            refused: Some("NotAuthorized".into()),
+        };
+        assert!(!w.apply(Err(refused)));
+        assert_eq!(
+            *link.borrow(),
+            LinkState::Down {
+                error: PublishError::Connection("connection refused: NotAuthorized".into()),
+                refused: Some("NotAuthorized".into()),
+            }
+        );
+        // Closing a finished connection keeps the reason it failed for.
+        w.fail_all(PublishError::Connection("closed".into()), None);
+        assert!(matches!(
+            &*link.borrow(),
+            LinkState::Down {
+                refused: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -320,3 +320,22 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[(end + 2 + size + 2).min(data.len())..];
     }
 }
+
+/// Polls `GET /healthz` on `addr` until it answers `status`, bounded by [`WAIT`]; the relay's
+/// health follows its broker connection, which changes in the background.
+pub async fn await_health(addr: SocketAddr, status: u16) -> HttpResponse {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let response = http_request(addr, "GET", "/healthz", &[], b"").await;
+        if response.status == status {
+            return response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz still answers {} ({}) after {WAIT:?}, not {status}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
