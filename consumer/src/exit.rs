@@ -26,5 +26,7 @@ pub const TRY_AGAIN_LATER: u8 = 75;
 /// (`EX_NOPERM`).
 pub const NO_PERMISSION: u8 = 77;
 /// The configuration is invalid (`EX_CONFIG`), so scripts can tell it apart from usage errors
-/// and runtime failures; every problem is printed with its key path.
+/// and runtime failures; every problem is printed with its key path. `run` uses it for
+/// everything `check-config` reports, also what only shows when it starts (a template that does
+/// not compile, a broker certificate that does not load, a tenant id that cannot be resolved).
 pub const CONFIG_INVALID: u8 = 78;

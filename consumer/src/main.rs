@@ -28,7 +28,8 @@ Exit codes:
   75  replay: some alerts could not be delivered and are still parked;
       webhook resend-failed: some resends failed; webhook status: nothing known yet
   77  webhook: the tenant did not accept the JWT, or its user lacks the rights
-  78  configuration invalid (every problem is printed with its key path)
+  78  configuration invalid (every problem is printed with its key path); run: also what
+      check-config reports at start (a template that does not compile, broker certificates)
 
 Environment:
   QLIK_TENANT_JWT_<TENANTID>, QLIK_TENANT_JWT   tenant API token instead of auth.jwt.token

@@ -366,6 +366,7 @@ fn extension_keys_are_accepted_in_the_main_file() {
     let fx = Fixture::new();
     let mut butler = fx.butler();
     set(&mut butler, &format!("{F}.broker.tls"), b(false));
+    set(&mut butler, &format!("{F}.broker.allowPlaintext"), b(true));
     set(&mut butler, &format!("{F}.broker.clientId"), s("one-file"));
     set(
         &mut butler,
@@ -843,6 +844,68 @@ fn mqtt_specific_rules() {
 }
 
 #[test]
+fn credentials_over_plain_tcp_need_loopback_or_allow_plaintext() {
+    let fx = Fixture::new();
+    let tls = format!("{F}.broker.tls");
+    let allow = format!("{F}.broker.allowPlaintext");
+    // tls: false with a user and password to mqttbroker.company.com: refused, naming the key
+    // and the way out, never the password.
+    let mut butler = fx.butler();
+    set(&mut butler, &tls, b(false));
+    let (code, out) = fx.check(&butler, None, &[]);
+    assert_eq!(code, EXIT_CONFIG_INVALID, "{out}");
+    assert!(
+        out.contains(&format!(
+            "  {tls}: is false while a username or password is set for mqttbroker.company.com"
+        )) && out.contains(&format!("{allow}: true")),
+        "{out}"
+    );
+    assert_no_secrets(&out);
+    // The password from the environment counts the same.
+    let mut anonymous_in_file = butler.clone();
+    remove(&mut anonymous_in_file, &format!("{F}.broker.password"));
+    let err = problems(fx.load(&anonymous_in_file, None, &[("MQTT_PASSWORD", ENV_PASSWORD)]));
+    assert!(err.has(&tls), "{err}");
+
+    // An explicit yes accepts it, and the summary says what it costs.
+    set(&mut butler, &allow, b(true));
+    let (code, out) = fx.check(&butler, None, &[]);
+    assert_eq!(code, EXIT_OK, "{out}");
+    assert!(
+        out.contains("allowPlaintext: the password crosses the network unencrypted"),
+        "{out}"
+    );
+    assert!(
+        fx.load(&butler, None, &[])
+            .expect("valid")
+            .broker
+            .allow_plaintext
+    );
+
+    // Nothing crosses the network to a loopback broker, and nothing secret goes anonymously.
+    for host in ["127.0.0.1", "localhost", "::1"] {
+        let mut butler = fx.butler();
+        set(&mut butler, &tls, b(false));
+        set(&mut butler, &format!("{F}.broker.host"), s(host));
+        fx.load(&butler, None, &[])
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+    let mut butler = fx.butler();
+    set(&mut butler, &tls, b(false));
+    remove(&mut butler, &format!("{F}.broker.username"));
+    remove(&mut butler, &format!("{F}.broker.password"));
+    let config = fx
+        .load(&butler, None, &[])
+        .expect("anonymous plain TCP is valid");
+    assert!(!config.broker.allow_plaintext);
+    // Not a boolean: named like every other key.
+    let mut butler = fx.butler();
+    set(&mut butler, &allow, s("perhaps"));
+    let err = problems(fx.load(&butler, None, &[]));
+    assert_eq!(err.message_for(&allow), Some("must be true or false"));
+}
+
+#[test]
 fn duplicate_tenants_are_rejected() {
     let fx = Fixture::new();
     let mut ext = Value::Mapping(Mapping::new());
@@ -1243,7 +1306,7 @@ fn the_configuration_reference_lists_every_consumer_key_with_its_default() {
         keys,
     );
     let broker = consumer::config::BrokerConfig::extension_keys();
-    assert_eq!(broker.len(), 10, "{broker:?}");
+    assert_eq!(broker.len(), 11, "{broker:?}");
     assert_documented("### Broker: beside Butler's keys", broker);
     let smtp = consumer::config::SmtpConfig::extension_keys();
     assert_eq!(smtp.len(), 2, "{smtp:?}");
