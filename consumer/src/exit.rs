@@ -2,7 +2,7 @@
 //! managers rely on them, and the `--help` texts in `main.rs` list them. The non-zero codes
 //! besides 1 and 2 follow sysexits.h, so they mean what an operator expects.
 
-/// Success (for `replay`: nothing is left parked).
+/// Success (for `replay` and `replay --list`: nothing is (left) parked).
 pub const OK: u8 = 0;
 /// A runtime failure: broker refused the subscription, state directory not writable, an alert
 /// could neither be delivered nor parked; for `webhook`: tenant unreachable, timeouts, HTTP 5xx
@@ -19,7 +19,7 @@ pub const REJECTED: u8 = 65;
 /// `webhook`: no webhook with that id or name (HTTP 404) (`EX_NOINPUT`).
 pub const NOT_FOUND: u8 = 66;
 /// Something is left to do and a later run may succeed (`EX_TEMPFAIL`): `replay` left parked
-/// alerts that still fail, `webhook resend-failed` could not resend some deliveries,
+/// alerts that still fail, `replay --list` found at least one parked, `webhook resend-failed` could not resend some deliveries,
 /// `webhook status` has no check to report yet (or the last one could not reach the tenant).
 pub const TRY_AGAIN_LATER: u8 = 75;
 /// `webhook`: the tenant did not accept the JWT (401) or its user lacks the rights (403)

@@ -17,7 +17,8 @@ use commands::webhook;
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0   success (replay: nothing left parked; preview: every destination rendered)
+  0   success (replay, replay --list: nothing (left) parked; preview: every destination
+      rendered)
   1   runtime failure (subscription refused, state directory not writable, alert neither
       delivered nor parked); webhook status: a webhook to the relay is disabled or missing;
       preview: a destination did not render (its name and the template error are printed)
@@ -25,7 +26,8 @@ Exit codes:
       tenant (unreadable, not a Qlik event, another tenant, not a failed reload)
   65  webhook: Qlik refused the request as invalid
   66  webhook: no webhook with that id or name
-  75  replay: some alerts could not be delivered and are still parked;
+  75  replay: some alerts could not be delivered and are still parked; replay --list: at
+      least one alert is parked;
       webhook resend-failed: some resends failed; webhook status: nothing known yet
   77  webhook: the tenant did not accept the JWT, or its user lacks the rights
   78  configuration invalid (every problem is printed with its key path); run: also what
@@ -104,7 +106,8 @@ enum Command {
         /// Only alerts parked by this sink (e.g. `slack:<tenantId>`, `webhook:ops`).
         #[arg(long, value_name = "NAME")]
         sink: Option<String>,
-        /// List parked alerts without sending anything.
+        /// List parked alerts without sending anything. Exit 75 when at least one alert is
+        /// parked (or held, or unreadable), 0 when none is: for monitoring scripts.
         #[arg(long)]
         list: bool,
     },

@@ -37,6 +37,12 @@ async fn every_command_has_help_with_the_exit_codes() {
         replay.contains("--sink") && replay.contains("--list"),
         "{replay}"
     );
+    // What a monitoring script relies on, said where it looks.
+    assert!(
+        replay.contains("Exit 75 when at least one alert is")
+            && replay.contains("replay --list: at\n      least one alert is parked"),
+        "{replay}"
+    );
 }
 
 #[tokio::test]

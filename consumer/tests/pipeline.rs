@@ -438,7 +438,7 @@ async fn a_sink_that_is_down_gets_the_alert_parked_and_replay_delivers_it() {
         assert_eq!(code, 75, "{stderr}");
         assert_eq!(setup.parked_files().len(), 1);
         let (code, stdout, _) = run_command(&setup, &["replay", "--list"]).await;
-        assert_eq!(code, 0);
+        assert_eq!(code, 75, "an alert is parked");
         assert!(
             stdout.contains("webhook:ops") && stdout.contains(&id),
             "{stdout}"
