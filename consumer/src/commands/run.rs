@@ -22,6 +22,9 @@ pub async fn run(args: &ConfigArgs) -> anyhow::Result<u8> {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
+    for warning in consumer::check::warnings(&config) {
+        tracing::warn!(key = %warning.path, "{}", warning.message);
+    }
     if config.broker.sends_credentials_in_clear() {
         tracing::warn!(
             broker = %config.broker.broker_settings().display_url(),

@@ -45,6 +45,8 @@ pub struct BrokerConfig {
     /// Extension `clientId` (default `qscloud-consumer-<hostname>`). Must be stable: the broker
     /// keeps the persistent session under it.
     pub client_id: String,
+    /// `clientId` is not set: [`Self::client_id`] is derived from the host name.
+    pub client_id_from_hostname: bool,
     /// Extension `mqttVersion`: `3.1.1` (default) or `5`.
     pub version: MqttVersion,
     /// Extension `cleanSession` (default `false`: persistent session, nothing lost while down).
@@ -356,6 +358,7 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
         Some(id) => Some(id),
         None => Some(default_client_id(env)),
     };
+    let client_id_from_hostname = !CLIENT_ID.at(b).is_present();
     let version = match MQTT_VERSION.at(b).opt_string(p) {
         None => Some(MqttVersion::V311),
         Some(v) => match v.parse::<MqttVersion>() {
@@ -401,6 +404,7 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
         client_cert_file,
         client_key_file,
         client_id: client_id?,
+        client_id_from_hostname,
         version: version?,
         clean_session,
         session_expiry,
@@ -443,7 +447,7 @@ fn topic_filter_problem(filter: &str) -> Option<&'static str> {
 }
 
 /// MQTT filter matching, to check that the subscription actually receives app reload events.
-fn filter_matches(filter: &str, topic: &str) -> bool {
+pub(crate) fn filter_matches(filter: &str, topic: &str) -> bool {
     let mut f = filter.split('/');
     let mut t = topic.split('/');
     loop {
