@@ -8,6 +8,10 @@ use std::path::Path;
 
 use crate::config::ConsumerConfig;
 
+mod warnings;
+
+pub use warnings::warnings;
+
 /// `check-config` found nothing wrong ([`crate::exit::OK`]).
 pub const EXIT_OK: i32 = crate::exit::OK as i32;
 /// The configuration cannot be used ([`crate::exit::CONFIG_INVALID`]).
@@ -46,6 +50,14 @@ pub fn check_config_with_env(
             }) {
             Ok(_) => {
                 let mut text = crate::config::summary(&config);
+                // What works but contradicts itself: said, without failing the check.
+                let warnings = warnings(&config);
+                if !warnings.is_empty() {
+                    let _ = writeln!(text, "Warnings ({}):", warnings.len());
+                    for warning in &warnings {
+                        let _ = writeln!(text, "  {warning}");
+                    }
+                }
                 text.push_str("Configuration OK\n");
                 (true, text)
             }

@@ -2,7 +2,7 @@
 //! managers rely on them, and the `--help` texts in `main.rs` list them. The non-zero codes
 //! besides 1 and 2 follow sysexits.h, so they mean what an operator expects.
 
-/// Success (for `replay`: nothing is left parked).
+/// Success (for `replay` and `replay --list`: nothing is (left) parked).
 pub const OK: u8 = 0;
 /// A runtime failure: broker refused the subscription, state directory not writable, an alert
 /// could neither be delivered nor parked; for `webhook`: tenant unreachable, timeouts, HTTP 5xx
@@ -24,7 +24,7 @@ pub const NOT_FOUND: u8 = 66;
 /// failed) (`EX_UNAVAILABLE`).
 pub const UNAVAILABLE: u8 = 69;
 /// Something is left to do and a later run may succeed (`EX_TEMPFAIL`): `replay` left parked
-/// alerts that still fail, `webhook resend-failed` could not resend some deliveries,
+/// alerts that still fail, `replay --list` found at least one parked, `webhook resend-failed` could not resend some deliveries,
 /// `webhook status` has no check to report yet (or the last one could not reach the tenant).
 pub const TRY_AGAIN_LATER: u8 = 75;
 /// `webhook`: the tenant did not accept the JWT (401) or its user lacks the rights (403);
@@ -32,5 +32,7 @@ pub const TRY_AGAIN_LATER: u8 = 75;
 /// subscription (ACL) (`EX_NOPERM`).
 pub const NO_PERMISSION: u8 = 77;
 /// The configuration is invalid (`EX_CONFIG`), so scripts can tell it apart from usage errors
-/// and runtime failures; every problem is printed with its key path.
+/// and runtime failures; every problem is printed with its key path. `run` uses it for
+/// everything `check-config` reports, also what only shows when it starts (a template that does
+/// not compile, a broker certificate that does not load, a tenant id that cannot be resolved).
 pub const CONFIG_INVALID: u8 = 78;

@@ -17,7 +17,8 @@ use commands::webhook;
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0   success (replay: nothing left parked; preview: every destination rendered)
+  0   success (replay, replay --list: nothing (left) parked; preview: every destination
+      rendered)
   1   runtime failure (subscription refused, state directory not writable, alert neither
       delivered nor parked); webhook status: a webhook to the relay is disabled or missing;
       preview: a destination did not render (its name and the template error are printed)
@@ -28,11 +29,13 @@ Exit codes:
   66  webhook: no webhook with that id or name; session status: the broker holds no session
       for the client id
   69  session: the MQTT broker cannot be reached
-  75  replay: some alerts could not be delivered and are still parked;
+  75  replay: some alerts could not be delivered and are still parked; replay --list: at
+      least one alert is parked;
       webhook resend-failed: some resends failed; webhook status: nothing known yet
   77  webhook: the tenant did not accept the JWT, or its user lacks the rights; session: the
       broker refused the connection or the subscription
-  78  configuration invalid (every problem is printed with its key path)
+  78  configuration invalid (every problem is printed with its key path); run: also what
+      check-config reports at start (a template that does not compile, broker certificates)
 
 Environment:
   QLIK_TENANT_JWT_<TENANTID>, QLIK_TENANT_JWT   tenant API token instead of auth.jwt.token
@@ -107,7 +110,8 @@ enum Command {
         /// Only alerts parked by this sink (e.g. `slack:<tenantId>`, `webhook:ops`).
         #[arg(long, value_name = "NAME")]
         sink: Option<String>,
-        /// List parked alerts without sending anything.
+        /// List parked alerts without sending anything. Exit 75 when at least one alert is
+        /// parked (or held, or unreadable), 0 when none is: for monitoring scripts.
         #[arg(long)]
         list: bool,
     },

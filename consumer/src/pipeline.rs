@@ -64,6 +64,20 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    /// Whether this is something `check-config` reports as invalid (a destination that does not
+    /// build, e.g. a template that does not compile; broker certificates that do not load; a
+    /// tenant id that cannot be resolved): the configuration must change, and `run` exits as
+    /// `check-config` does ([`crate::exit::CONFIG_INVALID`]) so a supervisor does not restart
+    /// it in vain.
+    pub fn is_config_problem(&self) -> bool {
+        matches!(
+            self,
+            RunError::Sinks(_) | RunError::Source(SourceError::Settings(_)) | RunError::TenantId(_)
+        )
+    }
+}
+
 /// What a running consumer reports to an observer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent {
@@ -163,7 +177,7 @@ impl Consumer {
             dead_letter_dir = %config.consumer.dead_letter_dir.display(),
             remembered_events = store.remembered(),
             concurrency = config.consumer.concurrency,
-            "consumer starting"
+            "state and destinations ready"
         );
         if let Some(redis) = store.redis() {
             use crate::state::redis_store::ServerCheckError;

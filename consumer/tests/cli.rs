@@ -37,6 +37,12 @@ async fn every_command_has_help_with_the_exit_codes() {
         replay.contains("--sink") && replay.contains("--list"),
         "{replay}"
     );
+    // What a monitoring script relies on, said where it looks.
+    assert!(
+        replay.contains("Exit 75 when at least one alert is")
+            && replay.contains("replay --list: at\n      least one alert is parked"),
+        "{replay}"
+    );
 }
 
 #[tokio::test]
@@ -121,10 +127,13 @@ async fn a_broken_template_stops_run_at_start_with_its_key() {
         &template.display().to_string(),
     );
     std::fs::write(&setup.butler, text).expect("write");
+    // The same exit code as check-config (78, configuration invalid), so a service manager's
+    // RestartPreventExitStatus=78 does not restart a consumer that cannot start.
     let (code, _, stderr) = run_command(&setup, &["run"]).await;
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, 78, "{stderr}");
     assert!(
-        stderr.contains("slackNotification.reloadAppFailure.templateFile"),
+        stderr.contains("slackNotification.reloadAppFailure.templateFile")
+            && stderr.contains("Configuration NOT OK"),
         "{stderr}"
     );
     // check-config catches it too, before anything is deployed.
@@ -136,4 +145,29 @@ async fn a_broken_template_stops_run_at_start_with_its_key() {
             && output.contains("Configuration NOT OK"),
         "{output}"
     );
+}
+
+#[tokio::test]
+async fn the_version_is_printed_and_is_the_first_log_line_of_run() {
+    let version = env!("CARGO_PKG_VERSION");
+    let (code, stdout, _) = consumer(&["--version"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), format!("consumer {version}"));
+
+    let broker = testkit::embedded();
+    let setup = write_config(&broker, &Destinations::default());
+    let running = spawn_binary(&setup).await;
+    let first = running
+        .stderr()
+        .lines()
+        .next()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        first.contains(&format!("consumer {version} starting"))
+            && first.contains(&setup.butler.display().to_string())
+            && first.contains(&setup.extensions.display().to_string()),
+        "first log line: {first}"
+    );
+    running.terminate().await;
 }

@@ -357,7 +357,7 @@ fn extension_file_adds_tenants_broker_settings_and_destinations() {
         .destinations
         .get::<MqttDestination>()
         .expect("mqtt destination");
-    assert_eq!(mqtt.topic, "butler/alerts/{tenantId}/{appId}");
+    assert_eq!(mqtt.topic, "qscloud-alerts/prod/{tenantId}/{appId}");
     assert_eq!(config.sources.len(), 2);
 }
 
@@ -366,6 +366,7 @@ fn extension_keys_are_accepted_in_the_main_file() {
     let fx = Fixture::new();
     let mut butler = fx.butler();
     set(&mut butler, &format!("{F}.broker.tls"), b(false));
+    set(&mut butler, &format!("{F}.broker.allowPlaintext"), b(true));
     set(&mut butler, &format!("{F}.broker.clientId"), s("one-file"));
     set(
         &mut butler,
@@ -712,7 +713,7 @@ fn secrets_are_masked_in_debug_and_summary() {
         "{out}"
     );
     assert!(
-        out.contains("MQTT re-publish to butler/alerts/{tenantId}/{appId}"),
+        out.contains("MQTT re-publish to qscloud-alerts/prod/{tenantId}/{appId}"),
         "{out}"
     );
     assert!(
@@ -840,6 +841,284 @@ fn mqtt_specific_rules() {
         err.message_for(&format!("{F}.broker.caFile")),
         Some("file `/nonexistent/ca.pem` does not exist")
     );
+}
+
+#[test]
+fn credentials_over_plain_tcp_need_loopback_or_allow_plaintext() {
+    let fx = Fixture::new();
+    let tls = format!("{F}.broker.tls");
+    let allow = format!("{F}.broker.allowPlaintext");
+    // tls: false with a user and password to mqttbroker.company.com: refused, naming the key
+    // and the way out, never the password.
+    let mut butler = fx.butler();
+    set(&mut butler, &tls, b(false));
+    let (code, out) = fx.check(&butler, None, &[]);
+    assert_eq!(code, EXIT_CONFIG_INVALID, "{out}");
+    assert!(
+        out.contains(&format!(
+            "  {tls}: is false while a username or password is set for mqttbroker.company.com"
+        )) && out.contains(&format!("{allow}: true")),
+        "{out}"
+    );
+    assert_no_secrets(&out);
+    // The password from the environment counts the same.
+    let mut anonymous_in_file = butler.clone();
+    remove(&mut anonymous_in_file, &format!("{F}.broker.password"));
+    let err = problems(fx.load(&anonymous_in_file, None, &[("MQTT_PASSWORD", ENV_PASSWORD)]));
+    assert!(err.has(&tls), "{err}");
+
+    // An explicit yes accepts it, and the summary says what it costs.
+    set(&mut butler, &allow, b(true));
+    let (code, out) = fx.check(&butler, None, &[]);
+    assert_eq!(code, EXIT_OK, "{out}");
+    assert!(
+        out.contains("allowPlaintext: the password crosses the network unencrypted"),
+        "{out}"
+    );
+    assert!(
+        fx.load(&butler, None, &[])
+            .expect("valid")
+            .broker
+            .allow_plaintext
+    );
+
+    // Nothing crosses the network to a loopback broker, and nothing secret goes anonymously.
+    for host in ["127.0.0.1", "localhost", "::1"] {
+        let mut butler = fx.butler();
+        set(&mut butler, &tls, b(false));
+        set(&mut butler, &format!("{F}.broker.host"), s(host));
+        fx.load(&butler, None, &[])
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+    let mut butler = fx.butler();
+    set(&mut butler, &tls, b(false));
+    remove(&mut butler, &format!("{F}.broker.username"));
+    remove(&mut butler, &format!("{F}.broker.password"));
+    let config = fx
+        .load(&butler, None, &[])
+        .expect("anonymous plain TCP is valid");
+    assert!(!config.broker.allow_plaintext);
+    // Not a boolean: named like every other key.
+    let mut butler = fx.butler();
+    set(&mut butler, &allow, s("perhaps"));
+    let err = problems(fx.load(&butler, None, &[]));
+    assert_eq!(err.message_for(&allow), Some("must be true or false"));
+}
+
+/// The development tenant's JWT, which the extension fixture leaves to the environment.
+const DEV_ENV: &[(&str, &str)] = &[("QLIK_TENANT_JWT_DEV7TENANT0000000000000000000001", DEV_JWT)];
+
+/// The warnings in `check-config`'s output (the lines under `Warnings (n):`).
+fn warnings(out: &str) -> Vec<&str> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("Warnings ("))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect()
+}
+
+#[test]
+fn check_config_warns_about_what_contradicts_itself() {
+    let fx = Fixture::new();
+    let c = "Butler.qlikSenseCloud.consumer";
+    let subject = format!("{T}.alert.emailNotification.reloadAppFailure.subject");
+    // The fixture as it is: a fixed client id, and a re-publish topic inside the shipped ACL;
+    // only the email subject Butler's template ships asks for a field of its client-managed
+    // alerts.
+    let (code, out) = fx.check(&fx.butler(), Some(&fx.extensions()), DEV_ENV);
+    assert_eq!(code, EXIT_OK, "{out}");
+    assert_eq!(warnings(&out).len(), 1, "{out}");
+    assert!(
+        warnings(&out)[0].starts_with(&format!(
+            "{subject}: the template uses `{{{{taskName}}}}`, which the alert context never carries"
+        )),
+        "{out}"
+    );
+    assert!(out.ends_with("Configuration OK\n"), "{out}");
+
+    let mut butler = fx.butler();
+    set(&mut butler, &subject, s("Reload of {{appName}} failed"));
+    let mut ext = fx.extensions();
+    // Outside the ACL's `topic write qscloud-alerts/#`: named with the ACL line.
+    set(
+        &mut ext,
+        &format!("{c}.destinations.mqtt.topic"),
+        s("butler/alerts/{tenantId}/{appId}"),
+    );
+    // A template with a field the context never carries, beside ones it has (helpers, `this`,
+    // `@index`, a block's own scope): only the stranger is named, with the file.
+    let template = fx.dir.path().join("teams-custom.handlebars");
+    std::fs::write(
+        &template,
+        r#"{"text": "{{appName}} {{appOwnerMail}} {{#each genericUrls}}{{@index}} {{this.url}} {{linkText}}{{/each}} {{#if (eq status "error")}}{{code scriptLogTail}}{{/if}}"}"#,
+    )
+    .expect("template");
+    let teams = format!("{T}.alert.teamsNotification.reloadAppFailure");
+    set(
+        &mut butler,
+        &format!("{teams}.templateFile"),
+        s(&template.display().to_string()),
+    );
+    // A digest template sees the digest's fields, not an alert's.
+    let digest = fx.dir.path().join("teams-digest.handlebars");
+    std::fs::write(
+        &digest,
+        r#"{"text": "{{total}} failed: {{#each alerts}}{{appName}} {{errorLine}} {{../tenantId}}{{/each}} {{appName}}"}"#,
+    )
+    .expect("digest template");
+    set(
+        &mut butler,
+        &format!("{teams}.digestTemplateFile"),
+        s(&digest.display().to_string()),
+    );
+    // No clientId: the session hangs on the host name.
+    remove(&mut ext, &format!("{F}.broker.clientId"));
+    let (code, out) = fx.check(&butler, Some(&ext), &[DEV_ENV[0], ("HOSTNAME", "c0ffee42")]);
+    assert_eq!(code, EXIT_OK, "warnings do not fail the check: {out}");
+    let found = warnings(&out);
+    assert_eq!(found.len(), 4, "{out}");
+    assert!(
+        found[0].starts_with(&format!(
+            "{F}.broker.clientId: not set, so it is `qscloud-consumer-c0ffee42`"
+        )) && found[0].contains("every event published while the consumer is down")
+            && found[0].ends_with("Set a fixed clientId"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1].starts_with(&format!(
+            "{c}.destinations.mqtt.topic: `butler/alerts/{{tenantId}}/{{appId}}` is outside"
+        )) && found[1].contains("infra/mosquitto/acl: `topic write qscloud-alerts/#`"),
+        "{}",
+        found[1]
+    );
+    assert_eq!(
+        found[2],
+        format!(
+            "{teams}.templateFile: template file {} uses `{{{{appOwnerMail}}}}`, which the alert \
+             context never carries: it renders as empty text (the fields are listed in \
+             docs/configuration.md, \"Alert template fields\")",
+            template.display()
+        )
+    );
+    assert!(
+        found[3].starts_with(&format!("{teams}.digestTemplateFile: template file {} uses `{{{{appName}}}}`, which the digest context never carries", digest.display())),
+        "{}",
+        found[3]
+    );
+    assert_no_secrets(&out);
+
+    // Each fixed: no warning at all.
+    set(
+        &mut ext,
+        &format!("{c}.destinations.mqtt.topic"),
+        s("qscloud-alerts/{tenantId}/{appId}"),
+    );
+    set(
+        &mut ext,
+        &format!("{F}.broker.clientId"),
+        s("qscloud-consumer-prod-1"),
+    );
+    std::fs::write(&template, r#"{"text": "{{appName}} {{appOwnerEmail}}"}"#).expect("template");
+    std::fs::write(
+        &digest,
+        r#"{"text": "{{#each alerts}}{{appName}}{{/each}}"}"#,
+    )
+    .expect("digest");
+    let (code, out) = fx.check(&butler, Some(&ext), DEV_ENV);
+    assert_eq!(code, EXIT_OK, "{out}");
+    assert!(!out.contains("Warnings"), "{out}");
+}
+
+#[test]
+fn a_shared_subscription_needs_a_shared_store() {
+    let fx = Fixture::new();
+    let group = format!("{F}.broker.sharedSubscriptionGroup");
+    let store = "Butler.qlikSenseCloud.consumer.stateStore";
+    let mut ext = fx.extensions();
+    for file_store in [None, Some("file")] {
+        match file_store {
+            None => remove(&mut ext, store),
+            Some(value) => set(&mut ext, store, s(value)),
+        }
+        let (code, out) = fx.check(&fx.butler(), Some(&ext), DEV_ENV);
+        assert_eq!(code, EXIT_CONFIG_INVALID, "{out}");
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{group}:")))
+            .unwrap_or_else(|| panic!("{group} not named:\n{out}"));
+        assert!(
+            line.contains(store) && line.contains("redis://") && line.contains("not shared"),
+            "{line}"
+        );
+    }
+    // The same is what `run` loads: it refuses to start.
+    let err = problems(fx.load(&fx.butler(), Some(&ext), DEV_ENV));
+    assert!(err.has(&group), "{err}");
+    // A shared store, or no group: fine.
+    set(&mut ext, store, s("rediss://:pw@redis.internal:6380/0"));
+    fx.load(&fx.butler(), Some(&ext), DEV_ENV)
+        .expect("shared store");
+    set(&mut ext, store, s("file"));
+    remove(&mut ext, &group);
+    fx.load(&fx.butler(), Some(&ext), DEV_ENV)
+        .expect("one consumer on files");
+    // A stateStore that does not parse is named once, for what it is.
+    set(&mut ext, &group, s("g"));
+    set(&mut ext, store, s("memcached://x"));
+    let err = problems(fx.load(&fx.butler(), Some(&ext), DEV_ENV));
+    assert!(err.has(store) && !err.has(&group), "{err}");
+}
+
+/// docs/configuration.md's "A complete extension file", as a reader copies it, with a minimal
+/// Butler file: valid, and without a single warning. Only its CA file is replaced by one that
+/// exists here.
+#[test]
+fn the_documented_complete_extension_file_passes_check_config_without_a_warning() {
+    let fx = Fixture::new();
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .expect("docs/configuration.md");
+    let section = page
+        .split("### A complete extension file")
+        .nth(1)
+        .expect("the section");
+    let sample = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("its YAML block");
+    let ca = fx.dir.path().join("ca.pem");
+    let sample = sample.replace("/etc/qscloud-consumer/ca.pem", &ca.display().to_string());
+    let ext: Value = serde_yaml_ng::from_str(&sample).expect("the sample is YAML");
+    let butler: Value = serde_yaml_ng::from_str(&format!(
+        "Butler:
+  mqttConfig:
+    qlikSenseCloud:
+      event:
+        mqttForward:
+          enable: false
+          broker: {{ host: broker.example.com, port: 8883, username: consumer, password: {FILE_PASSWORD} }}
+          topic: {{ subscriptionRoot: qscloud/#, appReload: qscloud/app/reload }}
+  qlikSenseCloud:
+    enable: false
+    event:
+      mqtt:
+        tenant:
+          id: {TENANT_ID}
+          tenantUrl: https://acme.eu.qlikcloud.com
+          authType: jwt
+          auth: {{ jwt: {{ token: {FILE_JWT} }} }}
+"
+    ))
+    .expect("Butler file");
+    let (code, out) = fx.check(&butler, Some(&ext), &[]);
+    assert_eq!(code, EXIT_OK, "{out}");
+    assert!(!out.contains("Warnings"), "{out}");
+    assert!(out.contains("MQTT re-publish to qscloud-alerts/"), "{out}");
+    assert_no_secrets(&out);
 }
 
 #[test]
@@ -1243,7 +1522,7 @@ fn the_configuration_reference_lists_every_consumer_key_with_its_default() {
         keys,
     );
     let broker = consumer::config::BrokerConfig::extension_keys();
-    assert_eq!(broker.len(), 10, "{broker:?}");
+    assert_eq!(broker.len(), 11, "{broker:?}");
     assert_documented("### Broker: beside Butler's keys", broker);
     let smtp = consumer::config::SmtpConfig::extension_keys();
     assert_eq!(smtp.len(), 2, "{smtp:?}");

@@ -535,7 +535,7 @@ async fn a_used_up_schedule_leaves_the_alert_for_replay() {
         );
 
         let (code, listed, _) = run_command(&setup, &["replay", "--list"]).await;
-        assert_eq!(code, 0);
+        assert_eq!(code, 75, "an alert is parked");
         assert!(listed.contains(&id), "replay --list shows it:\n{listed}");
 
         // Nothing more is tried: three times the schedule's only step.

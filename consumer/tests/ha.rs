@@ -415,6 +415,8 @@ async fn metrics_and_healthz() {
     ] {
         assert!(text.contains(&line), "missing `{line}` in\n{text}");
     }
+    // The file store has no connection to lose: no store series (a rule on them stays quiet).
+    assert!(!text.contains("qscloud_consumer_store_"), "{text}");
     consumer.kill().await;
 
     // Redis configured but unreachable: 503 with the reason, and nothing secret in it.

@@ -77,9 +77,9 @@ async fn a_second_replay_while_one_runs_exits_75_and_sends_nothing() {
     assert!(webhook.drain_delivered().is_empty());
     assert_eq!(parked_event_ids(&setup), ["event-1"]);
 
-    // Listing needs no lock.
+    // Listing needs no lock (75: an alert is parked).
     let (code, stdout, stderr) = run_command(&setup, &["replay", "--list"]).await;
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 75, "{stderr}");
     assert!(stdout.contains("event-1"), "{stdout}");
 
     // Once the first one is gone (killed here: a crash releases the lock too), replay works.
@@ -88,6 +88,48 @@ async fn a_second_replay_while_one_runs_exits_75_and_sends_nothing() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(webhook.delivered().await.body["eventId"], "event-1");
     assert!(setup.parked_files().is_empty());
+}
+
+/// `replay --list` as a monitoring script uses it: the exit code alone says whether an alert
+/// is parked (75) or none is (0), for all destinations or the one `--sink` names.
+#[tokio::test]
+async fn replay_list_exits_75_while_an_alert_is_parked_and_0_when_none_is() {
+    let broker = testkit::embedded();
+    let webhook = Receiver::start().await;
+    let setup = webhook_only(&broker, &webhook.url("hook"));
+    let (code, _, stderr) = run_command(&setup, &["replay", "--list"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("0 parked alert(s)"), "{stderr}");
+
+    park(&setup, "webhook:ops", "event-1").await;
+    let (code, stdout, stderr) = run_command(&setup, &["replay", "--list"]).await;
+    assert_eq!(code, 75, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("event-1") && stderr.contains("1 parked alert(s)"),
+        "{stdout}{stderr}"
+    );
+    let (code, _, stderr) =
+        run_command(&setup, &["replay", "--list", "--sink", "webhook:ops"]).await;
+    assert_eq!(code, 75, "{stderr}");
+    let (code, _, stderr) = run_command(&setup, &["replay", "--list", "--sink", "log"]).await;
+    assert_eq!(code, 0, "nothing parked for log: {stderr}");
+    // Listing sent nothing and kept the file.
+    assert_eq!(webhook.requests(), 0);
+    assert_eq!(parked_event_ids(&setup), ["event-1"]);
+
+    // A file that cannot be read is something to look at too.
+    let unreadable = setup
+        .dead_letter_dir
+        .join("t__e__log-0123456789abcdef.json");
+    std::fs::write(&unreadable, b"not json").expect("write");
+    let (code, _, stderr) = run_command(&setup, &["replay"]).await;
+    assert_eq!(code, 75, "the unreadable file is left: {stderr}");
+    assert_eq!(parked_event_ids(&setup), Vec::<String>::new());
+    let (code, stdout, _) = run_command(&setup, &["replay", "--list"]).await;
+    assert_eq!(code, 75, "{stdout}");
+    std::fs::remove_file(&unreadable).expect("remove");
+    let (code, _, stderr) = run_command(&setup, &["replay", "--list"]).await;
+    assert_eq!(code, 0, "delivered and nothing left: {stderr}");
 }
 
 #[tokio::test]
@@ -340,7 +382,7 @@ async fn leftover_temporary_files_are_listed_and_replay_removes_the_old_ones() {
     age(&old_message, Duration::from_secs(120));
 
     let (code, stdout, stderr) = run_command(&setup, &["replay", "--list"]).await;
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 75, "event-1 is parked: {stderr}");
     for path in [&old, &old_message, &fresh] {
         let line = stdout
             .lines()

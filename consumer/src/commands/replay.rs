@@ -13,10 +13,14 @@ use consumer::sinks::Purpose;
 use super::load;
 use crate::ConfigArgs;
 
+/// Lists what is parked; exit [`exit::TRY_AGAIN_LATER`] when at least one alert (of `only_sink`,
+/// when given) is, or a file cannot be read, as `replay` would leave it, so a monitoring script
+/// needs only the exit code; [`exit::OK`] when none is.
 fn list_parked(dir: &Path, only_sink: Option<&str>) -> anyhow::Result<u8> {
     let dead_letter = DeadLetter::new(dir);
     let files = dead_letter.list().context("listing parked alerts")?;
     let mut shown = 0;
+    let mut unreadable = 0;
     for path in &files {
         match DeadLetter::read(path) {
             Ok(parked) if only_sink.is_none_or(|s| s == parked.sink) => {
@@ -31,13 +35,20 @@ fn list_parked(dir: &Path, only_sink: Option<&str>) -> anyhow::Result<u8> {
                 );
             }
             Ok(_) => {}
-            Err(e) => println!("{e}"),
+            Err(e) => {
+                unreadable += 1;
+                println!("{e}");
+            }
         }
     }
     eprintln!("{shown} parked alert(s) in {}", dir.display());
     list_parked_messages(dir)?;
     list_temp_files(&dead_letter)?;
-    Ok(exit::OK)
+    Ok(if shown + unreadable > 0 {
+        exit::TRY_AGAIN_LATER
+    } else {
+        exit::OK
+    })
 }
 
 /// Temporary files a crash left: never hidden, since each stands for a write that did not

@@ -48,6 +48,7 @@ pub(crate) fn parse(
     let ext = qsc.child("consumer");
     let consumer = ConsumerSettings::read(&ext, env, &mut p);
     ext.child("destinations").expect_map(&mut p, false);
+    shared_group_needs_shared_store(broker.as_ref(), &consumer, &mut p);
     let destinations = crate::sinks::parse_global(&root, &mut p);
     let smtp = if email_wanted(&qsc) {
         parse_smtp(&root.child("emailNotification"), env, &mut p)
@@ -74,6 +75,35 @@ pub(crate) fn parse(
             path: "Butler".to_owned(),
             message: "incomplete configuration".to_owned(),
         }]),
+    }
+}
+
+/// A shared subscription splits the events between consumers, which must then agree through a
+/// shared store: files in each one's state directory are not shared, so each member would
+/// dedupe, rate-limit and redeliver on its own (docs/operations.md, High availability).
+fn shared_group_needs_shared_store(
+    broker: Option<&crate::settings::BrokerConfig>,
+    consumer: &ConsumerSettings,
+    p: &mut Problems,
+) {
+    let store = format!("{}.stateStore", crate::settings::CONSUMER);
+    // A stateStore that did not parse has its own problem; the file store stood in for it.
+    if broker.is_some_and(|b| b.shared_group.is_some())
+        && consumer.ha.state_store == crate::settings::StateStoreConfig::File
+        && !p.0.iter().any(|problem| problem.path == store)
+    {
+        p.add(
+            format!(
+                "{}.broker.sharedSubscriptionGroup",
+                crate::settings::FORWARD
+            ),
+            format!(
+                "is set, but {store} is the file store (absent or `file`), which is not shared \
+                 between consumers: each member of the group would dedupe, rate-limit and \
+                 redeliver on its own. Set {store} to a redis:// or rediss:// URL (the same for \
+                 every member), or remove sharedSubscriptionGroup"
+            ),
+        );
     }
 }
 

@@ -166,6 +166,7 @@ impl Worker {
     /// Runs until the sending side is dropped (the consumer stops). What is in hand then stays
     /// as it is: held alerts are on disk, the others' events were not acknowledged.
     pub async fn run(mut self) {
+        crate::metrics::global().init_destination(self.name());
         crate::metrics::global().set_destination_up(self.name(), true);
         loop {
             self.start_next().await;

@@ -51,9 +51,31 @@ struct KindLabels {
 /// ([`crate::state::redis_store::FailureKind::label`]).
 pub const STORE_ERROR_KINDS: [&str; 4] = ["connection", "readonly", "oom", "other"];
 
+/// The series only a shared store (Redis) has: absent with the file store, so a rule or a
+/// panel on them has nothing to read on a single consumer (`infra/prometheus/consumer-alerts.yml`
+/// and the Grafana dashboard rely on that).
+pub const SHARED_STORE_ONLY: [&str; 4] = [
+    "qscloud_consumer_store_connected",
+    "qscloud_consumer_store_claims_lost_total",
+    "qscloud_consumer_store_resets_total",
+    "qscloud_consumer_store_errors_total",
+];
+
+/// The webhook watchdog's series: only with `watchdog.relayUrl` (consumer or tenant block).
+pub const WATCHDOG_ONLY: [&str; 3] = [
+    "qscloud_consumer_webhook_enabled",
+    "qscloud_consumer_webhook_resends_total",
+    "qscloud_consumer_watchdog_checks_total",
+];
+
 /// The consumer's metrics. Names are fixed (dashboards and alert rules use them).
 pub struct Metrics {
     registry: Registry,
+    /// [`SHARED_STORE_ONLY`]'s families, exported once [`Metrics::shared_store_configured`]
+    /// was called: a file store has no connection to lose and no group to disagree with, and
+    /// a `store_connected 0` there would read as an outage.
+    shared_store: Registry,
+    shared_store_on: AtomicBool,
     events: Family<EventLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
     tenant_api: Family<StatusLabels, Counter>,
@@ -189,10 +211,11 @@ impl Metrics {
             "1 while connected to the MQTT broker",
             broker_connected.clone(),
         );
+        let mut shared_store = Registry::default();
         let store_connected = Gauge::default();
-        registry.register(
+        shared_store.register(
             "qscloud_consumer_store_connected",
-            "1 while the shared state store (Redis) answers; absent meaning with the file store",
+            "1 while the shared state store (Redis) answers; absent with the file store",
             store_connected.clone(),
         );
         let parked = Gauge::default();
@@ -202,13 +225,13 @@ impl Metrics {
             parked.clone(),
         );
         let claims_lost = Counter::default();
-        registry.register(
+        shared_store.register(
             "qscloud_consumer_store_claims_lost",
             "Events alerted whose claim was lost before being marked done (store outage or a lease shorter than the delivery): a second alert is possible",
             claims_lost.clone(),
         );
         let store_resets = Counter::default();
-        registry.register(
+        shared_store.register(
             "qscloud_consumer_store_resets",
             "Times the shared store was found to have forgotten everything (restart without persistence, flush): events handled before may be alerted again",
             store_resets.clone(),
@@ -255,10 +278,13 @@ impl Metrics {
             "Events being handled at once (at most `concurrency`)",
             in_flight.clone(),
         );
-        let (store_errors, dedupe_evicted) = register_store_and_dedupe(&mut registry);
+        let store_errors = register_store_errors(&mut shared_store);
+        let dedupe_evicted = register_dedupe(&mut registry);
         let watchdog = register_watchdog(&mut registry);
         Self {
             registry,
+            shared_store,
+            shared_store_on: AtomicBool::new(false),
             events,
             alerts,
             tenant_api,
@@ -306,6 +332,30 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// A destination's counters at 0 from its start, so a rule's `increase(…) > 0` sees its
+    /// first alert parked, redelivery exhausted or pause, and a rule or panel on them has a
+    /// series to read on a consumer where nothing went wrong yet.
+    pub fn init_destination(&self, sink: &str) {
+        let labels = SinkLabels {
+            sink: sink.to_owned(),
+        };
+        for outcome in ["delivered", "parked", "rate_limited", "digested"] {
+            drop(self.alerts.get_or_create(&AlertLabels {
+                sink: sink.to_owned(),
+                outcome,
+            }));
+        }
+        for outcome in ["delivered", "failed", "exhausted"] {
+            drop(self.redeliveries.get_or_create(&AlertLabels {
+                sink: sink.to_owned(),
+                outcome,
+            }));
+        }
+        drop(self.throttled.get_or_create(&labels));
+        drop(self.digests.get_or_create(&labels));
+        drop(self.digest_alerts.get_or_create(&labels));
     }
 
     /// A destination marked up or down (circuit breaker).
@@ -397,16 +447,27 @@ impl Metrics {
         self.claims_lost.get()
     }
 
+    /// A shared store (Redis) is configured: its series ([`SHARED_STORE_ONLY`]) are exported
+    /// from now on.
+    pub fn shared_store_configured(&self) {
+        self.shared_store_on.store(true, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition (OpenMetrics flavour, which Prometheus reads).
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        if self.shared_store_on.load(Ordering::Relaxed) {
+            let _ = encode_registry(&mut out, &self.shared_store);
+        }
+        let _ = encode_eof(&mut out);
         out
     }
 }
 
-fn register_store_and_dedupe(registry: &mut Registry) -> (Family<KindLabels, Counter>, Counter) {
+fn register_store_errors(registry: &mut Registry) -> Family<KindLabels, Counter> {
     let store_errors = Family::<KindLabels, Counter>::default();
     // Every kind shown from the start, at 0: a rule or panel on one kind has a series to read.
     for kind in STORE_ERROR_KINDS {
@@ -417,13 +478,17 @@ fn register_store_and_dedupe(registry: &mut Registry) -> (Family<KindLabels, Cou
         "Failed tries of shared-store (Redis) operations by kind: connection (no answer), readonly (a replica after a failover), oom (maxmemory reached), other (refused: server too old, ACL, ...)",
         store_errors.clone(),
     );
+    store_errors
+}
+
+fn register_dedupe(registry: &mut Registry) -> Counter {
     let dedupe_evicted = Counter::default();
     registry.register(
         "qscloud_consumer_dedupe_evicted",
         "Event ids the file store's full dedupe memory forgot before their retention ended: a redelivery of one would alert again",
         dedupe_evicted.clone(),
     );
-    (store_errors, dedupe_evicted)
+    dedupe_evicted
 }
 
 impl Metrics {
@@ -493,6 +558,7 @@ mod tests {
     #[test]
     fn store_error_and_dedupe_eviction_names_are_the_documented_ones() {
         let m = Metrics::new();
+        m.shared_store_configured();
         m.store_error("oom");
         m.dedupe_evicted(3);
         let text = m.encode();
@@ -505,6 +571,35 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
+    }
+
+    #[test]
+    fn store_series_only_with_a_shared_store() {
+        let m = Metrics::new();
+        m.set_store_connected(false);
+        m.store_error("connection");
+        m.claim_lost();
+        let file_store = m.encode();
+        assert!(
+            !file_store.contains("qscloud_consumer_store_"),
+            "{file_store}"
+        );
+        assert!(file_store.contains("qscloud_consumer_dedupe_evicted_total 0"));
+        assert!(file_store.ends_with("# EOF\n"), "{file_store}");
+        m.shared_store_configured();
+        let shared = m.encode();
+        for name in SHARED_STORE_ONLY {
+            assert!(
+                shared.contains(&format!("\n{name}")),
+                "{name} missing:\n{shared}"
+            );
+        }
+        assert!(
+            shared.contains("qscloud_consumer_store_connected 0"),
+            "{shared}"
+        );
+        assert_eq!(shared.matches("# EOF").count(), 1, "{shared}");
+        assert!(shared.ends_with("# EOF\n"));
     }
 
     #[test]
@@ -528,6 +623,7 @@ mod tests {
                 outcome: "delivered",
             })
             .inc();
+        m.shared_store_configured();
         let exposed = m.encode();
         let mut checked = 0;
         for (at, _) in dashboard.match_indices("qscloud_consumer_") {

@@ -13,6 +13,7 @@ use super::alert::WEEK_SECS;
 use super::keys::{Custom, Flag, KeyDoc, Kind, SECONDS, Span};
 use super::node::{Node, Problems, is_placeholder};
 use super::secret::{Absent, Env, SecretSource, resolve_secret};
+use super::smtp::is_loopback_host;
 
 /// Key path of Butler's MQTT forward block (broker and topics).
 pub const FORWARD: &str = "Butler.mqttConfig.qlikSenseCloud.event.mqttForward";
@@ -33,6 +34,9 @@ pub struct BrokerConfig {
     pub password_source: SecretSource,
     /// Extension `tls` (default `true`, as Butler always uses TLS).
     pub tls: bool,
+    /// Extension `allowPlaintext` (default `false`): `tls: false` with credentials to a host
+    /// that is not loopback is refused unless this is true.
+    pub allow_plaintext: bool,
     /// Extension `caFile`: PEM CA bundle instead of the system roots.
     pub ca_file: Option<PathBuf>,
     /// Extensions `clientCertFile` / `clientKeyFile`: mutual TLS (AWS IoT Core, Azure Event Grid).
@@ -41,6 +45,8 @@ pub struct BrokerConfig {
     /// Extension `clientId` (default `qscloud-consumer-<hostname>`). Must be stable: the broker
     /// keeps the persistent session under it.
     pub client_id: String,
+    /// `clientId` is not set: [`Self::client_id`] is derived from the host name.
+    pub client_id_from_hostname: bool,
     /// Extension `mqttVersion`: `3.1.1` (default) or `5`.
     pub version: MqttVersion,
     /// Extension `cleanSession` (default `false`: persistent session, nothing lost while down).
@@ -85,6 +91,14 @@ impl BrokerConfig {
         (!self.clean_session).then_some(self.session_expiry)
     }
 
+    /// Whether the user name and password cross the network unencrypted (allowed only with
+    /// `allowPlaintext: true`).
+    pub fn sends_credentials_in_clear(&self) -> bool {
+        !self.tls
+            && (self.username.is_some() || self.password.is_some())
+            && !is_loopback_host(&self.host)
+    }
+
     /// The broker's lines in the `check-config` summary.
     pub(crate) fn summary(&self, s: &mut String) {
         let secs = |d: Duration| format!("{}s", d.as_secs());
@@ -113,6 +127,11 @@ impl BrokerConfig {
             }
         } else {
             "plain TCP (no TLS)".to_owned()
+        };
+        let tls = if self.sends_credentials_in_clear() {
+            format!("{tls}; allowPlaintext: the password crosses the network unencrypted")
+        } else {
+            tls
         };
         let _ = writeln!(s, "  {tls}");
         if let Some(cert) = &self.client_cert_file {
@@ -213,6 +232,10 @@ const TLS: Flag = Flag {
     key: "tls",
     default: true,
 };
+const ALLOW_PLAINTEXT: Flag = Flag {
+    key: "allowPlaintext",
+    default: false,
+};
 const CA_FILE: Custom = Custom {
     key: "caFile",
     default: "system roots",
@@ -264,6 +287,7 @@ impl BrokerConfig {
             .map(|k| k.doc(""))
             .collect();
         keys.extend(TLS.docs("", ""));
+        keys.extend(ALLOW_PLAINTEXT.docs("", ""));
         keys.push(MQTT_VERSION.doc(""));
         keys.extend(CLEAN_SESSION.docs("", ""));
         keys.extend(SESSION_EXPIRY.docs("", ""));
@@ -308,6 +332,7 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
         );
     }
     let tls = TLS.read(&b.child(TLS.key), p);
+    let allow_plaintext = ALLOW_PLAINTEXT.read(&b.child(ALLOW_PLAINTEXT.key), p);
     let ca_file = CA_FILE.at(b).existing_file(p);
     let client_cert_file = CLIENT_CERT_FILE.at(b).existing_file(p);
     let client_key_file = CLIENT_KEY_FILE.at(b).existing_file(p);
@@ -339,6 +364,7 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
         Some(id) => Some(id),
         None => Some(default_client_id(env)),
     };
+    let client_id_from_hostname = !CLIENT_ID.at(b).is_present();
     let version = match MQTT_VERSION.at(b).opt_string(p) {
         None => Some(MqttVersion::V311),
         Some(v) => match v.parse::<MqttVersion>() {
@@ -372,23 +398,39 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
         other => other,
     };
     let keep_alive = KEEP_ALIVE.read(&b.child(KEEP_ALIVE.key), p);
-    Some(BrokerConfig {
+    let broker = BrokerConfig {
         host: host?,
         port: port?,
         username,
         password,
         password_source,
         tls,
+        allow_plaintext,
         ca_file,
         client_cert_file,
         client_key_file,
         client_id: client_id?,
+        client_id_from_hostname,
         version: version?,
         clean_session,
         session_expiry,
         shared_group,
         keep_alive,
-    })
+    };
+    // As the relay (MQTT_ALLOW_PLAINTEXT) and the SMTP destination: credentials that would
+    // cross the network readable need an explicit yes.
+    if broker.sends_credentials_in_clear() && !broker.allow_plaintext {
+        p.add(
+            format!("{}.tls", b.path),
+            format!(
+                "is false while a username or password is set for {}, which is not loopback: \
+                 the broker password would cross the network readable. Use tls: true, or set \
+                 {}.allowPlaintext: true to accept that",
+                broker.host, b.path
+            ),
+        );
+    }
+    Some(broker)
 }
 
 fn topic_filter_problem(filter: &str) -> Option<&'static str> {
@@ -411,7 +453,7 @@ fn topic_filter_problem(filter: &str) -> Option<&'static str> {
 }
 
 /// MQTT filter matching, to check that the subscription actually receives app reload events.
-fn filter_matches(filter: &str, topic: &str) -> bool {
+pub(crate) fn filter_matches(filter: &str, topic: &str) -> bool {
     let mut f = filter.split('/');
     let mut t = topic.split('/');
     loop {

@@ -15,8 +15,8 @@ mod store;
 
 pub use alert::AlertEnableByTag;
 pub(crate) use alert::{BUTLER_RATE_LIMIT_SECS, block_enabled, rate_limit, script_log_lines};
-pub(crate) use broker::parse_forward;
 pub use broker::{BrokerConfig, FORWARD, MQTT_PASSWORD_ENV, TopicConfig};
+pub(crate) use broker::{filter_matches, parse_forward};
 pub use error::{ConfigErrors, Problem};
 pub(crate) use extension::parse_digest_settings;
 pub use extension::{

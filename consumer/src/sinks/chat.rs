@@ -24,8 +24,8 @@ use serde_json::Value;
 
 use super::template::{Markup, escape_for, render_json, render_text};
 use super::{
-    BuildError, Context, Destination, Preview, SharedSink, Sink, SinkError, TenantApi,
-    digest_context, http,
+    BuildError, Context, Destination, Preview, Renders, SharedSink, Sink, SinkError, TemplateUse,
+    TenantApi, digest_context, http,
 };
 use crate::alert::Alert;
 use crate::digest::{Digest, DigestSettings};
@@ -278,6 +278,37 @@ impl<F: ChatFormat> Destination for ChatAlert<F> {
         }
         self.format.summary(&mut s);
         Some(s)
+    }
+
+    fn templates(&self) -> Vec<TemplateUse> {
+        let mut templates = Vec::new();
+        match (
+            &self.template_file,
+            self.message_type,
+            self.basic_content_only,
+        ) {
+            (Some(file), MessageType::Formatted, false) => templates.push(TemplateUse::file(
+                format!("{}.templateFile", self.key),
+                file,
+                Renders::Alert,
+            )),
+            _ => {
+                if let Some(text) = &self.basic_msg_template {
+                    templates.push(TemplateUse::inline(
+                        format!("{}.basicMsgTemplate", self.key),
+                        text,
+                    ));
+                }
+            }
+        }
+        if let Some(file) = &self.digest_template_file {
+            templates.push(TemplateUse::file(
+                format!("{}.digestTemplateFile", self.key),
+                file,
+                Renders::Digest,
+            ));
+        }
+        templates
     }
 
     fn tenant_api(&self) -> Option<TenantApi> {

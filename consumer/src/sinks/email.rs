@@ -33,7 +33,8 @@ use secrecy::ExposeSecret;
 
 use super::template::{check, one_line, render_html, render_text};
 use super::{
-    BuildError, Context, Destination, EmailPreview, Kind, Preview, SharedSink, Sink, SinkError,
+    BuildError, Context, Destination, EmailPreview, Kind, Preview, Renders, SharedSink, Sink,
+    SinkError, TemplateUse,
 };
 use crate::alert::Alert;
 use crate::digest::{Digest, DigestSettings};
@@ -289,6 +290,23 @@ impl Destination for EmailAlert {
 
     fn sink_name(&self) -> String {
         format!("email:{}", self.tenant_id)
+    }
+
+    fn templates(&self) -> Vec<TemplateUse> {
+        let mut templates = vec![TemplateUse::inline(
+            format!("{}.subject", self.key),
+            &self.subject,
+        )];
+        for (key, path, renders) in [
+            ("htmlTemplateFile", &self.html_template_path, Renders::Alert),
+            ("textTemplateFile", &self.text_template_path, Renders::Alert),
+            ("digestTemplateFile", &self.digest_template_path, Renders::Digest),
+        ] {
+            if let Some(path) = path {
+                templates.push(TemplateUse::file(format!("{}.{key}", self.key), path, renders));
+            }
+        }
+        templates
     }
 
     fn summary(&self, config: &Context<'_>) -> Option<String> {

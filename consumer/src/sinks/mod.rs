@@ -20,6 +20,7 @@ pub mod chat;
 pub mod http;
 pub mod preview;
 pub mod template;
+pub mod template_fields;
 
 pub use preview::{EmailPreview, Preview};
 
@@ -241,6 +242,12 @@ pub trait Destination: Any + fmt::Debug + Send + Sync {
         None
     }
 
+    /// The Handlebars templates of the configuration this destination renders (the shipped
+    /// ones left out), for `check-config`'s check of the fields they use.
+    fn templates(&self) -> Vec<TemplateUse> {
+        Vec::new()
+    }
+
     /// What this destination needs from the tenant API; `None`: no need of its own (it shows
     /// whatever the alert carries).
     fn tenant_api(&self) -> Option<TenantApi> {
@@ -270,6 +277,51 @@ pub trait Destination: Any + fmt::Debug + Send + Sync {
         _purpose: Purpose,
     ) -> Result<SharedSink, BuildError> {
         self.build(config, client)
+    }
+}
+
+/// A template a destination renders: the key that sets it, the template itself, and what it
+/// is rendered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateUse {
+    /// E.g. `….slackNotification.reloadAppFailure.templateFile`.
+    pub key: String,
+    pub source: TemplateSource,
+    pub renders: Renders,
+}
+
+/// Where a template's text is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateSource {
+    File(std::path::PathBuf),
+    /// Written in the key itself (`basicMsgTemplate`, `subject`).
+    Inline(String),
+}
+
+/// The context a template is rendered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renders {
+    /// One failed reload: the alert context (docs/configuration.md, "Alert template fields").
+    Alert,
+    /// A digest part (docs/configuration.md, "Digest template fields").
+    Digest,
+}
+
+impl TemplateUse {
+    pub(crate) fn file(key: String, path: &std::path::Path, renders: Renders) -> Self {
+        Self {
+            key,
+            source: TemplateSource::File(path.to_owned()),
+            renders,
+        }
+    }
+
+    pub(crate) fn inline(key: String, text: &str) -> Self {
+        Self {
+            key,
+            source: TemplateSource::Inline(text.to_owned()),
+            renders: Renders::Alert,
+        }
     }
 }
 

@@ -220,7 +220,7 @@ fn registry(escape: Escape, markup: Markup) -> Handlebars<'static> {
 
 /// Triple-stash means "do not HTML-escape" to a Butler template author; with JSON escaping
 /// every value must go through the escape function, so `{{{x}}}` becomes `{{x}}`.
-fn without_triple_stash(template: &str) -> String {
+pub(super) fn without_triple_stash(template: &str) -> String {
     template
         .replace("{{{{", "\u{0}RAW\u{0}")
         .replace("}}}}", "\u{0}ENDRAW\u{0}")

@@ -41,7 +41,10 @@ pub fn open(
     match store {
         StateStoreConfig::File => Ok(Arc::new(LocalStore::open(state_dir, retention))),
         StateStoreConfig::Redis(url) => RedisStore::open(url)
-            .map(|store| Arc::new(store) as Arc<dyn StateBackend>)
+            .map(|store| {
+                crate::metrics::global().shared_store_configured();
+                Arc::new(store) as Arc<dyn StateBackend>
+            })
             .map_err(|e| StoreError {
                 store: url.to_string(),
                 reason: e.to_string(),
