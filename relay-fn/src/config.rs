@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(8 * 24 * 3600);
 pub struct ConfigError {
     pub variable: &'static str,
     pub problem: String,
+    /// The setting may be right and what it points to unreachable for now (Secrets Manager
+    /// not answering): starting again later may work, so this is not a configuration error
+    /// for the exit code.
+    pub transient: bool,
 }
 
 impl ConfigError {
@@ -35,6 +39,15 @@ impl ConfigError {
         Self {
             variable,
             problem: problem.into(),
+            transient: false,
+        }
+    }
+
+    /// What the setting names could not be reached; a later start may succeed.
+    pub fn transient(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            transient: true,
+            ..Self::new(variable, problem)
         }
     }
 }

@@ -52,9 +52,14 @@ Environment (see docs/relay.md for defaults and ranges):
 
 Exit codes:
   0   stopped by SIGTERM/SIGINT (HTTP mode); --help, --version
-  1   cannot start: a setting is missing or wrong (the log line names the variable), or a
-      listen address is taken
-  2   command-line usage error, or LOG_FORMAT/RUST_LOG invalid";
+  1   cannot start for a reason a later start may not have: a listen address is taken,
+      Secrets Manager does not answer
+  2   command-line usage error, or LOG_FORMAT/RUST_LOG invalid
+  78  a setting is missing or wrong (the log line names the variable): starting again will not
+      help (the service unit's RestartPreventExitStatus=78)";
+
+/// sysexits.h EX_CONFIG, as the consumer uses it.
+const EXIT_CONFIG: u8 = 78;
 
 /// Settings come from the environment (Lambda passes no arguments); the command line only
 /// answers --help and --version.
@@ -129,7 +134,10 @@ async fn start() -> ExitCode {
             if let Some(api) = var(&env, "AWS_LAMBDA_RUNTIME_API") {
                 lambda::report_init_error(&api, &message).await;
             }
-            ExitCode::FAILURE
+            match e.downcast_ref::<ConfigError>() {
+                Some(config) if !config.transient => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -132,10 +132,16 @@ async fn fetch(
                 .message()
                 .map(str::to_owned)
                 .unwrap_or_else(|| aws_smithy_error_chain(&e));
-            ConfigError::new(
-                variable,
-                format!("cannot read secret {arn} from Secrets Manager: {kind}: {detail}"),
-            )
+            let problem =
+                format!("cannot read secret {arn} from Secrets Manager: {kind}: {detail}");
+            // Without an answer from the service (timeout, DNS, throttling) the ARN may be
+            // right; an answer (AccessDenied, ResourceNotFound) says the setting is wrong.
+            if e.code().is_none() || kind.contains("Throttling") || kind.contains("InternalService")
+            {
+                ConfigError::transient(variable, problem)
+            } else {
+                ConfigError::new(variable, problem)
+            }
         })?;
     match output.secret_string {
         Some(value) if !value.trim().is_empty() => Ok(value),

@@ -231,6 +231,53 @@ async fn an_unknown_argument_is_a_usage_error() {
     );
 }
 
+#[tokio::test]
+async fn a_wrong_setting_exits_78_naming_its_variable() {
+    // The run_cli environment with one setting wrong: a service manager must not restart it.
+    let mut command = tokio::process::Command::new(common::relay_bin());
+    let mut env = common::base_env();
+    env.extend([
+        ("WEBHOOK_SECRET".to_owned(), "tiny-secret-x".to_owned()),
+        ("MQTT_URL".to_owned(), testkit::embedded().url()),
+    ]);
+    command.env_clear().envs(env).kill_on_drop(true);
+    let out = tokio::time::timeout(WAIT, command.output())
+        .await
+        .expect("relay-fn stops")
+        .expect("relay-fn runs");
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WEBHOOK_SECRET"), "{stderr}");
+    assert!(
+        !stderr.contains("short"),
+        "the value is not printed: {stderr}"
+    );
+
+    // A listen address that is taken is not a wrong setting (it may be free at the next start).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut command = tokio::process::Command::new(common::relay_bin());
+    let mut env = common::base_env();
+    env.extend([
+        ("WEBHOOK_SECRET".to_owned(), testkit::TEST_SECRET.to_owned()),
+        ("MQTT_URL".to_owned(), testkit::embedded().url()),
+        (
+            "LISTEN_ADDR".to_owned(),
+            taken.local_addr().expect("addr").to_string(),
+        ),
+    ]);
+    command.env_clear().envs(env).kill_on_drop(true);
+    let out = tokio::time::timeout(WAIT, command.output())
+        .await
+        .expect("relay-fn stops")
+        .expect("relay-fn runs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Every variable of docs/relay.md's configuration reference, as the table names them.
 fn documented_variables() -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/relay.md");
