@@ -5,8 +5,10 @@
 #   dist/<target>/                                      the same files unpacked (what the
 #                                                       Dockerfile and scripts/chroot-check.sh use)
 # The archive holds one directory, qscloud-relay-<version>-<target>/, with bin/consumer,
-# bin/relay-fn, SHA256SUMS (of the two binaries), INSTALL, infra/systemd/*, infra/examples/*
-# and infra/mosquitto/*. docs/install.md says what to do with it.
+# bin/relay-fn, SHA256SUMS (of the two binaries), INSTALL, infra/systemd/*, infra/examples/*,
+# infra/mosquitto/*, infra/prometheus/* and infra/grafana/* (alert rules and dashboard), and
+# templates/ (the consumer's Slack, Teams and email templates, built into the binary too, to copy
+# and edit for `templateFile`). docs/install.md says what to do with it.
 #
 # Needs: a Rust toolchain (rustup), Python 3 with pip. Installs what is missing:
 #   - cargo-zigbuild, from PyPI (`pip install cargo-zigbuild`), which brings Zig (the `ziglang`
@@ -152,7 +154,8 @@ for target in "${targets[@]}"; do
     echo "  SKIPPED --version of the $target binaries: not this machine's CPU and no qemu-${target%%-*} (apt-get install qemu-user)"
   fi
   (cd "$stage/bin" && sha256sum "${programs[@]}" > ../SHA256SUMS)
-  cp -r infra/systemd infra/examples infra/mosquitto "$stage/infra/"
+  cp -r infra/systemd infra/examples infra/mosquitto infra/prometheus infra/grafana "$stage/infra/"
+  cp -r consumer/templates "$stage/templates"
   sed -e "s/@VERSION@/$version/g" -e "s/@TARGET@/$target/g" infra/INSTALL.in > "$stage/INSTALL"
 
   archive=$dist/$name.tar.gz
