@@ -153,7 +153,8 @@ for target in "${targets[@]}"; do
   else
     echo "  SKIPPED --version of the $target binaries: not this machine's CPU and no qemu-${target%%-*} (apt-get install qemu-user)"
   fi
-  (cd "$stage/bin" && sha256sum "${programs[@]}" > ../SHA256SUMS)
+  # Paths as they are in the archive's directory, where docs/install.md runs `sha256sum -c`.
+  (cd "$stage" && sha256sum "${programs[@]/#/bin/}" > SHA256SUMS && sha256sum --quiet -c SHA256SUMS)
   cp -r infra/systemd infra/examples infra/mosquitto infra/prometheus infra/grafana "$stage/infra/"
   cp -r consumer/templates "$stage/templates"
   sed -e "s/@VERSION@/$version/g" -e "s/@TARGET@/$target/g" infra/INSTALL.in > "$stage/INSTALL"
