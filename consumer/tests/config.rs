@@ -1009,6 +1009,17 @@ fn check_config_warns_about_what_contradicts_itself() {
     );
     assert_no_secrets(&out);
 
+    // An empty clientId is no client id either: the same host-derived default, the same warning.
+    set(&mut ext, &format!("{F}.broker.clientId"), s(""));
+    let (code, out) = fx.check(&butler, Some(&ext), &[DEV_ENV[0], ("HOSTNAME", "c0ffee42")]);
+    assert_eq!(code, EXIT_OK, "{out}");
+    assert!(
+        warnings(&out)[0].starts_with(&format!(
+            "{F}.broker.clientId: not set, so it is `qscloud-consumer-c0ffee42`"
+        )),
+        "{out}"
+    );
+
     // Each fixed: no warning at all.
     set(
         &mut ext,

@@ -79,12 +79,6 @@ impl BrokerConfig {
         settings
     }
 
-    /// Whether the client id is the default derived from this host's name: it changes when
-    /// the host does (a new container), and with it the broker's session.
-    pub fn client_id_is_host_derived(&self) -> bool {
-        self.client_id == default_client_id(&|name| std::env::var(name).ok())
-    }
-
     /// The MQTT 5 session expiry to request: `None` (session ends with the connection) when
     /// `cleanSession` is true.
     pub fn session_expiry_v5(&self) -> Option<Duration> {
@@ -353,7 +347,10 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
             "is false, but caFile/clientCertFile are set: they only apply to TLS",
         );
     }
-    let client_id = match CLIENT_ID.at(b).opt_string(p) {
+    let configured_client_id = CLIENT_ID.at(b).opt_string(p);
+    // An empty value counts as unset: the id is the host-derived default either way.
+    let client_id_from_hostname = configured_client_id.is_none();
+    let client_id = match configured_client_id {
         Some(id) if id.contains(['/', '+', '#']) => {
             p.add(
                 format!("{}.clientId", b.path),
@@ -364,7 +361,6 @@ fn parse_broker(b: &Node<'_>, env: Env<'_>, p: &mut Problems) -> Option<BrokerCo
         Some(id) => Some(id),
         None => Some(default_client_id(env)),
     };
-    let client_id_from_hostname = !CLIENT_ID.at(b).is_present();
     let version = match MQTT_VERSION.at(b).opt_string(p) {
         None => Some(MqttVersion::V311),
         Some(v) => match v.parse::<MqttVersion>() {

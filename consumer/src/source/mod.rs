@@ -72,7 +72,7 @@ impl SourceConfig {
             filter: config.topics.subscription_filter(),
             backoff: Backoff::default(),
             window: config.consumer.concurrency,
-            host_derived_client_id: config.broker.client_id_is_host_derived(),
+            host_derived_client_id: config.broker.client_id_from_hostname,
         }
     }
 }
