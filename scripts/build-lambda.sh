@@ -22,20 +22,8 @@ ZIP="${CARGO_TARGET_DIR:-$PWD/target}/lambda/relay-fn/bootstrap.zip"
 
 say() { printf '== %s\n' "$*" >&2; }
 
-if ! cargo lambda --version >/dev/null 2>&1; then
-  say "cargo-lambda not found: installing it from PyPI (pip install cargo-lambda)"
-  python3 -m pip install --quiet --disable-pip-version-check --user cargo-lambda \
-    || python3 -m pip install --quiet --disable-pip-version-check cargo-lambda
-  # pip puts console scripts in the user base (or the interpreter's bin); pyenv needs a rehash.
-  PATH="$(python3 -m site --user-base)/bin:$PATH"
-  export PATH
-  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
-  hash -r
-  cargo lambda --version >/dev/null 2>&1 || {
-    echo "cargo-lambda was installed but is not on PATH; add \$(python3 -m site --user-base)/bin to PATH" >&2
-    exit 1
-  }
-fi
+. scripts/pip-tool.sh
+need_pip_tool cargo-lambda cargo lambda --version
 say "$(cargo lambda --version)"
 
 if command -v rustup >/dev/null 2>&1; then

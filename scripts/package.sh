@@ -44,20 +44,8 @@ version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Carg
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 dist=$root/dist
 
-if ! cargo-zigbuild --version >/dev/null 2>&1; then
-  say "cargo-zigbuild not found: installing it from PyPI (pip install cargo-zigbuild)"
-  python3 -m pip install --quiet --disable-pip-version-check --user cargo-zigbuild \
-    || python3 -m pip install --quiet --disable-pip-version-check cargo-zigbuild
-  # pip puts console scripts in the user base (or the interpreter's bin); pyenv needs a rehash.
-  PATH="$(python3 -m site --user-base)/bin:$PATH"
-  export PATH
-  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
-  hash -r
-  cargo-zigbuild --version >/dev/null 2>&1 || {
-    echo "cargo-zigbuild was installed but is not on PATH; add \$(python3 -m site --user-base)/bin to PATH" >&2
-    exit 1
-  }
-fi
+. scripts/pip-tool.sh
+need_pip_tool cargo-zigbuild cargo-zigbuild --version
 say "$(cargo-zigbuild --version)"
 
 if command -v rustup >/dev/null 2>&1; then
