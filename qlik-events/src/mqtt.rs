@@ -336,6 +336,25 @@ fn request<E: std::fmt::Display>(result: Result<(), E>) -> Result<(), RequestErr
 }
 
 impl MqttEventLoop {
+    /// Sends a clean DISCONNECT through `client` and drives the connection until it has left,
+    /// or `within` has passed, or the connection failed: a persistent session stays on the
+    /// broker whichever comes first. Events that arrive meanwhile are dropped (unacknowledged,
+    /// so the broker keeps any message among them).
+    pub async fn disconnect(&mut self, client: &MqttClient, within: Duration) {
+        if client.disconnect().await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                match self.poll().await {
+                    Ok(MqttEvent::DisconnectSent) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+
     /// Drives the connection to its next event. After an error, the next call reconnects.
     pub async fn poll(&mut self) -> Result<MqttEvent, ConnectionError> {
         match &mut self.0 {

@@ -245,9 +245,8 @@ impl Connection {
             let event = tokio::select! {
                 event = self.eventloop.poll() => event,
                 _ = stopped.changed() => {
-                    let _ = self.client.disconnect().await;
                     // Give the DISCONNECT a moment to leave; the session stays either way.
-                    let _ = tokio::time::timeout(Duration::from_millis(300), self.eventloop.poll()).await;
+                    self.eventloop.disconnect(&self.client, Duration::from_millis(300)).await;
                     return;
                 }
             };

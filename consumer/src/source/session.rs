@@ -281,16 +281,7 @@ async fn bounded<T>(
 
 /// A clean DISCONNECT, given a moment to leave: the persistent session stays either way.
 async fn disconnect(client: &MqttClient, eventloop: &mut MqttEventLoop) {
-    if client.disconnect().await.is_err() {
-        return;
-    }
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(MqttEvent::DisconnectSent) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    eventloop
+        .disconnect(client, Duration::from_millis(500))
+        .await;
 }
